@@ -1,0 +1,28 @@
+"""t2i_jax: text-to-image diffusion (DDPM → GLIDE → unCLIP → latent diffusion) in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="t2i_jax",
+    version="0.1.0",
+    description="Text-to-image diffusion in JAX/Flax: DDPM, Improved DDPM, ADM, GLIDE, unCLIP.",
+    packages=setuptools.find_packages(include=["t2i_jax", "t2i_jax.*"]),
+    python_requires=">=3.10",
+    # Ranges are the ones tested; the upper bounds keep a fresh install on APIs we know.
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "ml_collections>=1.1,<2",
+        "numpy>=2.0,<3",
+        "absl-py>=2.0,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=9.0,<10"],
+        # Preparing real TFDS datasets needs TensorFlow, on a machine with network.
+        "prepare": ["tensorflow-datasets>=4.9", "tensorflow>=2.16"],
+        # The PyTorch reference for parity checks and benchmarks (CPU build on disk here).
+        "torch": ["torch>=2.9,<2.15"],
+    },
+)
