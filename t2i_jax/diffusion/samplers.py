@@ -196,16 +196,20 @@ def sample(
       guidance.as_pytree_fn(denoised_fn), guidance.as_pytree_fn(grad_fn), inpaint, x_T,
       shape=tuple(shape), method=method, mean_type=mean_type, var_type=var_type,
       clip_denoised=clip_denoised, num_steps=num_steps, return_x0=return_x0,
+      # Deterministic DDIM draws no per-step noise (a traced η = 0 would still pay for it).
+      stochastic=not (isinstance(eta, (int, float)) and eta == 0),
   )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("shape", "method", "mean_type", "var_type", "clip_denoised", "num_steps", "return_x0"),
+    static_argnames=(
+        "shape", "method", "mean_type", "var_type", "clip_denoised", "num_steps", "return_x0", "stochastic"
+    ),
 )
 def _sample_jit(
     denoise_fn, s, key, cond, timestep_map, eta, denoised_fn, grad_fn, inpaint, x_T,
-    *, shape, method, mean_type, var_type, clip_denoised, num_steps, return_x0,
+    *, shape, method, mean_type, var_type, clip_denoised, num_steps, return_x0, stochastic,
 ):
   dtype = s.betas.dtype
   init_key, loop_key = jax.random.split(key)
@@ -254,7 +258,8 @@ def _sample_jit(
     if method == "ddpm":
       x_prev = ancestral_update(out, t, jax.random.normal(step_key, shape, dtype))
     elif method == "ddim":
-      x_prev = ddim_update(s, out, x, t, jax.random.normal(step_key, shape, dtype), eta)
+      noise = jax.random.normal(step_key, shape, dtype) if stochastic else None
+      x_prev = ddim_update(s, out, x, t, noise, eta)
     else:
       x_prev, h = dpm_solver_2m_update(s, x, t, out["pred_x0"], prev_x0, prev_h, i < s.num_timesteps - 1)
     x_prev = replace_known(x_prev, i, jax.random.normal(known_key, shape, dtype))

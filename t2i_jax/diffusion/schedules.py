@@ -61,6 +61,11 @@ def beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
     raise ValueError(f"num_timesteps must be a positive integer, got {num_timesteps!r}.")
   if name == "linear":
     scale = 1000.0 / num_timesteps
+    if scale * 0.02 >= 1.0:
+      raise ValueError(
+          f"the 'linear' schedule scales β_max = 0.02 by 1000/T, which reaches 1 for "
+          f"num_timesteps={num_timesteps}; use num_timesteps >= 21 or the 'cosine' schedule."
+      )
     return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
   if name == "scaled_linear":
     return np.linspace(0.00085**0.5, 0.012**0.5, num_timesteps, dtype=np.float64) ** 2
