@@ -128,8 +128,15 @@ def karras_sigmas(s: Schedule, num_steps: int):
 def _check_sample_args(s, shape, method, mean_type, var_type, num_steps, inpaint):
   checks.check_choice("method", method, METHODS)
   checks.check_types(mean_type, var_type)
-  if method in ("euler", "heun") and num_steps is not None and num_steps < 2:
-    raise ValueError(f"num_steps={num_steps}: the Karras grid needs at least 2 steps.")
+  if method in ("euler", "heun"):
+    if num_steps is not None and num_steps < 2:
+      raise ValueError(f"num_steps={num_steps}: the Karras grid needs at least 2 steps.")
+    last_abar = checks.concrete_or_none(s.alphas_cumprod[-1])
+    if last_abar is not None and last_abar <= 0:
+      raise ValueError(
+          f"method={method!r} integrates in σ = sqrt((1−ᾱ)/ᾱ), which is infinite at the last step of a "
+          "zero-terminal-SNR schedule; use 'ddim', 'dpm++2m' or 'ddpm' with it."
+      )
   if inpaint is not None:
     known, mask = inpaint
     if known.shape != tuple(shape):

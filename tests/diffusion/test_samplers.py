@@ -138,39 +138,39 @@ def test_karras_sigmas_snap_to_schedule():
   assert np.all(np.diff(np.asarray(sigmas)) < 0)
 
 
-@pytest.mark.parametrize(
-    "schedule_name, x64, atol", [("linear", False, 5e-4), ("linear", True, 1e-9), ("cosine", True, 1e-9)]
-)
-def test_ddim_inversion_round_trip(schedule_name, x64, atol):
-  """With the exact denoiser of a one-point dataset the x0 prediction is constant
-  along the path, so DDIM is exact and its inversion undoes it to rounding error.
+@pytest.mark.parametrize("schedule_name, x64", [("linear", False), ("cosine", False), ("cosine", True)])
+def test_ddim_inversion_round_trip(schedule_name, x64):
+  """Image state -> ddim_invert -> x_T -> DDIM back: the same image within 1e-4.
 
-  The reference's update goes through x0 = x_t/sqrt(ᾱ) − eps·sqrt(1/ᾱ − 1), which
-  multiplies float32 rounding by 1/sqrt(ᾱ_{T-1}) (157 for linear, 2·10⁴ for cosine):
-  float32 round trips measure ~2e-4 (linear) and ~2e-3 (cosine); float64 ~1e-12.
+  With the exact denoiser of a one-point dataset the x0 prediction is constant
+  along the path, so DDIM is exact: x_T must be the analytic a_T·x0 + b_T·eps of
+  the eps that the state at index 0 carries.
   """
   with jax.enable_x64(x64):
-    _inversion_round_trip(schedule_name, atol)
+    betas = schedules.beta_schedule(schedule_name, T)
+    s, tmap = schedules.respace(betas, schedules.space_timesteps(T, "ddim50"))
+    full = schedules.make_schedule(betas)
+    dtype = s.betas.dtype
+    point = jnp.linspace(-0.8, 0.8, 4 * 4 * 3, dtype=dtype).reshape(1, 4, 4, 3)
 
+    def point_mass_eps(x_t, t, cond):
+      a = full.sqrt_alphas_cumprod[t].reshape(-1, 1, 1, 1)
+      return (x_t - a * point) / full.sqrt_one_minus_alphas_cumprod[t].reshape(-1, 1, 1, 1)
 
-def _inversion_round_trip(schedule_name, atol):
-  betas = schedules.beta_schedule(schedule_name, T)
-  s, tmap = schedules.respace(betas, schedules.space_timesteps(T, "ddim50"))
-  full = schedules.make_schedule(betas)
-  point = jnp.linspace(-0.8, 0.8, 4 * 4 * 3).reshape(1, 4, 4, 3)
-
-  def point_mass_eps(x_t, t, cond):
-    a = full.sqrt_alphas_cumprod[t].reshape(-1, 1, 1, 1)
-    return (x_t - a * point) / full.sqrt_one_minus_alphas_cumprod[t].reshape(-1, 1, 1, 1)
-
-  x_T = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3), s.betas.dtype)
-  kw = dict(mean_type="eps", var_type="fixed_small", clip_denoised=False)
-  x = x_T
-  for i in range(s.num_timesteps - 1, 0, -1):  # down to the state at index 0
-    t = jnp.full((2,), i, jnp.int32)
-    x, _ = samplers.ddim_step(s, point_mass_eps(x, tmap[t], None), x, t, None, eta=0.0, **kw)
-  x_back = samplers.ddim_invert(point_mass_eps, s, x, timestep_map=tmap, **kw)
-  np.testing.assert_allclose(np.asarray(x_back), np.asarray(x_T), atol=atol)
+    eps = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3), dtype)
+    x_img = full.sqrt_alphas_cumprod[0] * point + full.sqrt_one_minus_alphas_cumprod[0] * eps
+    kw = dict(mean_type="eps", var_type="fixed_small", clip_denoised=False)
+    x_T = samplers.ddim_invert(point_mass_eps, s, x_img, timestep_map=tmap, **kw)
+    last = int(tmap[-1])
+    want_T = full.sqrt_alphas_cumprod[last] * point + full.sqrt_one_minus_alphas_cumprod[last] * eps
+    # Recovering eps from the state at t = 0 divides rounding by sqrt(1 − ᾱ_0) (0.01 for
+    # linear, 0.006 for cosine), so float32 meets x_T to ~1e-4 and float64 to ~1e-12.
+    np.testing.assert_allclose(np.asarray(x_T), np.asarray(want_T), atol=1e-9 if x64 else 5e-4)
+    x = x_T
+    for i in range(s.num_timesteps - 1, 0, -1):  # back down to the state at index 0
+      t = jnp.full((2,), i, jnp.int32)
+      x, _ = samplers.ddim_step(s, point_mass_eps(x, tmap[t], None), x, t, None, eta=0.0, **kw)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(x_img), atol=1e-9 if x64 else 1e-4)
 
 
 def test_ddim_inversion_error_shrinks_with_steps():
@@ -277,3 +277,27 @@ def test_wrong_output_channels_raise():
     samplers.ddpm_step(s, x, x, jnp.array([3]), x, mean_type="eps", var_type="learned_range")
   with pytest.raises(ValueError, match="timesteps in"):
     samplers.ddpm_step(s, x, x, jnp.array([100]), x, mean_type="eps", var_type="fixed_small")
+
+
+def test_zero_terminal_snr_with_v_prediction():
+  """On a zero-terminal-SNR schedule x_T carries no signal; v-prediction still samples."""
+  betas = schedules.rescale_zero_terminal_snr(schedules.beta_schedule("scaled_linear", T))
+  full = schedules.make_schedule(betas)
+
+  def v_model(x_t, t, cond):  # v = a·E[eps|x_t] − b·E[x0|x_t], finite at a = 0
+    a = full.sqrt_alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    b = full.sqrt_one_minus_alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    var = a * a * SD * SD + b * b
+    eps = b * (x_t - a * MU) / var
+    x0 = MU + a * SD * SD * (x_t - a * MU) / var
+    return a * eps - b * x0
+
+  s, tmap = schedules.respace(betas, schedules.space_timesteps(T, "ddim50"))
+  for method in ("ddim", "dpm++2m", "ddpm"):
+    x = samplers.sample(v_model, s, (2048, 2, 2, 1), jax.random.PRNGKey(5), method=method, mean_type="v",
+                        var_type="fixed_small", timestep_map=tmap, clip_denoised=False)
+    assert np.all(np.isfinite(np.asarray(x))), method
+    assert abs(float(x.mean()) / MU - 1) < 0.05, method
+  with pytest.raises(ValueError, match="zero-terminal-SNR"):
+    samplers.sample(v_model, full, (1, 2, 2, 1), jax.random.PRNGKey(0), method="heun", mean_type="v",
+                    var_type="fixed_small")
