@@ -244,13 +244,13 @@ def _sample_jit(
       out = guidance.condition_mean(out, grad) if method == "ddpm" else guidance.condition_score(s, out, x_t, t, grad)
     return out
 
-  def replace_known(x_prev, i, noise):
+  def replace_known(x_prev, i, noise_key):
     """The known region of the state at schedule index i − 1 (the clean image after i = 0)."""
     if inpaint is None:
       return x_prev
     known, mask = inpaint[0].astype(dtype), inpaint[1].astype(dtype)
     t_prev = jnp.full((batch,), jnp.maximum(i - 1, 0), jnp.int32)
-    noised = gaussian.q_sample(s, known, t_prev, noise)
+    noised = gaussian.q_sample(s, known, t_prev, jax.random.normal(noise_key, shape, dtype))
     return guidance.paste_known(x_prev, jnp.where(i > 0, noised, known), mask)
 
   if method in ("euler", "heun"):
@@ -269,10 +269,10 @@ def _sample_jit(
       x_prev = ddim_update(s, out, x, t, noise, eta)
     else:
       x_prev, h = dpm_solver_2m_update(s, x, t, out["pred_x0"], prev_x0, prev_h, i < s.num_timesteps - 1)
-    x_prev = replace_known(x_prev, i, jax.random.normal(known_key, shape, dtype))
+    x_prev = replace_known(x_prev, i, known_key)
     return (x_prev, out["pred_x0"], h), (out["pred_x0"] if return_x0 else None)
 
-  x_start = replace_known(x_T, jnp.int32(s.num_timesteps), jax.random.normal(jax.random.fold_in(init_key, 1), shape, dtype))
+  x_start = replace_known(x_T, jnp.int32(s.num_timesteps), jax.random.fold_in(init_key, 1))
   zeros_h = jnp.zeros((batch,) + (1,) * (len(shape) - 1), dtype)
   (x, _, _), x0s = jax.lax.scan(
       step, (x_start, jnp.zeros_like(x_T), zeros_h), jnp.arange(s.num_timesteps - 1, -1, -1)
