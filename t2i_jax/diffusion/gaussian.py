@@ -30,7 +30,9 @@ def q_mean_variance(s: Schedule, x0: jax.Array, t: jax.Array):
   ones = jnp.ones_like(x0)
   return (
       extract(s.sqrt_alphas_cumprod, t, x0) * x0,
-      extract(1.0 - s.alphas_cumprod, t, x0) * ones,
+      # Squared from the stored float64-derived root: 1 − ᾱ in float32 keeps
+      # only ~3 digits at t = 0, where ᾱ ≈ 1.
+      jnp.square(extract(s.sqrt_one_minus_alphas_cumprod, t, x0)) * ones,
       extract(s.log_one_minus_alphas_cumprod, t, x0) * ones,
   )
 

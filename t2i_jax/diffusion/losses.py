@@ -136,8 +136,9 @@ def prior_bpd(s: Schedule, x0: jax.Array) -> jax.Array:
 
 def snr(s: Schedule, t: jax.Array) -> jax.Array:
   """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t), [B]."""
-  abar = s.alphas_cumprod[t]
-  return abar / (1.0 - abar)
+  checks.check_timesteps(t, s.num_timesteps)
+  # From the stored roots rather than 1 − ᾱ, which cancels in float32 when ᾱ ≈ 1.
+  return jnp.square(s.sqrt_alphas_cumprod[t] / s.sqrt_one_minus_alphas_cumprod[t])
 
 
 def min_snr_weight(s: Schedule, t: jax.Array, gamma: float, mean_type: str) -> jax.Array:
@@ -146,6 +147,7 @@ def min_snr_weight(s: Schedule, t: jax.Array, gamma: float, mean_type: str) -> j
   The x0-space weight min(SNR, γ), expressed for the loss on the model's own
   target: /SNR for eps, /(SNR + 1) for v.
   """
+  checks.check_choice("mean_type", mean_type, checks.MEAN_TYPES)
   snr_t = snr(s, t)
   clipped = jnp.minimum(snr_t, gamma)
   if mean_type == "eps":
@@ -185,6 +187,9 @@ def training_losses(
   """
   checks.check_choice("loss_type", loss_type, LOSS_TYPES)
   checks.check_types(mean_type, var_type)
+  # The mse path with a fixed variance never reaches p_mean_variance's check, and
+  # an out-of-range gather would silently clamp to the last step.
+  checks.check_timesteps(t, s.num_timesteps)
   mean_output, var_values = gaussian.split_model_output(model_output, x_t, var_type)
   mean_output = jnp.asarray(mean_output, s.betas.dtype)
   x0, noise = jnp.asarray(x0, s.betas.dtype), jnp.asarray(noise, s.betas.dtype)

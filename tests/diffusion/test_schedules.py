@@ -240,6 +240,13 @@ def test_unknown_schedule_name_lists_choices():
     schedules.beta_schedule("quadratic", 1000)
 
 
+def test_linear_schedule_too_short_for_its_scaling():
+  # β_max = 0.02 · 1000/T reaches 1 below T = 21 (the reference would build it and then fail its assert).
+  assert schedules.beta_schedule("linear", 21)[-1] < 1.0
+  with pytest.raises(ValueError, match="use num_timesteps >= 21 or the 'cosine' schedule"):
+    schedules.beta_schedule("linear", 20)
+
+
 @pytest.mark.parametrize("num_timesteps", [0, -5, 10.0])
 def test_bad_num_timesteps(num_timesteps):
   with pytest.raises(ValueError, match="num_timesteps must be a positive integer"):
