@@ -80,7 +80,9 @@ def discretized_gaussian_log_likelihood(x, *, means, log_scales):
   if not (x.shape == means.shape == log_scales.shape):
     raise ValueError(f"x, means, log_scales must share a shape, got {x.shape}, {means.shape}, {log_scales.shape}.")
   k = np.sqrt(2.0 / np.pi)
-  inv_stdv = jnp.exp(-log_scales)
+  # Below σ = 1e-6 a ±1/255 bin spans > 3900σ and every CDF value has saturated, so
+  # flooring σ there changes no probability but keeps upper³ finite in float32.
+  inv_stdv = jnp.exp(-jnp.maximum(log_scales, np.log(1e-6)))
   centered = x - means
   upper = inv_stdv * (centered + 1.0 / 255.0)
   lower = inv_stdv * (centered - 1.0 / 255.0)
@@ -236,7 +238,8 @@ def calc_bpd(
 
   Returns:
     dict(total_bpd [B], prior_bpd [B], vb [B, T], x0_mse [B, T], mse [B, T]),
-    with columns in timestep order 0..T-1.
+    with columns in timestep order 0..T-1 (improved-diffusion's calc_bpd_loop
+    stacks them in loop order, column 0 being t = T−1).
   """
   checks.check_types(mean_type, var_type)
   x0 = jnp.asarray(x0, s.betas.dtype)

@@ -43,10 +43,13 @@ def ancestral_update(out: dict, t: jax.Array, noise: jax.Array) -> jax.Array:
 def ddim_update(s: Schedule, out: dict, x_t, t, noise, eta) -> jax.Array:
   """DDIM's x_{t-1} from the x0 prediction in `out` (σ as in improved-diffusion)."""
   eps = gaussian.eps_from_x0(s, x_t, t, out["pred_x0"])
-  abar = extract(s.alphas_cumprod, t, x_t)
-  abar_prev = extract(s.alphas_cumprod_prev, t, x_t)
-  sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar)) * jnp.sqrt(1.0 - abar / abar_prev)
-  mean = out["pred_x0"] * jnp.sqrt(abar_prev) + jnp.sqrt(1.0 - abar_prev - sigma**2) * eps
+  # σ = η·sqrt((1−ᾱ_prev)/(1−ᾱ))·sqrt(1 − ᾱ/ᾱ_prev), where 1 − ᾱ/ᾱ_prev = β_t; the
+  # roots come from the schedule so that float32 keeps its digits where ᾱ ≈ 1.
+  sigma_prev_noise = extract(s.sqrt_one_minus_alphas_cumprod_prev, t, x_t)
+  sigma = eta * sigma_prev_noise / extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * jnp.sqrt(
+      extract(s.betas, t, x_t))
+  eps_coef = jnp.sqrt(jnp.maximum(jnp.square(sigma_prev_noise) - jnp.square(sigma), 0.0))
+  mean = out["pred_x0"] * extract(s.sqrt_alphas_cumprod_prev, t, x_t) + eps_coef * eps
   if noise is None:  # deterministic DDIM (η = 0) needs no noise
     return mean
   return mean + _nonzero_mask(t, x_t) * sigma * noise
@@ -64,14 +67,13 @@ def dpm_solver_2m_update(s: Schedule, x_t, t, pred_x0, prev_x0, prev_h, use_seco
   Returns:
     (x_{t-1}, h) with h = λ_{t-1} − λ_t, λ = log(α/σ).
   """
-  abar = extract(s.alphas_cumprod, t, x_t)
-  abar_prev = extract(s.alphas_cumprod_prev, t, x_t)
-  alpha, sigma = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
-  alpha_prev, sigma_prev = jnp.sqrt(abar_prev), jnp.sqrt(1.0 - abar_prev)
+  alpha, sigma = extract(s.sqrt_alphas_cumprod, t, x_t), extract(s.sqrt_one_minus_alphas_cumprod, t, x_t)
+  alpha_prev = extract(s.sqrt_alphas_cumprod_prev, t, x_t)
+  sigma_prev = extract(s.sqrt_one_minus_alphas_cumprod_prev, t, x_t)
   # e^{-h} = (σ_prev·α)/(α_prev·σ), finite (0) on the final step where h = ∞.
   exp_neg_h = sigma_prev * alpha / (alpha_prev * sigma)
-  h = 0.5 * (jnp.log(abar_prev) - jnp.log1p(-abar_prev) - jnp.log(abar) + jnp.log1p(-abar))
-  second = use_second_order & (abar_prev < 1.0)
+  h = extract(s.log_snr_prev, t, x_t) - extract(s.log_snr, t, x_t)
+  second = use_second_order & (sigma_prev > 0)
   # D = x0 + (x0 − x0_prev)/(2r), r = h_prev/h.
   coef = jnp.where(second, jnp.where(second, h, 0.0) / (2.0 * jnp.where(second, prev_h, 1.0)), 0.0)
   data = pred_x0 + coef * (pred_x0 - prev_x0)
@@ -106,8 +108,8 @@ def ddim_reverse_step(s, model_output, x_t, t, *, mean_type, var_type, clip_deno
       denoised_fn=denoised_fn,
   )
   eps = gaussian.eps_from_x0(s, x_t, t, out["pred_x0"])
-  abar_next = extract(s.alphas_cumprod_next, t, x_t)
-  return out["pred_x0"] * jnp.sqrt(abar_next) + jnp.sqrt(1.0 - abar_next) * eps, out["pred_x0"]
+  alpha_next = extract(s.sqrt_alphas_cumprod_next, t, x_t)
+  return out["pred_x0"] * alpha_next + extract(s.sqrt_one_minus_alphas_cumprod_next, t, x_t) * eps, out["pred_x0"]
 
 
 def karras_sigmas(s: Schedule, num_steps: int):
@@ -117,7 +119,7 @@ def karras_sigmas(s: Schedule, num_steps: int):
     (sigmas [num_steps + 1] decreasing, ending in 0; t [num_steps] int32 indices
     into `s` whose σ equals sigmas[:-1]).
   """
-  sigma_all = jnp.sqrt((1.0 - s.alphas_cumprod) / s.alphas_cumprod)
+  sigma_all = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod
   lo, hi = sigma_all[0] ** (1.0 / KARRAS_RHO), sigma_all[-1] ** (1.0 / KARRAS_RHO)
   ramp = jnp.linspace(0.0, 1.0, num_steps, dtype=sigma_all.dtype)
   grid = (hi + ramp * (lo - hi)) ** KARRAS_RHO

@@ -104,6 +104,14 @@ class Schedule:
   alphas_cumprod_next: jax.Array  # ᾱ_{t+1}, with ᾱ_T = 0
   sqrt_alphas_cumprod: jax.Array
   sqrt_one_minus_alphas_cumprod: jax.Array
+  # The roots at t−1 and t+1 too, and the log-SNR λ = log(sqrt(ᾱ)/sqrt(1−ᾱ)):
+  # formed in float64, because 1 − ᾱ in float32 keeps ~3 digits where ᾱ ≈ 1.
+  sqrt_alphas_cumprod_prev: jax.Array
+  sqrt_one_minus_alphas_cumprod_prev: jax.Array
+  sqrt_alphas_cumprod_next: jax.Array
+  sqrt_one_minus_alphas_cumprod_next: jax.Array
+  log_snr: jax.Array  # −∞ where ᾱ = 0
+  log_snr_prev: jax.Array  # +∞ at t = 0, where ᾱ_{-1} = 1
   log_one_minus_alphas_cumprod: jax.Array
   sqrt_recip_alphas_cumprod: jax.Array
   sqrt_recipm1_alphas_cumprod: jax.Array
@@ -139,6 +147,8 @@ def make_schedule(betas, dtype=None) -> Schedule:
     sqrt_recip = np.sqrt(1.0 / abar)
     sqrt_recipm1 = np.sqrt(1.0 / abar - 1.0)
     log_one_minus = np.log(1.0 - abar)
+    log_snr = 0.5 * (np.log(abar) - log_one_minus)
+    log_snr_prev = 0.5 * (np.log(abar_prev) - np.log(1.0 - abar_prev))
   posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
   clipped_variance = np.append(posterior_variance[1], posterior_variance[1:])
   fixed_large = np.append(posterior_variance[1], betas[1:])
@@ -150,6 +160,12 @@ def make_schedule(betas, dtype=None) -> Schedule:
       alphas_cumprod_next=abar_next,
       sqrt_alphas_cumprod=np.sqrt(abar),
       sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
+      sqrt_alphas_cumprod_prev=np.sqrt(abar_prev),
+      sqrt_one_minus_alphas_cumprod_prev=np.sqrt(1.0 - abar_prev),
+      sqrt_alphas_cumprod_next=np.sqrt(abar_next),
+      sqrt_one_minus_alphas_cumprod_next=np.sqrt(1.0 - abar_next),
+      log_snr=log_snr,
+      log_snr_prev=log_snr_prev,
       log_one_minus_alphas_cumprod=log_one_minus,
       sqrt_recip_alphas_cumprod=sqrt_recip,
       sqrt_recipm1_alphas_cumprod=sqrt_recipm1,

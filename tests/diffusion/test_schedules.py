@@ -5,6 +5,7 @@ against the real PyTorch code (float64), where its betas, ᾱ and posterior
 constants agree to 2e-16 and its space_timesteps/respacing exactly.
 """
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,7 +164,8 @@ def test_make_schedule_stores_float64_results_rounded_to_float32():
 def test_schedule_is_a_pytree_with_static_length():
   s = schedules.make_schedule(schedules.beta_schedule("cosine", 10))
   leaves, treedef = jax.tree_util.tree_flatten(s)
-  assert len(leaves) == 16 and all(leaf.shape == (10,) for leaf in leaves)
+  array_fields = [f.name for f in dataclasses.fields(s) if f.name != "num_timesteps"]
+  assert len(leaves) == len(array_fields) == 22 and all(leaf.shape == (10,) for leaf in leaves)
   doubled = jax.jit(lambda s: jax.tree_util.tree_map(lambda a: 2 * a, s))(s)
   assert doubled.num_timesteps == 10
   np.testing.assert_allclose(doubled.betas, 2 * np.asarray(s.betas))
@@ -291,3 +293,26 @@ def test_space_timesteps_rejects_bad_section_counts(num_timesteps, section_count
 def test_respace_rejects_bad_timesteps(kept):
   with pytest.raises(ValueError, match="use_timesteps must hold at least 2 distinct steps in 0..99"):
     schedules.respace(schedules.beta_schedule("linear", 100), kept)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_neighbour_roots_and_log_snr(name):
+  """The t−1 / t+1 roots and λ are formed in float64: exact definitions, and in
+  float32 far closer than anything computed from the float32 ᾱ where ᾱ ≈ 1."""
+  betas = schedules.beta_schedule(name, 1000)
+  abar = np.cumprod(1.0 - betas)
+  prev, nxt = np.append(1.0, abar[:-1]), np.append(abar[1:], 0.0)
+  want = dict(
+      sqrt_alphas_cumprod_prev=np.sqrt(prev), sqrt_one_minus_alphas_cumprod_prev=np.sqrt(1 - prev),
+      sqrt_alphas_cumprod_next=np.sqrt(nxt), sqrt_one_minus_alphas_cumprod_next=np.sqrt(1 - nxt),
+      log_snr=0.5 * np.log(abar / (1 - abar)), log_snr_prev=0.5 * np.log(prev[1:] / (1 - prev[1:])),
+  )
+  s = schedules.make_schedule(betas)
+  for field, value in want.items():
+    got = np.asarray(getattr(s, field), np.float64)
+    if field == "log_snr_prev":
+      assert got[0] == np.inf
+      got = got[1:]
+    np.testing.assert_allclose(got, value, rtol=2e-7, atol=1e-30, err_msg=field)
+  naive = np.sqrt(1.0 - np.asarray(s.alphas_cumprod_prev))  # float32 cancellation
+  assert np.max(np.abs(naive[1:5] / want["sqrt_one_minus_alphas_cumprod_prev"][1:5] - 1)) > 1e-5
