@@ -655,3 +655,15 @@ def test_wrong_channel_count():
 def test_likelihood_shape_mismatch():
   with pytest.raises(ValueError, match="x, means, log_scales must share a shape"):
     losses.discretized_gaussian_log_likelihood(jnp.zeros((2, 3)), means=jnp.zeros((2, 3)), log_scales=jnp.zeros((3,)))
+
+
+def test_decoder_likelihood_with_tiny_scales_stays_finite():
+  # A learned log-variance of −80 (σ = e^−40) overflowed upper³ in float32; the bin
+  # then holds all the mass (x at the mean) or none (x a bin away), exactly.
+  x = jnp.array([[0.0, 0.5, 0.5, 1.0]])
+  means = jnp.array([[0.0, 0.5, 0.5 + 2 / 255, 1.0]])
+  log_scales = jnp.full_like(x, -40.0)
+  logp = np.asarray(losses.discretized_gaussian_log_likelihood(x, means=means, log_scales=log_scales))
+  assert np.all(np.isfinite(logp))
+  np.testing.assert_allclose(logp[0, [0, 1, 3]], 0.0, atol=1e-6)
+  np.testing.assert_allclose(logp[0, 2], np.log(1e-12), rtol=1e-6)
