@@ -1,0 +1,1 @@
+"""Flax Linen modules: U-Net, text encoder, CLIP, diffusion prior, noisy classifier."""
