@@ -1,0 +1,66 @@
+"""GLIDE's text encoder: a bidirectional transformer over a fixed-length caption.
+
+tokens int32 [B, L] (L <= context) → token states [B, L, width] and the state of
+the last position [B, width], which GLIDE projects into the U-Net's timestep
+embedding. With `padding_embedding` (GLIDE's released models), positions where
+`mask` is False take a learned per-position embedding instead of token +
+position; the caption is expected padded to the full context, so the last
+position is a padding position, as in GLIDE.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t2i_jax.models import layers
+
+
+def check_tokens(tokens: jax.Array, context_length: int) -> None:
+  """Raises a ValueError unless tokens is [B, L] with L <= context_length."""
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be int [batch, length], got shape {tokens.shape}.")
+  if tokens.shape[1] > context_length:
+    raise ValueError(
+        f"the token sequence has {tokens.shape[1]} tokens but the text encoder's context is "
+        f"{context_length}; truncate the caption (the tokenizer's max_length) or raise text.context_length."
+    )
+
+
+class GlideTextEncoder(nn.Module):
+  """The transformer text encoder of GLIDE (Nichol et al., 2022).
+
+  Attributes mirror the GLIDE options: context_length (text_ctx), width
+  (xf_width), layers (xf_layers), heads (xf_heads), final_ln (xf_final_ln),
+  padding_embedding (xf_padding), vocab_size.
+  """
+
+  vocab_size: int
+  context_length: int = 128
+  width: int = 512
+  layers: int = 16
+  heads: int = 8
+  final_ln: bool = True
+  padding_embedding: bool = True
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens, mask=None):
+    """Encodes tokens [B, L]; mask bool [B, L] (True = real token). Returns ([B, L, W], [B, W])."""
+    check_tokens(tokens, self.context_length)
+    length = tokens.shape[1]
+    init = nn.initializers.normal(0.01)
+    x = nn.Embed(self.vocab_size, self.width, name="token_embedding")(tokens)
+    x = x + self.param("positional_embedding", init, (self.context_length, self.width))[None, :length]
+    if self.padding_embedding:
+      if mask is None:
+        raise ValueError("this text encoder learns a padding embedding: pass the token mask (True = real token).")
+      padding = self.param("padding_embedding", init, (self.context_length, self.width))[None, :length]
+      x = jnp.where(mask[..., None], x, padding)
+    x = layers.Transformer(self.layers, self.heads, remat=self.remat, dtype=self.dtype, name="transformer")(
+        x.astype(self.dtype))
+    if self.final_ln:
+      x = layers.LayerNorm32(self.dtype, name="final_ln")(x)
+    return x, x[:, -1]

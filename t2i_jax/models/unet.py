@@ -1,0 +1,221 @@
+"""The ADM U-Net (Dhariwal & Nichol, 2021) with GLIDE, unCLIP and latent-diffusion conditioning.
+
+x_t [B, H, W, C_in] and timesteps t [B] → [B, H, W, C_out] (C_out = 2·C when the
+variance is learned: mean part first). Conditioning paths, each optional and
+combinable:
+- class labels y [B], with an extra null label (index num_classes) for CFG;
+- GLIDE text: tokens [B, L] + mask through GlideTextEncoder; its last state,
+  projected, joins the timestep embedding, and all its states become extra keys
+  and values in every attention layer;
+- unCLIP: a CLIP image embedding [B, D] projected into the timestep embedding and
+  into `clip_tokens` extra context tokens after the text tokens;
+- cross-attention to any frozen encoder's states: context [B, S, context_dim];
+- super-resolution: low_res [B, h, w, C] upsampled bilinearly and concatenated to
+  x_t, with an optional embedding of the noise-augmentation level;
+- inpainting: masked image and mask as 4 extra input channels.
+
+Block order and parameter layout follow openai/guided-diffusion and
+glide-text2im, so the published configurations have exactly their parameter
+counts (tests/models/test_unet.py).
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t2i_jax.models import layers
+from t2i_jax.models.text_encoder import GlideTextEncoder
+
+
+class UNet(nn.Module):
+  """ADM U-Net; see the module docstring. Fields mirror the config's model section."""
+
+  image_size: int
+  model_channels: int
+  num_res_blocks: int
+  attention_resolutions: Sequence[int]  # in pixels, e.g. (32, 16, 8) for a 64×64 model
+  channel_mult: Sequence[int] = (1, 2, 4, 8)
+  in_channels: int = 3
+  out_channels: int = 3
+  learn_sigma: bool = False
+  dropout: float = 0.0
+  num_heads: int = 1
+  num_head_channels: int = -1  # > 0: heads = channels // num_head_channels
+  use_scale_shift_norm: bool = True
+  resblock_updown: bool = False
+  conv_resample: bool = True
+  num_classes: Optional[int] = None
+  class_null: bool = False  # one more label row, the null label for classifier-free guidance
+  text: Optional[dict] = None  # GlideTextEncoder fields
+  clip_dim: Optional[int] = None
+  clip_tokens: int = 4
+  context_dim: Optional[int] = None
+  super_res: bool = False
+  noise_aug_embedding: bool = False
+  inpaint: bool = False
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  # --- geometry ---------------------------------------------------------------
+
+  @property
+  def input_channels(self) -> int:
+    """Channels of the first conv: x_t, plus low_res (super-res), plus masked image and mask."""
+    return self.in_channels * (1 + int(self.super_res) + int(self.inpaint)) + int(self.inpaint)
+
+  @property
+  def output_channels(self) -> int:
+    return self.out_channels * (2 if self.learn_sigma else 1)
+
+  @property
+  def context_width(self) -> Optional[int]:
+    """Width of the tokens every attention layer also attends to (None: self-attention only)."""
+    if self.text is not None:
+      return self.text["width"]
+    if self.context_dim is not None:
+      return self.context_dim
+    return 4 * self.model_channels if self.clip_dim is not None else None
+
+  def check_config(self) -> None:
+    """Raises a ValueError for an architecture that cannot be built."""
+    levels = len(self.channel_mult)
+    if self.image_size % (2 ** (levels - 1)):
+      raise ValueError(
+          f"image_size={self.image_size} cannot be halved {levels - 1} times for channel_mult="
+          f"{tuple(self.channel_mult)}; use a multiple of {2 ** (levels - 1)} or fewer levels."
+      )
+    reachable = [self.image_size // 2**i for i in range(levels)]
+    missing = sorted(set(self.attention_resolutions) - set(reachable))
+    if missing:
+      raise ValueError(
+          f"attention_resolutions {missing} never occur in this U-Net, whose feature maps are {reachable} pixels."
+      )
+    if self.text is not None and self.context_dim is not None:
+      raise ValueError("set either text (GLIDE's own encoder) or context_dim (an external encoder), not both.")
+    if self.num_head_channels > 0:
+      for mult in self.channel_mult:
+        if (mult * self.model_channels) % self.num_head_channels:
+          raise ValueError(
+              f"{mult * self.model_channels} channels do not split into heads of {self.num_head_channels}."
+          )
+
+  def _heads(self, channels: int) -> int:
+    return channels // self.num_head_channels if self.num_head_channels > 0 else self.num_heads
+
+  # --- inputs -----------------------------------------------------------------
+
+  def _check_inputs(self, x, t, y, tokens, clip_emb, context, low_res, noise_aug_t):
+    expected = (self.image_size, self.image_size, self.in_channels)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+      raise ValueError(
+          f"x has shape {tuple(x.shape)}; this U-Net expects [B, {self.image_size}, {self.image_size}, "
+          f"{self.in_channels}] (NHWC; the conditioning channels are added by the model itself)."
+      )
+    if t.shape != (x.shape[0],):
+      raise ValueError(f"t must be [B] = [{x.shape[0]}], got shape {t.shape}.")
+    needed = dict(y=self.num_classes is not None, tokens=self.text is not None, clip_emb=self.clip_dim is not None,
+                  context=self.context_dim is not None, low_res=self.super_res,
+                  noise_aug_t=self.noise_aug_embedding)
+    given = dict(y=y, tokens=tokens, clip_emb=clip_emb, context=context, low_res=low_res, noise_aug_t=noise_aug_t)
+    for name, need in needed.items():
+      if need and given[name] is None:
+        raise ValueError(f"this U-Net is conditioned on {name}: pass it (use the null value to drop the condition).")
+      if not need and given[name] is not None:
+        raise ValueError(f"{name} was given but this U-Net has no {name} conditioning; check the model config.")
+    if low_res is not None and low_res.shape[-1] != self.in_channels:
+      raise ValueError(f"low_res has {low_res.shape[-1]} channels; expected {self.in_channels}.")
+    if clip_emb is not None and clip_emb.shape[-1] != self.clip_dim:
+      raise ValueError(f"clip_emb has dimension {clip_emb.shape[-1]}; this U-Net expects clip_dim={self.clip_dim}.")
+    if context is not None and context.shape[-1] != self.context_dim:
+      raise ValueError(f"context has width {context.shape[-1]}; this U-Net expects context_dim={self.context_dim}.")
+
+  def _assemble_input(self, x, low_res, inpaint_image, inpaint_mask):
+    parts = [x]
+    if self.inpaint:
+      mask = jnp.zeros(x.shape[:-1] + (1,), x.dtype) if inpaint_mask is None else inpaint_mask.astype(x.dtype)
+      image = jnp.zeros_like(x) if inpaint_image is None else inpaint_image.astype(x.dtype)
+      parts += [image * mask, mask]
+    if self.super_res:
+      # Bilinear with half-pixel centres, as torch's interpolate(align_corners=False).
+      parts.append(jax.image.resize(low_res.astype(x.dtype), x.shape, method="linear", antialias=False))
+    return jnp.concatenate(parts, axis=-1)
+
+  # --- the network ------------------------------------------------------------
+
+  @nn.compact
+  def __call__(self, x, t, *, y=None, tokens=None, token_mask=None, clip_emb=None, context=None,
+               context_mask=None, low_res=None, noise_aug_t=None, inpaint_image=None, inpaint_mask=None,
+               deterministic: bool = True):
+    """Predicts [B, H, W, output_channels] (float32) from x_t [B, H, W, in_channels] and t [B]."""
+    self.check_config()
+    self._check_inputs(x, t, y, tokens, clip_emb, context, low_res, noise_aug_t)
+    dtype, emb_dim = self.dtype, 4 * self.model_channels
+    emb = layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="time_embed")(t)
+    if self.num_classes is not None:
+      emb = emb + nn.Embed(self.num_classes + int(self.class_null), emb_dim, name="label_emb")(y).astype(dtype)
+    if self.text is not None:
+      context, last = GlideTextEncoder(**self.text, remat=self.remat, dtype=dtype, name="text_encoder")(
+          tokens, token_mask)
+      emb = emb + nn.Dense(emb_dim, dtype=dtype, name="text_proj")(last)
+      context_mask = None  # GLIDE attends to every position; padding has its own embedding
+    if self.clip_dim is not None:
+      emb = emb + nn.Dense(emb_dim, dtype=dtype, name="clip_proj")(clip_emb.astype(dtype))
+      width = self.context_width
+      clip_ctx = nn.Dense(self.clip_tokens * width, dtype=dtype, name="clip_tokens_proj")(clip_emb.astype(dtype))
+      clip_ctx = clip_ctx.reshape(x.shape[0], self.clip_tokens, width)
+      if context is None:
+        context = clip_ctx
+      else:
+        if context_mask is not None:
+          context_mask = jnp.concatenate([context_mask, jnp.ones(clip_ctx.shape[:2], bool)], axis=1)
+        context = jnp.concatenate([context.astype(dtype), clip_ctx], axis=1)
+    if self.noise_aug_embedding:
+      emb = emb + layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="noise_aug_embed")(noise_aug_t)
+
+    res_cls = nn.remat(layers.ResBlock, static_argnums=(3,)) if self.remat else layers.ResBlock
+    attn_cls = nn.remat(layers.AttentionBlock) if self.remat else layers.AttentionBlock
+
+    def res(h, channels, name, **kw):
+      block = res_cls(channels, self.dropout, self.use_scale_shift_norm, dtype=dtype, name=name, **kw)
+      return block(h, emb, deterministic)
+
+    def attn(h, name):
+      return attn_cls(self._heads(h.shape[-1]), dtype, name=name)(h, context, context_mask)
+
+    h = self._assemble_input(x.astype(dtype), low_res, inpaint_image, inpaint_mask)
+    h = layers.conv3x3(self.channel_mult[0] * self.model_channels, dtype, name="input_conv")(h)
+    skips, resolution = [h], self.image_size
+    for level, mult in enumerate(self.channel_mult):
+      for i in range(self.num_res_blocks):
+        h = res(h, mult * self.model_channels, f"down_{level}_res_{i}")
+        if resolution in self.attention_resolutions:
+          h = attn(h, f"down_{level}_attn_{i}")
+        skips.append(h)
+      if level != len(self.channel_mult) - 1:
+        if self.resblock_updown:
+          h = res(h, h.shape[-1], f"down_{level}_downsample", down=True)
+        else:
+          h = layers.Downsample(self.conv_resample, dtype, name=f"down_{level}_downsample")(h)
+        skips.append(h)
+        resolution //= 2
+
+    h = res(h, h.shape[-1], "middle_res_0")
+    h = attn(h, "middle_attn")
+    h = res(h, h.shape[-1], "middle_res_1")
+
+    for level, mult in reversed(list(enumerate(self.channel_mult))):
+      for i in range(self.num_res_blocks + 1):
+        h = res(jnp.concatenate([h, skips.pop()], axis=-1), mult * self.model_channels, f"up_{level}_res_{i}")
+        if resolution in self.attention_resolutions:
+          h = attn(h, f"up_{level}_attn_{i}")
+        if level and i == self.num_res_blocks:
+          if self.resblock_updown:
+            h = res(h, h.shape[-1], f"up_{level}_upsample", up=True)
+          else:
+            h = layers.Upsample(self.conv_resample, dtype, name=f"up_{level}_upsample")(h)
+          resolution *= 2
+
+    h = nn.silu(layers.GroupNorm32(dtype, name="out_norm")(h))
+    return layers.conv3x3(self.output_channels, dtype, zero=True, name="out_conv")(h).astype(jnp.float32)
