@@ -1,1 +1,98 @@
-"""Flax Linen modules: U-Net, text encoder, CLIP, diffusion prior, noisy classifier."""
+"""Flax Linen modules, chosen by `config.name` from the explicit table MODELS.
+
+    model = models.build(config.model)          # an nn.Module
+    args, kwargs = models.example_inputs(model)  # dummy inputs of the right shapes
+    n = models.count_params(config.model)        # via jax.eval_shape: no memory spent
+
+A model section is an ml_collections.ConfigDict (or dict) whose keys are the
+module's fields plus `name`; `dtype` is "float32" or "bfloat16" (activations;
+params are always float32).
+"""
+
+from typing import Any, Callable, Dict, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t2i_jax.models.classifier import NoisyClassifier
+from t2i_jax.models.unet import UNet
+
+MODELS: Dict[str, type] = {
+    "unet": UNet,
+    "classifier": NoisyClassifier,
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _freeze(value):
+  """Config values as hashable module fields: dicts -> FrozenDict, lists -> tuples."""
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return flax.core.FrozenDict({k: _freeze(v) for k, v in value.items()})
+  if isinstance(value, list):
+    return tuple(_freeze(v) for v in value)
+  return value
+
+
+def build(config) -> nn.Module:
+  """The module named by config.name, with the section's other keys as its fields."""
+  fields = dict(_freeze(config))
+  name = fields.pop("name", None)
+  if name not in MODELS:
+    raise ValueError(f"model name={name!r} is not known; use one of {', '.join(map(repr, MODELS))}.")
+  cls = MODELS[name]
+  known = set(cls.__dataclass_fields__) - {"parent", "name"}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f"model {name!r} has no option(s) {unknown}; its options are {sorted(known)}.")
+  if "dtype" in fields:
+    if fields["dtype"] not in DTYPES:
+      raise ValueError(f"model dtype={fields['dtype']!r}; use one of {list(DTYPES)}.")
+    fields["dtype"] = DTYPES[fields["dtype"]]
+  return cls(**fields)
+
+
+def _unet_inputs(m: UNet, batch: int):
+  x = jnp.zeros((batch, m.image_size, m.image_size, m.in_channels), jnp.float32)
+  kwargs = {}
+  if m.num_classes is not None:
+    kwargs["y"] = jnp.zeros((batch,), jnp.int32)
+  if m.text is not None:
+    kwargs["tokens"] = jnp.zeros((batch, m.text["context_length"]), jnp.int32)
+    kwargs["token_mask"] = jnp.ones((batch, m.text["context_length"]), bool)
+  if m.clip_dim is not None:
+    kwargs["clip_emb"] = jnp.zeros((batch, m.clip_dim), jnp.float32)
+  if m.context_dim is not None:
+    kwargs["context"] = jnp.zeros((batch, 77, m.context_dim), jnp.float32)
+  if m.super_res:
+    kwargs["low_res"] = jnp.zeros((batch, m.image_size // 4, m.image_size // 4, m.in_channels), jnp.float32)
+  if m.noise_aug_embedding:
+    kwargs["noise_aug_t"] = jnp.zeros((batch,), jnp.int32)
+  return (x, jnp.zeros((batch,), jnp.int32)), kwargs
+
+
+def _classifier_inputs(m: NoisyClassifier, batch: int):
+  x = jnp.zeros((batch, m.image_size, m.image_size, m.in_channels), jnp.float32)
+  return (x, jnp.zeros((batch,), jnp.int32)), {}
+
+
+EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
+    UNet: _unet_inputs,
+    NoisyClassifier: _classifier_inputs,
+}
+
+
+def example_inputs(module: nn.Module, batch: int = 1) -> Tuple[tuple, dict]:
+  """(args, kwargs) of zeros that `module.init` accepts."""
+  return EXAMPLE_INPUTS[type(module)](module, batch)
+
+
+def count_params(config) -> int:
+  """The number of parameters of the model a config section describes, without allocating them."""
+  module = build(config)
+  args, kwargs = example_inputs(module)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
+  return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))

@@ -185,25 +185,7 @@ class UNet(nn.Module):
       return attn_cls(self._heads(h.shape[-1]), dtype, name=name)(h, context, context_mask)
 
     h = self._assemble_input(x.astype(dtype), low_res, inpaint_image, inpaint_mask)
-    h = layers.conv3x3(self.channel_mult[0] * self.model_channels, dtype, name="input_conv")(h)
-    skips, resolution = [h], self.image_size
-    for level, mult in enumerate(self.channel_mult):
-      for i in range(self.num_res_blocks):
-        h = res(h, mult * self.model_channels, f"down_{level}_res_{i}")
-        if resolution in self.attention_resolutions:
-          h = attn(h, f"down_{level}_attn_{i}")
-        skips.append(h)
-      if level != len(self.channel_mult) - 1:
-        if self.resblock_updown:
-          h = res(h, h.shape[-1], f"down_{level}_downsample", down=True)
-        else:
-          h = layers.Downsample(self.conv_resample, dtype, name=f"down_{level}_downsample")(h)
-        skips.append(h)
-        resolution //= 2
-
-    h = res(h, h.shape[-1], "middle_res_0")
-    h = attn(h, "middle_attn")
-    h = res(h, h.shape[-1], "middle_res_1")
+    h, skips, resolution = encoder_half(self, h, res, attn)
 
     for level, mult in reversed(list(enumerate(self.channel_mult))):
       for i in range(self.num_res_blocks + 1):
@@ -219,3 +201,37 @@ class UNet(nn.Module):
 
     h = nn.silu(layers.GroupNorm32(dtype, name="out_norm")(h))
     return layers.conv3x3(self.output_channels, dtype, zero=True, name="out_conv")(h).astype(jnp.float32)
+
+
+def encoder_half(module, h, res, attn):
+  """The U-Net's input conv, downsampling path and middle block (shared with the classifier).
+
+  Args:
+    module: a UNet-like module (image_size, model_channels, channel_mult,
+      num_res_blocks, attention_resolutions, resblock_updown, conv_resample, dtype).
+    h: the assembled input [B, H, W, C_in].
+    res: (h, channels, name, **updown) -> h, a ResBlock call bound to the embedding.
+    attn: (h, name) -> h, an AttentionBlock call bound to the context.
+
+  Returns:
+    (h after the middle block, the skip activations, the final resolution).
+  """
+  h = layers.conv3x3(module.channel_mult[0] * module.model_channels, module.dtype, name="input_conv")(h)
+  skips, resolution = [h], module.image_size
+  for level, mult in enumerate(module.channel_mult):
+    for i in range(module.num_res_blocks):
+      h = res(h, mult * module.model_channels, f"down_{level}_res_{i}")
+      if resolution in module.attention_resolutions:
+        h = attn(h, f"down_{level}_attn_{i}")
+      skips.append(h)
+    if level != len(module.channel_mult) - 1:
+      if module.resblock_updown:
+        h = res(h, h.shape[-1], f"down_{level}_downsample", down=True)
+      else:
+        h = layers.Downsample(module.conv_resample, module.dtype, name=f"down_{level}_downsample")(h)
+      skips.append(h)
+      resolution //= 2
+  h = res(h, h.shape[-1], "middle_res_0")
+  h = attn(h, "middle_attn")
+  h = res(h, h.shape[-1], "middle_res_1")
+  return h, skips, resolution
