@@ -2,8 +2,7 @@
 
 import ml_collections
 
-RUNLOCAL_MODEL = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
-                      num_head_channels=16, dropout=0.0)
+RUNLOCAL_MODEL = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2), num_head_channels=16, dropout=0.0)
 
 
 def parse_arg(arg, allowed=("runlocal",)):
@@ -19,6 +18,7 @@ def shrink_for_cpu(config: ml_collections.ConfigDict, image_size: int = 16) -> N
   """`:runlocal`: the same model family at a size that trains two steps on a CPU in seconds."""
   config.model.update({k: v for k, v in RUNLOCAL_MODEL.items() if k in config.model})
   config.model.image_size = image_size
+  config.model.attention_resolutions = (image_size // 2,)
   if config.model.get("text") is not None:
     config.model.text.update(dict(context_length=16, width=32, layers=1, heads=2, vocab_size=64))
   config.diffusion.num_timesteps = 100
