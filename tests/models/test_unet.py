@@ -1,0 +1,199 @@
+"""The ADM U-Net: published parameter counts, conditioning paths, precision, remat, bad input."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import adm_imagenet64, glide_base64, glide_upsample256, iddpm_cifar10
+from t2i_jax import models
+from t2i_jax.models.unet import UNet
+from tests.models.util import randomize
+
+TEXT = flax.core.FrozenDict(vocab_size=64, context_length=8, width=32, layers=1, heads=2, final_ln=True,
+                            padding_embedding=True)
+TINY = dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
+            num_head_channels=16, learn_sigma=True)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (iddpm_cifar10.get_config(), 52_546_438),
+        (adm_imagenet64.get_config(), 295_904_454),
+        (adm_imagenet64.get_config("classifier"), 65_438_568),
+        (glide_base64.get_config(), 385_030_726),
+        (glide_upsample256.get_config(), 398_361_286),
+    ],
+    ids=["iddpm_cifar10", "adm_imagenet64", "adm_classifier64", "glide_base64", "glide_upsample256"],
+)
+def test_published_parameter_counts(config, expected):
+  # The released checkpoints' counts (improved-diffusion, guided-diffusion, glide-text2im).
+  assert models.count_params(config.model) == expected
+
+
+def _inputs(model, batch=2, seed=0):
+  args, kwargs = models.example_inputs(model, batch)
+  keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+  x = jax.random.normal(keys[0], args[0].shape)
+  t = jnp.arange(batch, dtype=jnp.int32) * 37 + 5
+  if "y" in kwargs:
+    kwargs["y"] = jnp.arange(batch, dtype=jnp.int32) % model.num_classes
+  if "tokens" in kwargs:
+    kwargs["tokens"] = jax.random.randint(keys[1], kwargs["tokens"].shape, 1, TEXT["vocab_size"])
+    kwargs["token_mask"] = jnp.arange(kwargs["tokens"].shape[1])[None] < jnp.array([[5], [3]])[:batch]
+  if "clip_emb" in kwargs:
+    kwargs["clip_emb"] = jax.random.normal(keys[2], kwargs["clip_emb"].shape)
+  if "context" in kwargs:
+    kwargs["context"] = jax.random.normal(keys[3], (batch, 6, model.context_dim))
+    kwargs["context_mask"] = jnp.ones((batch, 6), bool).at[:, 4:].set(False)
+  if "low_res" in kwargs:
+    kwargs["low_res"] = jax.random.normal(keys[4], kwargs["low_res"].shape)
+  if "noise_aug_t" in kwargs:
+    kwargs["noise_aug_t"] = jnp.array([3, 50][:batch], jnp.int32)
+  return (x, t), kwargs
+
+
+VARIANTS = {
+    "plain": dict(),
+    "class_null": dict(num_classes=10, class_null=True),
+    "glide_text": dict(text=TEXT),
+    "unclip": dict(text=TEXT, clip_dim=24),
+    "clip_only": dict(clip_dim=24),
+    "cross_attention": dict(context_dim=20),
+    "super_res": dict(super_res=True, noise_aug_embedding=True),
+    "inpaint": dict(inpaint=True),
+    "everything": dict(num_classes=10, class_null=True, text=TEXT, clip_dim=24, super_res=True, inpaint=True),
+    "updown_no_scale_shift": dict(resblock_updown=True, use_scale_shift_norm=False),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_shapes_and_zero_output_at_init(variant):
+  model = UNet(**TINY, **VARIANTS[variant])
+  args, kwargs = _inputs(model)
+  params = model.init(jax.random.PRNGKey(1), *args, **kwargs)
+  out = model.apply(params, *args, **kwargs)
+  assert out.shape == (2, 16, 16, 6) and out.dtype == jnp.float32
+  # The output conv is zero-initialised: a fresh model predicts exactly zero.
+  np.testing.assert_array_equal(np.asarray(out), 0.0)
+  out = model.apply(randomize(params, jax.random.PRNGKey(2)), *args, **kwargs)
+  assert float(jnp.std(out)) > 1e-3
+
+
+def _conditioning_check(model, kwargs_drop, path_params):
+  """Dropping the condition changes the output; zeroing `path_params` makes it irrelevant."""
+  args, kwargs = _inputs(model)
+  params = randomize(model.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(3))
+  dropped = {**kwargs, **kwargs_drop}
+  a, b = model.apply(params, *args, **kwargs), model.apply(params, *args, **dropped)
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-3
+  flat = flax.traverse_util.flatten_dict(params["params"])
+  cut = {k: (jnp.zeros_like(v) if any(k[0] == p for p in path_params) or k[-2:-1] == ("encoder_kv",) else v)
+         for k, v in flat.items()}
+  cut = {"params": flax.traverse_util.unflatten_dict(cut)}
+  a, b = model.apply(cut, *args, **kwargs), model.apply(cut, *args, **dropped)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_null_label_acts_only_through_the_label_embedding():
+  model = UNet(**TINY, num_classes=10, class_null=True)
+  _conditioning_check(model, dict(y=jnp.full((2,), 10, jnp.int32)), ["label_emb"])
+
+
+def test_empty_text_acts_only_through_the_text_path():
+  model = UNet(**TINY, text=TEXT)
+  empty = dict(tokens=jnp.zeros((2, 8), jnp.int32), token_mask=jnp.zeros((2, 8), bool))
+  _conditioning_check(model, empty, ["text_proj"])
+
+
+def test_zero_clip_embedding_acts_only_through_the_clip_path():
+  model = UNet(**TINY, clip_dim=24)
+  _conditioning_check(model, dict(clip_emb=jnp.zeros((2, 24))), ["clip_proj", "clip_tokens_proj"])
+
+
+def test_cross_attention_respects_the_context_mask():
+  model = UNet(**TINY, context_dim=20)
+  args, kwargs = _inputs(model)
+  params = randomize(model.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(3))
+  changed = kwargs["context"].at[:, 4:].add(5.0)  # only masked-out tokens change
+  a = model.apply(params, *args, **kwargs)
+  b = model.apply(params, *args, **{**kwargs, "context": changed})
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  c = model.apply(params, *args, **{**kwargs, "context": kwargs["context"].at[:, 0].add(5.0)})
+  assert float(jnp.max(jnp.abs(a - c))) > 1e-3
+
+
+def test_bfloat16_activations_agree_with_float32():
+  model32 = UNet(**TINY, text=TEXT, clip_dim=24)
+  model16 = UNet(**TINY, text=TEXT, clip_dim=24, dtype=jnp.bfloat16)
+  args, kwargs = _inputs(model32)
+  params = randomize(model32.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(4))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(model16.init(jax.random.PRNGKey(1), *args, **kwargs)))
+  a = np.asarray(model32.apply(params, *args, **kwargs))
+  b = np.asarray(model16.apply(params, *args, **kwargs))
+  assert b.dtype == np.float32
+  rel = np.linalg.norm(a - b) / np.linalg.norm(a)
+  assert rel < 3e-2, rel  # bfloat16 keeps 8 bits of mantissa (~4e-3 per op)
+  assert rel > 0  # it did run in bfloat16
+
+
+def test_remat_gives_the_same_gradients():
+  plain = UNet(**TINY, text=TEXT, dropout=0.0)
+  remat = UNet(**TINY, text=TEXT, dropout=0.0, remat=True)
+  args, kwargs = _inputs(plain)
+  params = randomize(plain.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(5))
+  assert jax.tree.structure(params) == jax.tree.structure(remat.init(jax.random.PRNGKey(1), *args, **kwargs))
+  loss = lambda m: lambda p: jnp.mean(m.apply(p, *args, **kwargs) ** 2)
+  g1, g2 = jax.grad(loss(plain))(params), jax.grad(loss(remat))(params)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_is_active_only_when_not_deterministic():
+  model = UNet(**TINY, dropout=0.5)
+  args, kwargs = _inputs(model)
+  params = randomize(model.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(6))
+  a = model.apply(params, *args, **kwargs)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(model.apply(params, *args, **kwargs)))
+  b = model.apply(params, *args, **kwargs, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "fields, call_kwargs, match",
+    [
+        (dict(image_size=20, channel_mult=(1, 2, 2, 2)), {}, "cannot be halved"),
+        (dict(attention_resolutions=(4,)), {}, "never occur"),
+        (dict(text=TEXT), dict(tokens=jnp.zeros((1, 9), jnp.int32), token_mask=jnp.ones((1, 9), bool)),
+         "context is 8"),
+        (dict(), dict(x=jnp.zeros((1, 16, 16, 4))), "expects"),
+        (dict(num_classes=10), dict(y=None), "conditioned on y"),
+        (dict(), dict(y=jnp.zeros((1,), jnp.int32)), "no y conditioning"),
+        (dict(clip_dim=24), dict(clip_emb=jnp.zeros((1, 16))), "clip_dim=24"),
+    ],
+)
+def test_bad_input_raises(fields, call_kwargs, match):
+  model = UNet(**{**TINY, **fields})
+  if model.image_size % 4 == 0 and "cannot be halved" not in match:
+    args, kwargs = models.example_inputs(model, 1)
+  else:
+    args, kwargs = (jnp.zeros((1, model.image_size, model.image_size, 3)), jnp.zeros((1,), jnp.int32)), {}
+  if "x" in call_kwargs:
+    args = (call_kwargs.pop("x"), args[1])
+  kwargs.update(call_kwargs)
+  kwargs = {k: v for k, v in kwargs.items() if v is not None}
+  with pytest.raises(ValueError, match=match):
+    model.init(jax.random.PRNGKey(0), *args, **kwargs)
+
+
+def test_build_rejects_unknown_names_and_options():
+  with pytest.raises(ValueError, match="'unet'"):
+    models.build(dict(name="resnet"))
+  with pytest.raises(ValueError, match="no option"):
+    models.build(dict(name="unet", image_size=16, model_channels=8, num_res_blocks=1, attention_resolutions=(),
+                      channels=3))
+  with pytest.raises(ValueError, match="dtype"):
+    models.build(dict(name="unet", image_size=16, model_channels=8, num_res_blocks=1, attention_resolutions=(),
+                      dtype="float16"))
