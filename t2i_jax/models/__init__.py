@@ -9,6 +9,7 @@ module's fields plus `name`; `dtype` is "float32" or "bfloat16" (activations;
 params are always float32).
 """
 
+import dataclasses
 from typing import Any, Callable, Dict, Tuple
 
 import flax
@@ -17,11 +18,13 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.models.classifier import NoisyClassifier
+from t2i_jax.models.prior import DiffusionPrior
 from t2i_jax.models.unet import UNet
 
 MODELS: Dict[str, type] = {
     "unet": UNet,
     "classifier": NoisyClassifier,
+    "prior": DiffusionPrior,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -48,6 +51,11 @@ def build(config) -> nn.Module:
   unknown = sorted(set(fields) - known)
   if unknown:
     raise ValueError(f"model {name!r} has no option(s) {unknown}; its options are {sorted(known)}.")
+  required = sorted(k for k, f in cls.__dataclass_fields__.items()
+                    if k in known and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+  missing = [k for k in required if k not in fields]
+  if missing:
+    raise ValueError(f"model {name!r} needs {missing} in its config section.")
   if "dtype" in fields:
     if fields["dtype"] not in DTYPES:
       raise ValueError(f"model dtype={fields['dtype']!r}; use one of {list(DTYPES)}.")
@@ -79,9 +87,16 @@ def _classifier_inputs(m: NoisyClassifier, batch: int):
   return (x, jnp.zeros((batch,), jnp.int32)), {}
 
 
+def _prior_inputs(m: DiffusionPrior, batch: int):
+  z = jnp.zeros((batch, m.clip_dim), jnp.float32)
+  tokens = jnp.zeros((batch, m.text_ctx, m.text_dim), jnp.float32)
+  return (z, jnp.zeros((batch,), jnp.int32), z, tokens), {}
+
+
 EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
     UNet: _unet_inputs,
     NoisyClassifier: _classifier_inputs,
+    DiffusionPrior: _prior_inputs,
 }
 
 

@@ -226,7 +226,7 @@ class CLIP(nn.Module):
   timestep_conditioned: bool = False
   num_timesteps: int = 1000
   activation: str = "quick_gelu"
-  dtype: Dtype = jnp.float32
+  dtype: Dtype = "float32"
   remat: bool = False
 
   @classmethod
@@ -236,12 +236,7 @@ class CLIP(nn.Module):
     unknown = sorted(set(config.keys()) - set(fields))
     if unknown:
       raise ValueError(f"unknown CLIP config field(s) {unknown}; the fields are {fields}.")
-    kwargs = dict(config)
-    if "dtype" in kwargs:
-      if kwargs["dtype"] not in DTYPES:
-        raise ValueError(f"dtype={kwargs['dtype']!r} is not supported; use one of {DTYPES}.")
-      kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-    return cls(**kwargs)
+    return cls(**dict(config))
 
   def __post_init__(self):
     # Checked at construction so that a bad config fails before any init or trace.
@@ -257,6 +252,13 @@ class CLIP(nn.Module):
       if width % heads:
         raise ValueError(f"{tower}_width={width} is not divisible by {tower}_heads={heads}; pick a head "
                          f"count that divides the width (OpenAI CLIP uses 64 channels per head).")
+    try:
+      dtype_name = jnp.dtype(self.dtype).name
+    except TypeError:
+      dtype_name = None
+    if dtype_name not in DTYPES:
+      raise ValueError(f"dtype={self.dtype!r} is not supported; use one of {DTYPES} (the activation dtype; "
+                       f"params are always float32).")
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"activation={self.activation!r} is not supported; use one of {ACTIVATIONS}.")
     if self.timestep_conditioned and self.num_timesteps <= 0:
@@ -264,12 +266,13 @@ class CLIP(nn.Module):
     super().__post_init__()
 
   def setup(self):
+    dtype = jnp.dtype(self.dtype)  # the config names it as a string
     self.visual = VisionTransformer(
         self.image_size, self.patch_size, self.vision_width, self.vision_layers, self.vision_heads,
-        self.embed_dim, self.timestep_conditioned, self.num_timesteps, self.activation, self.remat, self.dtype)
+        self.embed_dim, self.timestep_conditioned, self.num_timesteps, self.activation, self.remat, dtype)
     self.text = TextTransformer(
         self.text_ctx, self.vocab_size, self.text_width, self.text_layers, self.text_heads, self.embed_dim,
-        self.activation, self.remat, self.dtype)
+        self.activation, self.remat, dtype)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
 
   def encode_image(self, images: jax.Array, t: Optional[jax.Array] = None) -> jax.Array:

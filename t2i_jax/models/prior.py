@@ -43,14 +43,12 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax.tree_util import Partial
 
 from t2i_jax.models.layers import LayerNorm32, TimestepMLP, Transformer
 
 Dtype = Any
 NUM_TRAILING = 4  # text embedding, timestep, z_t, query
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class DiffusionPrior(nn.Module):
@@ -98,6 +96,8 @@ class DiffusionPrior(nn.Module):
     self.input_dropout = nn.Dropout(self.dropout)
 
   def _check_inputs(self, z_t, t, text_emb, text_tokens, text_mask, drop_text):
+    if self.width % self.heads:
+      raise ValueError(f"width={self.width} is not divisible by heads={self.heads}; pick a width that splits.")
     b, e = z_t.shape[0], self.clip_dim
     if z_t.ndim != 2 or z_t.shape[1] != e:
       raise ValueError(f"z_t must be [B, clip_dim={e}], got shape {tuple(z_t.shape)}; check config.clip_dim.")
@@ -164,30 +164,6 @@ class DiffusionPrior(nn.Module):
     """
     h = self.hidden_states(z_t, t, text_emb, text_tokens, text_mask, drop_text, deterministic)
     return self.out_proj(self.final_ln(h[:, -1])).astype(jnp.float32)
-
-
-def prior_from_config(config: ml_collections.ConfigDict) -> DiffusionPrior:
-  """Builds a DiffusionPrior from a model ConfigDict.
-
-  Fields: clip_dim, width, layers, heads, text_ctx, text_dim (ints); optional
-  dtype ("float32" | "bfloat16", default float32), remat (bool, default False),
-  dropout (float, default 0.0).
-  """
-  missing = [k for k in ("clip_dim", "width", "layers", "heads", "text_ctx", "text_dim") if k not in config]
-  if missing:
-    raise ValueError(f"the prior config lacks {', '.join(missing)}; set them in config.model.")
-  dtype_name = config.get("dtype", "float32")
-  if dtype_name not in _DTYPES:
-    raise ValueError(f"config.model.dtype={dtype_name!r} is not supported; use 'float32' or 'bfloat16'.")
-  for k in ("clip_dim", "width", "layers", "heads", "text_ctx", "text_dim"):
-    if int(config[k]) < 1:
-      raise ValueError(f"config.model.{k} must be a positive integer, got {config[k]!r}.")
-  if config.width % config.heads:
-    raise ValueError(f"config.model.width={config.width} is not divisible by heads={config.heads}.")
-  return DiffusionPrior(
-      clip_dim=int(config.clip_dim), width=int(config.width), layers=int(config.layers), heads=int(config.heads),
-      text_ctx=int(config.text_ctx), text_dim=int(config.text_dim), dropout=float(config.get("dropout", 0.0)),
-      remat=bool(config.get("remat", False)), dtype=_DTYPES[dtype_name])
 
 
 def make_cond(text_emb, text_tokens, text_mask=None, drop_text=None) -> dict:
