@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.models.classifier import NoisyClassifier
+from t2i_jax.models.clip import CLIP
 from t2i_jax.models.prior import DiffusionPrior
 from t2i_jax.models.unet import UNet
 
@@ -25,6 +26,7 @@ MODELS: Dict[str, type] = {
     "unet": UNet,
     "classifier": NoisyClassifier,
     "prior": DiffusionPrior,
+    "clip": CLIP,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -93,10 +95,18 @@ def _prior_inputs(m: DiffusionPrior, batch: int):
   return (z, jnp.zeros((batch,), jnp.int32), z, tokens), {}
 
 
+def _clip_inputs(m: CLIP, batch: int):
+  images = jnp.zeros((batch, m.image_size, m.image_size, 3), jnp.float32)
+  tokens = jnp.zeros((batch, m.text_ctx), jnp.int32)
+  kwargs = {"t": jnp.zeros((batch,), jnp.int32)} if m.timestep_conditioned else {}
+  return (images, tokens), kwargs
+
+
 EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
     UNet: _unet_inputs,
     NoisyClassifier: _classifier_inputs,
     DiffusionPrior: _prior_inputs,
+    CLIP: _clip_inputs,
 }
 
 

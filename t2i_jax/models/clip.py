@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
   text_layers=2, text_heads=2, embed_dim=16.
   """
   return ml_collections.ConfigDict(dict(
-      image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
+      name="clip", image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
       text_ctx=77, vocab_size=49408, text_width=512, text_layers=12, text_heads=8,
       embed_dim=512, timestep_conditioned=False, num_timesteps=1000,
       activation="quick_gelu", dtype="float32", remat=False))
@@ -228,15 +228,6 @@ class CLIP(nn.Module):
   activation: str = "quick_gelu"
   dtype: Dtype = "float32"
   remat: bool = False
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "CLIP":
-    """Builds a CLIP from a config section like `default_config()`; missing fields take its defaults."""
-    fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
-    unknown = sorted(set(config.keys()) - set(fields))
-    if unknown:
-      raise ValueError(f"unknown CLIP config field(s) {unknown}; the fields are {fields}.")
-    return cls(**dict(config))
 
   def __post_init__(self):
     # Checked at construction so that a bad config fails before any init or trace.
