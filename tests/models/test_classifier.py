@@ -7,7 +7,7 @@ import pytest
 
 from t2i_jax.diffusion import samplers, schedules
 from t2i_jax.models.classifier import NoisyClassifier, classifier_grad_fn
-from tests.models.util import randomize
+from tests.models.util import random_params
 
 TINY = dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
             num_head_channels=16, num_classes=5)
@@ -17,24 +17,25 @@ def _setup():
   model = NoisyClassifier(**TINY)
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
   t = jnp.array([0, 10, 99], jnp.int32)
-  # Perturbed: at init the zero-initialised residual branches hide the timestep.
-  params = randomize(model.init(jax.random.PRNGKey(1), x, t), jax.random.PRNGKey(2))
+  # Random, not init: at init the zero-initialised residual branches hide the timestep.
+  params = random_params(model, jax.random.PRNGKey(2), x, t)
   return model, params, x, t
 
 
 def test_logits_shape_and_timestep_dependence():
   model, params, x, t = _setup()
-  logits = model.apply(params, x, t)
+  apply = jax.jit(model.apply)
+  logits = apply(params, x, t)
   assert logits.shape == (3, 5) and logits.dtype == jnp.float32
-  other_t = model.apply(params, x, t + 50)
+  other_t = apply(params, x, t + 50)
   assert float(jnp.max(jnp.abs(logits - other_t))) > 1e-4
   # The pooled mean token sees every position: changing one pixel changes the logits.
-  assert float(jnp.max(jnp.abs(model.apply(params, x.at[:, 0, 0].add(3.0), t) - logits))) > 1e-5
+  assert float(jnp.max(jnp.abs(apply(params, x.at[:, 0, 0].add(3.0), t) - logits))) > 1e-5
 
 
 def test_grad_fn_matches_finite_differences_and_scales():
   model, params, x, t = _setup()
-  apply_fn = lambda x_t, t_: model.apply(params, x_t, t_)
+  apply_fn = jax.jit(lambda x_t, t_: model.apply(params, x_t, t_))
   y = jnp.array([0, 3, 4])
   grad = classifier_grad_fn(apply_fn, scale=2.0)(x, t, {"y": y})
   assert grad.shape == x.shape

@@ -1,5 +1,7 @@
 """The ADM U-Net: published parameter counts, conditioning paths, precision, remat, bad input."""
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,18 @@ import pytest
 from configs import adm_imagenet64, glide_base64, glide_upsample256, iddpm_cifar10
 from t2i_jax import models
 from t2i_jax.models.unet import UNet
-from tests.models.util import randomize
+from tests.models.util import random_params
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model, params, args, kwargs):
+  # Jitted with the (hashable) module static: op-by-op dispatch of a U-Net is far slower on CPU.
+  return model.apply(params, *args, **kwargs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model, key, args, kwargs):
+  return model.init(key, *args, **kwargs)
+
 
 TEXT = flax.core.FrozenDict(vocab_size=64, context_length=8, width=32, layers=1, heads=2, final_ln=True,
                             padding_embedding=True)
@@ -69,31 +82,35 @@ VARIANTS = {
 }
 
 
+def test_zero_output_at_init():
+  # The output conv is zero-initialised: a fresh model predicts exactly zero.
+  model = UNet(**TINY, **VARIANTS["everything"])
+  args, kwargs = _inputs(model)
+  out = _apply(model, _init(model, jax.random.PRNGKey(1), args, kwargs), args, kwargs)
+  np.testing.assert_array_equal(np.asarray(out), 0.0)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_shapes_and_zero_output_at_init(variant):
+def test_shapes_of_every_conditioning_path(variant):
   model = UNet(**TINY, **VARIANTS[variant])
   args, kwargs = _inputs(model)
-  params = model.init(jax.random.PRNGKey(1), *args, **kwargs)
-  out = model.apply(params, *args, **kwargs)
+  out = _apply(model, random_params(model, jax.random.PRNGKey(2), *args, **kwargs), args, kwargs)
   assert out.shape == (2, 16, 16, 6) and out.dtype == jnp.float32
-  # The output conv is zero-initialised: a fresh model predicts exactly zero.
-  np.testing.assert_array_equal(np.asarray(out), 0.0)
-  out = model.apply(randomize(params, jax.random.PRNGKey(2)), *args, **kwargs)
   assert float(jnp.std(out)) > 1e-3
 
 
 def _conditioning_check(model, kwargs_drop, path_params):
   """Dropping the condition changes the output; zeroing `path_params` makes it irrelevant."""
   args, kwargs = _inputs(model)
-  params = randomize(model.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(3))
+  params = random_params(model, jax.random.PRNGKey(3), *args, **kwargs)
   dropped = {**kwargs, **kwargs_drop}
-  a, b = model.apply(params, *args, **kwargs), model.apply(params, *args, **dropped)
+  a, b = _apply(model, params, args, kwargs), _apply(model, params, args, dropped)
   assert float(jnp.max(jnp.abs(a - b))) > 1e-3
   flat = flax.traverse_util.flatten_dict(params["params"])
   cut = {k: (jnp.zeros_like(v) if any(k[0] == p for p in path_params) or k[-2:-1] == ("encoder_kv",) else v)
          for k, v in flat.items()}
   cut = {"params": flax.traverse_util.unflatten_dict(cut)}
-  a, b = model.apply(cut, *args, **kwargs), model.apply(cut, *args, **dropped)
+  a, b = _apply(model, cut, args, kwargs), _apply(model, cut, args, dropped)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
 
@@ -116,12 +133,12 @@ def test_zero_clip_embedding_acts_only_through_the_clip_path():
 def test_cross_attention_respects_the_context_mask():
   model = UNet(**TINY, context_dim=20)
   args, kwargs = _inputs(model)
-  params = randomize(model.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(3))
+  params = random_params(model, jax.random.PRNGKey(3), *args, **kwargs)
   changed = kwargs["context"].at[:, 4:].add(5.0)  # only masked-out tokens change
-  a = model.apply(params, *args, **kwargs)
-  b = model.apply(params, *args, **{**kwargs, "context": changed})
+  a = _apply(model, params, args, kwargs)
+  b = _apply(model, params, args, {**kwargs, "context": changed})
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
-  c = model.apply(params, *args, **{**kwargs, "context": kwargs["context"].at[:, 0].add(5.0)})
+  c = _apply(model, params, args, {**kwargs, "context": kwargs["context"].at[:, 0].add(5.0)})
   assert float(jnp.max(jnp.abs(a - c))) > 1e-3
 
 
@@ -129,10 +146,11 @@ def test_bfloat16_activations_agree_with_float32():
   model32 = UNet(**TINY, text=TEXT, clip_dim=24)
   model16 = UNet(**TINY, text=TEXT, clip_dim=24, dtype=jnp.bfloat16)
   args, kwargs = _inputs(model32)
-  params = randomize(model32.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(4))
-  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(model16.init(jax.random.PRNGKey(1), *args, **kwargs)))
-  a = np.asarray(model32.apply(params, *args, **kwargs))
-  b = np.asarray(model16.apply(params, *args, **kwargs))
+  params = random_params(model32, jax.random.PRNGKey(4), *args, **kwargs)
+  shapes16 = jax.eval_shape(lambda: model16.init(jax.random.PRNGKey(1), *args, **kwargs))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(shapes16))
+  a = np.asarray(_apply(model32, params, args, kwargs))
+  b = np.asarray(_apply(model16, params, args, kwargs))
   assert b.dtype == np.float32
   rel = np.linalg.norm(a - b) / np.linalg.norm(a)
   assert rel < 3e-2, rel  # bfloat16 keeps 8 bits of mantissa (~4e-3 per op)
@@ -143,9 +161,10 @@ def test_remat_gives_the_same_gradients():
   plain = UNet(**TINY, text=TEXT, dropout=0.0)
   remat = UNet(**TINY, text=TEXT, dropout=0.0, remat=True)
   args, kwargs = _inputs(plain)
-  params = randomize(plain.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(5))
-  assert jax.tree.structure(params) == jax.tree.structure(remat.init(jax.random.PRNGKey(1), *args, **kwargs))
-  loss = lambda m: lambda p: jnp.mean(m.apply(p, *args, **kwargs) ** 2)
+  params = random_params(plain, jax.random.PRNGKey(5), *args, **kwargs)
+  remat_shapes = jax.eval_shape(lambda: remat.init(jax.random.PRNGKey(1), *args, **kwargs))
+  assert jax.tree.structure(params) == jax.tree.structure(remat_shapes)
+  loss = lambda m: lambda p: jnp.mean(_apply(m, p, args, kwargs) ** 2)
   g1, g2 = jax.grad(loss(plain))(params), jax.grad(loss(remat))(params)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
@@ -154,10 +173,11 @@ def test_remat_gives_the_same_gradients():
 def test_dropout_is_active_only_when_not_deterministic():
   model = UNet(**TINY, dropout=0.5)
   args, kwargs = _inputs(model)
-  params = randomize(model.init(jax.random.PRNGKey(1), *args, **kwargs), jax.random.PRNGKey(6))
-  a = model.apply(params, *args, **kwargs)
-  np.testing.assert_array_equal(np.asarray(a), np.asarray(model.apply(params, *args, **kwargs)))
-  b = model.apply(params, *args, **kwargs, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+  params = random_params(model, jax.random.PRNGKey(6), *args, **kwargs)
+  a = _apply(model, params, args, kwargs)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(_apply(model, params, args, kwargs)))
+  train = jax.jit(lambda p, r: model.apply(p, *args, **kwargs, deterministic=False, rngs={"dropout": r}))
+  b = train(params, jax.random.PRNGKey(0))
   assert float(jnp.max(jnp.abs(a - b))) > 1e-3
 
 
@@ -185,7 +205,7 @@ def test_bad_input_raises(fields, call_kwargs, match):
   kwargs.update(call_kwargs)
   kwargs = {k: v for k, v in kwargs.items() if v is not None}
   with pytest.raises(ValueError, match=match):
-    model.init(jax.random.PRNGKey(0), *args, **kwargs)
+    _init(model, jax.random.PRNGKey(0), args, kwargs)
 
 
 def test_build_rejects_unknown_names_and_options():
