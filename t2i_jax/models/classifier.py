@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.models import layers
-from t2i_jax.models.unet import encoder_half
+from t2i_jax.models.unet import check_geometry, encoder_half
 
 
 class AttentionPool(nn.Module):
@@ -65,16 +65,7 @@ class NoisyClassifier(nn.Module):
     expected = (self.image_size, self.image_size, self.in_channels)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
       raise ValueError(f"x has shape {tuple(x.shape)}; this classifier expects [B, *{expected}] (NHWC).")
-    levels = len(self.channel_mult)
-    if self.image_size % (2 ** (levels - 1)):
-      raise ValueError(
-          f"image_size={self.image_size} cannot be halved {levels - 1} times for channel_mult="
-          f"{tuple(self.channel_mult)}; use a multiple of {2 ** (levels - 1)} or fewer levels."
-      )
-    reachable = [self.image_size // 2**i for i in range(levels)]
-    missing = sorted(set(self.attention_resolutions) - set(reachable))
-    if missing:
-      raise ValueError(f"attention_resolutions {missing} never occur; feature maps are {reachable} pixels.")
+    check_geometry(self.image_size, self.channel_mult, self.attention_resolutions)
     dtype = self.dtype
     emb = layers.TimestepMLP(self.model_channels, 4 * self.model_channels, dtype, name="time_embed")(t)
     res_cls = nn.remat(layers.ResBlock, static_argnums=(3,)) if self.remat else layers.ResBlock

@@ -80,18 +80,7 @@ class UNet(nn.Module):
 
   def check_config(self) -> None:
     """Raises a ValueError for an architecture that cannot be built."""
-    levels = len(self.channel_mult)
-    if self.image_size % (2 ** (levels - 1)):
-      raise ValueError(
-          f"image_size={self.image_size} cannot be halved {levels - 1} times for channel_mult="
-          f"{tuple(self.channel_mult)}; use a multiple of {2 ** (levels - 1)} or fewer levels."
-      )
-    reachable = [self.image_size // 2**i for i in range(levels)]
-    missing = sorted(set(self.attention_resolutions) - set(reachable))
-    if missing:
-      raise ValueError(
-          f"attention_resolutions {missing} never occur in this U-Net, whose feature maps are {reachable} pixels."
-      )
+    check_geometry(self.image_size, self.channel_mult, self.attention_resolutions)
     if self.text is not None and self.context_dim is not None:
       raise ValueError("set either text (GLIDE's own encoder) or context_dim (an external encoder), not both.")
     if self.num_head_channels > 0:
@@ -201,6 +190,22 @@ class UNet(nn.Module):
 
     h = nn.silu(layers.GroupNorm32(dtype, name="out_norm")(h))
     return layers.conv3x3(self.output_channels, dtype, zero=True, name="out_conv")(h).astype(jnp.float32)
+
+
+def check_geometry(image_size: int, channel_mult: Sequence[int], attention_resolutions: Sequence[int]) -> None:
+  """Raises a ValueError unless the image halves once per level and every attention resolution occurs."""
+  levels = len(channel_mult)
+  if image_size % (2 ** (levels - 1)):
+    raise ValueError(
+        f"image_size={image_size} cannot be halved {levels - 1} times for channel_mult={tuple(channel_mult)}; "
+        f"use a multiple of {2 ** (levels - 1)} or fewer levels."
+    )
+  reachable = [image_size // 2**i for i in range(levels)]
+  missing = sorted(set(attention_resolutions) - set(reachable))
+  if missing:
+    raise ValueError(
+        f"attention_resolutions {missing} never occur in this network, whose feature maps are {reachable} pixels."
+    )
 
 
 def encoder_half(module, h, res, attn):
