@@ -1,0 +1,1 @@
+"""Training: train state, per-family losses, sharding, the train step."""

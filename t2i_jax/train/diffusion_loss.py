@@ -1,0 +1,78 @@
+"""The training loss of a diffusion U-Net: timestep sampling, forward noise, condition dropout, the core's losses.
+
+A batch is dict(image [B, H, W, C] in [-1, 1], cond=dict of the U-Net's
+conditioning kwargs: y, tokens/token_mask, clip_emb, context/context_mask,
+low_res, ...). The loss function is pure: (params, batch, rng, loss_history) ->
+(loss, aux) with aux holding per-example t and losses for the loss-aware sampler.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from t2i_jax.diffusion import gaussian, losses, timestep_sampling
+from t2i_jax.diffusion.schedules import Schedule
+
+
+def null_condition(model, batch_size: int = 1) -> dict:
+  """The "dropped" value of each conditioning input of a UNet (classifier-free guidance).
+
+  The null label is index num_classes (needs class_null), empty text is all
+  padding (mask False), a dropped CLIP embedding is zeros, a dropped external
+  context is fully masked.
+  """
+  null = {}
+  if model.num_classes is not None:
+    if not model.class_null:
+      raise ValueError("condition dropout on labels needs model.class_null=True (a null label row).")
+    null["y"] = jnp.full((batch_size,), model.num_classes, jnp.int32)
+  if model.text is not None:
+    length = model.text["context_length"]
+    null["tokens"] = jnp.zeros((batch_size, length), jnp.int32)
+    null["token_mask"] = jnp.zeros((batch_size, length), bool)
+  if model.clip_dim is not None:
+    null["clip_emb"] = jnp.zeros((batch_size, model.clip_dim), jnp.float32)
+  return null
+
+
+def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
+  """Per example (drop bool [B]), replaces each conditioning input named in `null` by its null value."""
+  out = dict(cond)
+  for key, null_value in null.items():
+    value = cond[key]
+    mask = drop.reshape((-1,) + (1,) * (value.ndim - 1))
+    out[key] = jnp.where(mask, jnp.broadcast_to(null_value.astype(value.dtype), value.shape), value)
+  return out
+
+
+def make_loss_fn(model, schedule: Schedule, config) -> Callable:
+  """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux).
+
+  config (the diffusion section): mean_type, var_type, loss_type, timestep_sampler
+  ("uniform" | "loss-second-moment"), min_snr_gamma (None or γ), p_uncond (the
+  probability of dropping the condition, for classifier-free guidance).
+  """
+  null = null_condition(model) if config.p_uncond > 0 else {}
+
+  def loss_fn(params, batch, rng, loss_history=None):
+    x0 = batch["image"].astype(jnp.float32)
+    batch_size = x0.shape[0]
+    t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
+    t, weights = timestep_sampling.sample_timesteps(
+        config.timestep_sampler, t_rng, batch_size, schedule.num_timesteps, loss_history)
+    noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
+    x_t = gaussian.q_sample(schedule, x0, t, noise)
+    cond = batch.get("cond", {})
+    if null:
+      cond = drop_condition(cond, null, jax.random.uniform(drop_rng, (batch_size,)) < config.p_uncond)
+    output = model.apply({"params": params}, x_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
+    terms = losses.training_losses(
+        schedule, output, x0, x_t, t, noise, mean_type=config.mean_type, var_type=config.var_type,
+        loss_type=config.loss_type, min_snr_gamma=config.get("min_snr_gamma"))
+    loss = jnp.mean(terms["loss"] * weights)
+    aux = dict(t=t, per_example_loss=terms["loss"],
+               metrics=dict(loss=loss, mse=jnp.mean(terms["mse"]), vb=jnp.mean(terms["vb"])))
+    return loss, aux
+
+  return loss_fn

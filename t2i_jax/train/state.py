@@ -1,0 +1,68 @@
+"""Train state, optimizer and EMA: everything a run checkpoints, as one pytree.
+
+TrainState holds the step, params, their EMA, the optimizer state and the
+loss-aware timestep sampler's history (or None). It is a flax.struct dataclass,
+so jit, sharding and Orbax treat it like any pytree; nothing lives outside it.
+"""
+
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from t2i_jax.diffusion import timestep_sampling
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  loss_history: Optional[timestep_sampling.LossHistoryState] = None
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """AdamW with linear warmup, then constant or cosine decay, after global-norm clipping.
+
+  config: lr, warmup_steps, schedule ("constant" | "cosine"), total_steps (for
+  cosine), weight_decay, b1, b2, grad_clip (<= 0 disables clipping).
+  """
+  if config.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, config.lr, max(config.warmup_steps, 1), config.total_steps)
+  elif config.schedule == "constant":
+    lr = optax.warmup_constant_schedule(0.0, config.lr, max(config.warmup_steps, 1))
+  else:
+    raise ValueError(f"optim.schedule={config.schedule!r}; use 'constant' or 'cosine'.")
+  chain = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+  chain.append(optax.adamw(lr, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
+  return optax.chain(*chain)
+
+
+def ema_decay(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+  """The EMA decay at `step`; with warmup, min(decay, (1 + step)/(10 + step)) as in
+  many diffusion codebases, so early averages are not dominated by the random init."""
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema_params, params, decay: jax.Array):
+  """ema ← decay·ema + (1 − decay)·params, leafwise."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+
+
+def create_train_state(params, optimizer: optax.GradientTransformation, num_timesteps: Optional[int] = None,
+                       loss_aware: bool = False) -> TrainState:
+  """A fresh TrainState at step 0; EMA params start as a copy of params."""
+  history = timestep_sampling.init_loss_history(num_timesteps) if loss_aware else None
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=jax.tree.map(jnp.copy, params),
+      opt_state=optimizer.init(params),
+      loss_history=history,
+  )

@@ -1,0 +1,75 @@
+"""The pure train step: (state, batch, rng) -> (state, metrics), for any model family's loss.
+
+The step folds the step number into the rng (a resumed run draws the same
+numbers), optionally accumulates gradients over micro-batches, applies the
+optimizer, the EMA and the loss-aware sampler's update. `jit_train_step` compiles
+it on a mesh with the batch sharded over every device and the state donated.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from t2i_jax.diffusion import timestep_sampling
+from t2i_jax.train import sharding
+from t2i_jax.train.state import TrainState, ema_decay, ema_update
+
+
+def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *, ema_rate: float = 0.9999,
+                    ema_warmup: bool = True, grad_accum_steps: int = 1) -> Callable:
+  """Builds train_step(state, batch, rng) -> (state, metrics).
+
+  loss_fn(params, batch, rng, loss_history) -> (loss, aux) with aux["metrics"]
+  (scalars) and, for the loss-aware sampler, aux["t"] and aux["per_example_loss"].
+  With grad_accum_steps = k the batch is split into k micro-batches along its
+  leading axis and their gradients averaged (one optimizer update).
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def micro_step(params, batch, rng, history):
+    (_, aux), grads = grad_fn(params, batch, rng, history)
+    return grads, aux
+
+  def train_step(state: TrainState, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    if grad_accum_steps == 1:
+      grads, aux = micro_step(state.params, batch, rng, state.loss_history)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:]), batch)
+
+      def body(acc, inputs):
+        i, mb = inputs
+        grads, aux = micro_step(state.params, mb, jax.random.fold_in(rng, i), state.loss_history)
+        return jax.tree.map(jnp.add, acc, grads), aux
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      grads, aux = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
+      grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
+      aux = dict(t=aux["t"].reshape(-1), per_example_loss=aux["per_example_loss"].reshape(-1),
+                 metrics=jax.tree.map(jnp.mean, aux["metrics"]))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = ema_update(state.ema_params, params, ema_decay(state.step, ema_rate, ema_warmup))
+    history = state.loss_history
+    if history is not None:
+      history = timestep_sampling.update_loss_history(history, aux["t"], aux["per_example_loss"])
+    metrics = dict(aux["metrics"], grad_norm=optax.tree.norm(grads))
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
+                              loss_history=history)
+    return new_state, metrics
+
+  return train_step
+
+
+def jit_train_step(train_step: Callable, state: TrainState, mesh) -> Callable:
+  """train_step compiled for `mesh`: state sharded as sharding.state_sharding, batch split over
+  every device, rng replicated, the old state's buffers donated."""
+  state_shardings = sharding.state_sharding(state, mesh)
+  return jax.jit(
+      train_step,
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=0,
+  )

@@ -1,0 +1,145 @@
+"""The train step: sharded equals single-device, accumulation, EMA, condition dropout, loss-aware sampling."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from t2i_jax.diffusion import schedules
+from t2i_jax.models.unet import UNet
+from t2i_jax.train import diffusion_loss, sharding, state as state_lib, step as step_lib
+
+TEXT = flax.core.FrozenDict(vocab_size=32, context_length=6, width=16, layers=1, heads=2, final_ln=True,
+                            padding_embedding=True)
+MODEL = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(8,),
+             num_head_channels=16, learn_sigma=True, text=TEXT, dropout=0.1)
+
+
+def _diffusion_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      mean_type="eps", var_type="learned_range", loss_type="rescaled_mse", timestep_sampler="uniform",
+      min_snr_gamma=None, p_uncond=0.2))
+  config.update(overrides)
+  return config
+
+
+def _optim_config():
+  return ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=2, schedule="constant", total_steps=10,
+                                        weight_decay=0.01, b1=0.9, b2=0.99, grad_clip=1.0))
+
+
+def _batch(n=8):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  tokens = jax.random.randint(k2, (n, 6), 1, 32)
+  return dict(image=jax.random.uniform(k1, (n, 8, 8, 3), minval=-1, maxval=1),
+              cond=dict(tokens=tokens, token_mask=jnp.arange(6)[None] < (jnp.arange(n)[:, None] % 5 + 1)))
+
+
+def _setup(loss_aware=False, **diffusion):
+  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 100))
+  config = _diffusion_config(**diffusion)
+  loss_fn = diffusion_loss.make_loss_fn(MODEL, schedule, config)
+  optimizer = state_lib.make_optimizer(_optim_config())
+  batch = _batch()
+  params = MODEL.init(jax.random.PRNGKey(1), batch["image"], jnp.zeros((8,), jnp.int32), **batch["cond"])["params"]
+  state = state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=loss_aware)
+  return step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9), state, batch
+
+
+def test_sharded_step_equals_single_device():
+  train_step, state, batch = _setup()
+  rng = jax.random.PRNGKey(3)
+  single = jax.jit(train_step)
+  s1 = state
+  for _ in range(2):
+    s1, m1 = single(s1, batch, rng)
+  for fsdp in (2,):  # a 4×2 mesh: the batch split 8 ways, large params split 2 ways
+    mesh = sharding.make_mesh(fsdp)
+    assert mesh.size == 8
+    s8 = jax.device_put(jax.tree.map(jnp.copy, state), sharding.state_sharding(state, mesh))
+    sharded = step_lib.jit_train_step(train_step, s8, mesh)
+    global_batch = sharding.shard_batch(jax.device_get(batch), mesh)
+    assert len(global_batch["image"].sharding.device_set) == 8
+    for _ in range(2):
+      s8, m8 = sharded(s8, global_batch, rng)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(m1["loss"]), float(m8["loss"]), rtol=1e-5)
+    assert int(s8.step) == 2
+
+
+def test_fsdp_shards_large_params():
+  _, state, _ = _setup()
+  mesh = sharding.make_mesh(2)
+  shardings = sharding.state_sharding(state.params, mesh)
+  specs = [s.spec for s in jax.tree.leaves(shardings)]
+  assert any("fsdp" in tuple(spec) for spec in specs)
+  assert any(tuple(spec) == () for spec in specs)  # biases and norms stay replicated
+
+
+def test_gradient_accumulation_averages_micro_batches():
+  # A loss that ignores the rng, so the two paths see identical examples.
+  def loss_fn(params, batch, rng, history):
+    per_example = jnp.sum((batch["x"] @ params["w"] - batch["y"]) ** 2, axis=-1)
+    return jnp.mean(per_example), dict(metrics=dict(loss=jnp.mean(per_example)), t=jnp.zeros_like(per_example,
+                                       jnp.int32), per_example_loss=per_example)
+
+  params = {"w": jnp.ones((3, 2))}
+  batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (8, 3)), "y": jnp.zeros((8, 2))}
+  optimizer = optax.sgd(0.1)
+  st = state_lib.create_train_state(params, optimizer)
+  full = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=1)(st, batch, jax.random.PRNGKey(0))
+  accum = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=4)(st, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(np.asarray(full[0].params["w"]), np.asarray(accum[0].params["w"]), rtol=1e-6)
+  np.testing.assert_allclose(float(full[1]["loss"]), float(accum[1]["loss"]), rtol=1e-6)
+
+
+def test_ema_decay_and_update():
+  assert float(state_lib.ema_decay(0, 0.9999, True)) == pytest.approx(0.1)
+  assert float(state_lib.ema_decay(10**6, 0.9999, True)) == pytest.approx(0.9999)
+  assert float(state_lib.ema_decay(0, 0.99, False)) == pytest.approx(0.99)
+  out = state_lib.ema_update({"a": jnp.array(1.0)}, {"a": jnp.array(3.0)}, jnp.float32(0.75))
+  assert float(out["a"]) == pytest.approx(1.5)
+
+
+def test_condition_dropout_replaces_only_dropped_rows():
+  null = diffusion_loss.null_condition(MODEL)
+  cond = _batch(4)["cond"]
+  drop = jnp.array([True, False, True, False])
+  out = jax.tree.map(np.asarray, diffusion_loss.drop_condition(cond, null, drop))
+  cond = jax.tree.map(np.asarray, cond)
+  np.testing.assert_array_equal(out["tokens"][[0, 2]], 0)
+  assert not out["token_mask"][[0, 2]].any()
+  np.testing.assert_array_equal(out["tokens"][[1, 3]], cond["tokens"][[1, 3]])
+  np.testing.assert_array_equal(out["token_mask"][[1, 3]], cond["token_mask"][[1, 3]])
+  with pytest.raises(ValueError, match="class_null"):
+    diffusion_loss.null_condition(UNet(image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(),
+                                       num_classes=3))
+
+
+def test_loss_aware_history_is_updated_by_the_step():
+  train_step, state, batch = _setup(loss_aware=True, timestep_sampler="loss-second-moment")
+  new_state, metrics = jax.jit(train_step)(state, batch, jax.random.PRNGKey(0))
+  assert int(jnp.sum(new_state.loss_history.counts)) == 8
+  assert bool(jnp.isfinite(metrics["loss"]))
+
+
+def test_step_is_reproducible_from_the_step_number():
+  # rng = fold_in(key, step): the same state and key give bitwise the same update.
+  train_step, state, batch = _setup()
+  jitted = jax.jit(train_step)
+  a, _ = jitted(state, batch, jax.random.PRNGKey(5))
+  b, _ = jitted(state, batch, jax.random.PRNGKey(5))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_bad_batch_size_and_mesh():
+  mesh = sharding.make_mesh(1)
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    sharding.check_batch_size(12, mesh)
+  with pytest.raises(ValueError, match="fsdp=3"):
+    sharding.make_mesh(3)
