@@ -1,0 +1,83 @@
+"""Orbax checkpoints under <workdir>/checkpoints: async saves, keep N, resume by itself.
+
+Each checkpoint holds two items: "state" (the TrainState pytree, restored against
+an abstract target that carries the shardings of the current mesh) and "extra"
+(JSON: the data iterator's state and the model config). A workdir whose
+checkpoint was written for another architecture is refused with a ValueError
+before anything in it is touched.
+"""
+
+import os
+from typing import Any, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+  """A CheckpointManager for <workdir>/checkpoints; half-written saves left by a crash are removed."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+  # Handlers named up front, so a new process can read a checkpoint's metadata before restoring it.
+  handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
+                               item_handlers=handlers)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, extra: dict, force: bool = False) -> bool:
+  """Starts an (async) save of state and the JSON-able `extra` at `step`; True if a save started."""
+  return manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     extra=ocp.args.JsonSave(extra)), force=force)
+
+
+def _abstract(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _path_name(path) -> str:
+  """'params/dense/kernel' for a key path, whether it runs through dicts or dataclass fields."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _check_same_architecture(manager, step: int, target: Any) -> None:
+  """Compares the saved state's tree and shapes with `target`; raises a ValueError naming the first difference."""
+  saved = manager.item_metadata(step)["state"]
+  saved_leaves = jax.tree_util.tree_flatten_with_path(saved)[0]
+  target_leaves = jax.tree_util.tree_flatten_with_path(target)[0]
+  saved_map = {_path_name(p): tuple(getattr(v, "shape", ())) for p, v in saved_leaves}
+  target_map = {_path_name(p): tuple(getattr(v, "shape", ())) for p, v in target_leaves}
+  problem = None
+  missing, extra = sorted(set(target_map) - set(saved_map)), sorted(set(saved_map) - set(target_map))
+  if missing or extra:
+    problem = f"parameters only in the config: {missing[:3]}; only in the checkpoint: {extra[:3]}"
+  else:
+    for key, shape in target_map.items():
+      if saved_map[key] != shape:
+        problem = f"{key} has shape {saved_map[key]} in the checkpoint but {shape} in the config"
+        break
+  if problem:
+    raise ValueError(
+        f"{manager.directory} holds a checkpoint (step {step}) of a different architecture: {problem}. "
+        "Nothing was changed; use a new --workdir, or the config that wrote it."
+    )
+
+
+def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: Any,
+                    ) -> Tuple[Any, Optional[dict], int]:
+  """Resumes from the latest checkpoint if there is one.
+
+  Args:
+    init_state: a freshly initialised state (its structure and dtypes are the
+      restore target; it is returned unchanged when there is no checkpoint).
+    shardings: NamedShardings for the state, as the current mesh wants them.
+
+  Returns:
+    (state, extra or None, step): the restored or the initial state.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return init_state, None, 0
+  _check_same_architecture(manager, step, init_state)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_abstract(init_state, shardings)), extra=ocp.args.JsonRestore()))
+  return restored["state"], restored["extra"], step
