@@ -1,0 +1,1 @@
+"""Data: the captioned-shapes renderer, dataset builders, input pipelines and tokenizers."""
