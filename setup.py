@@ -17,7 +17,9 @@ setuptools.setup(
         "ml_collections>=1.1,<2",
         "numpy>=2.0,<3",
         "absl-py>=2.0,<3",
+        "transformers>=5.0,<6",  # tokenizers only: text encoders are this project's own Flax modules
     ],
+    package_data={"t2i_jax.data": ["assets/*.json"]},
     extras_require={
         "test": ["pytest>=9.0,<10"],
         # Preparing real TFDS datasets needs TensorFlow, on a machine with network.

@@ -1,0 +1,80 @@
+"""Tokenizers: the offline captioned-shapes tokenizer, or any Hugging Face tokenizer, and caption batching.
+
+The shapes tokenizer is a word-level vocabulary over every word the caption
+templates can produce, trained once with `tokenizers` and shipped as
+assets/shapes_tokenizer.json (tests/data/test_tokenizer.py checks the shipped file
+equals a fresh training); it loads through transformers' PreTrainedTokenizerFast
+with no network. Real runs pass a Hugging Face tokenizer name or local path.
+"""
+
+import os
+import re
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from t2i_jax.data import captions
+
+ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "shapes_tokenizer.json")
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+
+
+def _caption_corpus() -> list:
+  """Every word the caption templates, synonyms and names can produce, as short texts."""
+  texts = list(captions.COLORS) + list(captions.SHAPES) + list(captions.SIZES)
+  for group in (captions.SIZE_WORDS, captions.SHAPE_WORDS, captions.POSITION_PHRASES, captions.RELATION_PHRASES):
+    for options in group:
+      texts.extend(options)
+  for template in captions.SINGLE_TEMPLATES + captions.PAIR_TEMPLATES:
+    texts.append(re.sub(r"\{[^}]*\}", " ", template))
+  return texts + ["a", "an", "the"]
+
+
+def train_shapes_tokenizer():
+  """A word-level `tokenizers.Tokenizer` over the captions' vocabulary (lower-cased, punctuation split off)."""
+  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+  tok = Tokenizer(models.WordLevel(unk_token=UNK))
+  tok.normalizer = normalizers.Lowercase()
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  trainer = trainers.WordLevelTrainer(special_tokens=[PAD, UNK, EOS], min_frequency=1)
+  tok.train_from_iterator(sorted(set(_caption_corpus())), trainer=trainer)
+  # An end-of-text token after every caption: its state summarises the caption in a causal encoder.
+  tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))])
+  return tok
+
+
+def load_tokenizer(name_or_path: Optional[str] = None):
+  """A PreTrainedTokenizerFast: the shipped shapes tokenizer for None or "shapes", else from_pretrained."""
+  from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+  if name_or_path in (None, "shapes"):
+    return PreTrainedTokenizerFast(tokenizer_file=ASSET_PATH, pad_token=PAD, unk_token=UNK, eos_token=EOS)
+  return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def tokenize(tokenizer, texts: Sequence[str], context_length: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Captions -> (tokens int32 [B, context_length], mask bool [B, context_length]), padded at the end.
+
+  An empty caption raises a ValueError (use the model's null condition for
+  "no caption"); a caption longer than the context is truncated with a warning.
+  """
+  texts = list(texts)
+  for i, text in enumerate(texts):
+    if not isinstance(text, str) or not text.strip():
+      raise ValueError(f"caption {i} is empty ({text!r}); give a non-empty prompt.")
+  full = tokenizer(texts, add_special_tokens=True)["input_ids"]
+  too_long = [i for i, ids in enumerate(full) if len(ids) > context_length]
+  if too_long:
+    warnings.warn(
+        f"captions {too_long[:5]} have more than {context_length} tokens and were truncated to the model's "
+        f"context ({max(len(full[i]) for i in too_long)} tokens at most)."
+    )
+  tokens = np.full((len(texts), context_length), tokenizer.pad_token_id, np.int32)
+  mask = np.zeros((len(texts), context_length), bool)
+  for i, ids in enumerate(full):
+    ids = ids[:context_length]
+    tokens[i, :len(ids)] = ids
+    mask[i, :len(ids)] = True
+  return tokens, mask

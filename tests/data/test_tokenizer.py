@@ -1,0 +1,51 @@
+"""The offline shapes tokenizer and caption batching."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from t2i_jax.data import shapes, tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return tokenizer.load_tokenizer()
+
+
+def test_shipped_asset_equals_a_fresh_training():
+  with open(tokenizer.ASSET_PATH) as f:
+    shipped = json.load(f)
+  fresh = json.loads(tokenizer.train_shapes_tokenizer().to_str())
+  assert shipped["model"]["vocab"] == fresh["model"]["vocab"]
+  assert shipped["post_processor"] == fresh["post_processor"]
+
+
+def test_every_caption_round_trips_without_unknown_words(tok):
+  unk = tok.unk_token_id
+  for split in ("train", "heldout"):
+    for index in range(600):
+      _, caption = shapes.sample_scene(split, 0, index)
+      ids = tok(caption)["input_ids"]
+      assert unk not in ids, caption
+      assert ids[-1] == tok.eos_token_id
+      decoded = tok.decode(ids, skip_special_tokens=True)
+      assert re.sub(r"\s+,", ",", decoded) == caption
+
+
+def test_tokenize_pads_masks_and_ends_with_eos(tok):
+  tokens, mask = tokenizer.tokenize(tok, ["a red circle in the middle", "a big blue box above a tiny red star"], 16)
+  assert tokens.shape == (2, 16) and tokens.dtype == np.int32 and mask.dtype == bool
+  lengths = mask.sum(axis=1)
+  np.testing.assert_array_equal(lengths, [7, 10])
+  assert tokens[0, 6] == tok.eos_token_id and tokens[1, 9] == tok.eos_token_id
+  assert np.all(tokens[~mask] == tok.pad_token_id)
+
+
+def test_long_captions_warn_and_truncate_empty_ones_raise(tok):
+  with pytest.warns(UserWarning, match="truncated"):
+    tokens, mask = tokenizer.tokenize(tok, ["a small red circle to the left of a large blue square"], 5)
+  assert mask.all() and tokens.shape == (1, 5)
+  with pytest.raises(ValueError, match="caption 1 is empty"):
+    tokenizer.tokenize(tok, ["a red star", "   "], 8)
