@@ -18,6 +18,14 @@ setuptools.setup(
         "numpy>=2.0,<3",
         "absl-py>=2.0,<3",
         "transformers>=5.0,<6",  # tokenizers only: text encoders are this project's own Flax modules
+        # Input pipelines: grain over TFDS array_record data sources, no TensorFlow. TFDS encodes and
+        # decodes PNG images with pillow when TensorFlow is absent, and needs importlib_resources.
+        "grain>=0.2.18,<0.3",
+        "array_record>=0.8.6,<0.9",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "etils[epath]>=1.15,<2",
+        "importlib_resources>=7.1,<8",
+        "pillow>=13.0,<14",
     ],
     package_data={"t2i_jax.data": ["assets/*.json"]},
     extras_require={

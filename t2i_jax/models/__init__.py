@@ -121,3 +121,19 @@ def count_params(config) -> int:
   args, kwargs = example_inputs(module)
   shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
   return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Apply:
+  """model.apply as a hashable callable (params, x_t, t, cond) -> output, cond's keys as keyword arguments."""
+
+  model: nn.Module
+
+  def __call__(self, params, x_t, t, cond):
+    return self.model.apply({"params": params}, x_t, t, **cond)
+
+
+def denoise_fn(model: nn.Module, params) -> jax.tree_util.Partial:
+  """A core denoise_fn (x_t, t, cond) for samplers.sample, with `params` as pytree leaves:
+  new params (or the same model rebuilt from its config) reuse the compiled sampler."""
+  return jax.tree_util.Partial(_Apply(model), params)

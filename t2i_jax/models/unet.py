@@ -93,6 +93,25 @@ class UNet(nn.Module):
   def _heads(self, channels: int) -> int:
     return channels // self.num_head_channels if self.num_head_channels > 0 else self.num_heads
 
+  def null_condition(self, batch_size: int = 1) -> dict:
+    """The "dropped" value of each conditioning input (classifier-free guidance).
+
+    The null label is index num_classes (needs class_null), empty text is all
+    padding (mask False), a dropped CLIP embedding is zeros.
+    """
+    null = {}
+    if self.num_classes is not None:
+      if not self.class_null:
+        raise ValueError("dropping the label needs class_null=True (a null label row) in the model config.")
+      null["y"] = jnp.full((batch_size,), self.num_classes, jnp.int32)
+    if self.text is not None:
+      length = self.text["context_length"]
+      null["tokens"] = jnp.zeros((batch_size, length), jnp.int32)
+      null["token_mask"] = jnp.zeros((batch_size, length), bool)
+    if self.clip_dim is not None:
+      null["clip_emb"] = jnp.zeros((batch_size, self.clip_dim), jnp.float32)
+    return null
+
   # --- inputs -----------------------------------------------------------------
 
   def _check_inputs(self, x, t, y, tokens, clip_emb, context, low_res, noise_aug_t):

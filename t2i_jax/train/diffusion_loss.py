@@ -15,27 +15,6 @@ from t2i_jax.diffusion import gaussian, losses, timestep_sampling
 from t2i_jax.diffusion.schedules import Schedule
 
 
-def null_condition(model, batch_size: int = 1) -> dict:
-  """The "dropped" value of each conditioning input of a UNet (classifier-free guidance).
-
-  The null label is index num_classes (needs class_null), empty text is all
-  padding (mask False), a dropped CLIP embedding is zeros, a dropped external
-  context is fully masked.
-  """
-  null = {}
-  if model.num_classes is not None:
-    if not model.class_null:
-      raise ValueError("condition dropout on labels needs model.class_null=True (a null label row).")
-    null["y"] = jnp.full((batch_size,), model.num_classes, jnp.int32)
-  if model.text is not None:
-    length = model.text["context_length"]
-    null["tokens"] = jnp.zeros((batch_size, length), jnp.int32)
-    null["token_mask"] = jnp.zeros((batch_size, length), bool)
-  if model.clip_dim is not None:
-    null["clip_emb"] = jnp.zeros((batch_size, model.clip_dim), jnp.float32)
-  return null
-
-
 def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
   """Per example (drop bool [B]), replaces each conditioning input named in `null` by its null value."""
   out = dict(cond)
@@ -53,7 +32,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
   ("uniform" | "loss-second-moment"), min_snr_gamma (None or γ), p_uncond (the
   probability of dropping the condition, for classifier-free guidance).
   """
-  null = null_condition(model) if config.p_uncond > 0 else {}
+  null = model.null_condition() if config.p_uncond > 0 else {}
 
   def loss_fn(params, batch, rng, loss_history=None):
     x0 = batch["image"].astype(jnp.float32)

@@ -106,7 +106,7 @@ def test_ema_decay_and_update():
 
 
 def test_condition_dropout_replaces_only_dropped_rows():
-  null = diffusion_loss.null_condition(MODEL)
+  null = MODEL.null_condition()
   cond = _batch(4)["cond"]
   drop = jnp.array([True, False, True, False])
   out = jax.tree.map(np.asarray, diffusion_loss.drop_condition(cond, null, drop))
@@ -116,8 +116,7 @@ def test_condition_dropout_replaces_only_dropped_rows():
   np.testing.assert_array_equal(out["tokens"][[1, 3]], cond["tokens"][[1, 3]])
   np.testing.assert_array_equal(out["token_mask"][[1, 3]], cond["token_mask"][[1, 3]])
   with pytest.raises(ValueError, match="class_null"):
-    diffusion_loss.null_condition(UNet(image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(),
-                                       num_classes=3))
+    UNet(image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(), num_classes=3).null_condition()
 
 
 def test_loss_aware_history_is_updated_by_the_step():

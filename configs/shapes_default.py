@@ -1,0 +1,65 @@
+"""The embedded default: a GLIDE-style text-conditional U-Net on captioned shapes, trained on a CPU.
+
+Learned variance with the hybrid loss, min-SNR weighting, classifier-free guidance
+(10% of captions dropped). Everything is generated locally; nothing is downloaded.
+
+  python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
+  python -m t2i_jax.main --config=configs/shapes_default.py:runlocal --workdir=/tmp/shapes_runlocal
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None):
+  flags = common.parse_arg(arg)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.fsdp = 1
+  config.data = ml_collections.ConfigDict(dict(
+      name="shapes", image_size=32, num_train=50_000, seed=0, tokenizer="shapes", context_length=16,
+  ))
+  config.model = ml_collections.ConfigDict(dict(
+      name="unet", image_size=32, in_channels=3, out_channels=3, learn_sigma=True, model_channels=64,
+      num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(16, 8), num_head_channels=32,
+      dropout=0.0, use_scale_shift_norm=True, resblock_updown=False,
+      text=dict(vocab_size=64, context_length=16, width=128, layers=2, heads=4, final_ln=True,
+                padding_embedding=True),
+      dtype="float32", remat=False,
+  ))
+  config.diffusion = ml_collections.ConfigDict(dict(
+      schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range",
+      loss_type="rescaled_mse", timestep_sampler="uniform", min_snr_gamma=5.0, p_uncond=0.1,
+  ))
+  config.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=200, schedule="constant", total_steps=10_000, weight_decay=0.0, b1=0.9, b2=0.99,
+      grad_clip=1.0,
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=64, num_steps=3000, log_every=50, checkpoint_every=500, max_to_keep=3, ema_rate=0.999,
+      ema_warmup=True, grad_accum_steps=1,
+  ))
+  config.sample = ml_collections.ConfigDict(dict(
+      method="ddim", steps=50, guidance=3.0, eta=0.0, use_ema=True,
+      prompts=(
+          "a large red circle in the top left corner",
+          "a small blue square at the bottom",
+          "a large green star in the middle",
+          "a small yellow cross on the right",
+          "a large purple triangle at the left",
+          "a small orange circle at the top right",
+          "a large blue star at the bottom left",
+          "a small green square in the center",
+      ),
+  ))
+  if "runlocal" in flags:
+    config.data.update(dict(image_size=16, num_train=64))
+    config.model.update(dict(image_size=16, model_channels=32, channel_mult=(1, 2), attention_resolutions=(8,),
+                             num_head_channels=16))
+    config.model.text.update(dict(width=32, layers=1, heads=2))
+    config.diffusion.num_timesteps = 100
+    config.train.update(dict(batch_size=8, num_steps=2, log_every=1, checkpoint_every=2))
+    config.optim.warmup_steps = 1
+    config.sample.update(dict(steps=5, prompts=config.sample.prompts[:2]))
+  return config

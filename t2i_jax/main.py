@@ -1,0 +1,52 @@
+"""t2i_jax command line: train a config, or sample from a trained workdir.
+
+  python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
+  python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=sample \
+      --prompt="a large red circle in the middle" --sampler=ddim --steps=50 --guidance=3
+
+Config values are overridden on the command line: --config.train.num_steps=100.
+Multi-host (TPU pods, multi-node GPU): every process runs the same command;
+jax.distributed.initialize() picks up the cluster from the environment.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to do.")
+_PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt(s) for --mode=sample (default: the config's).")
+_SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, euler or heun.")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (1 = none).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax  # after absl parsed the flags, so XLA_FLAGS set by a wrapper apply
+
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  if _MODE.value == "train":
+    from t2i_jax.train import loop
+
+    loop.train(config, _WORKDIR.value)
+  else:
+    from t2i_jax.pipelines import sample_workdir
+
+    paths = sample_workdir.sample_to_files(
+        config, _WORKDIR.value, prompts=_PROMPTS.value, method=_SAMPLER.value, steps=_STEPS.value,
+        guidance_scale=_GUIDANCE.value, seed=_SEED.value)
+    print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""End-to-end text→image programs built on the diffusion core and the models."""

@@ -1,0 +1,40 @@
+"""Image grids and PNG files, with nothing but numpy and zlib."""
+
+import struct
+import zlib
+
+import numpy as np
+
+
+def to_uint8(images) -> np.ndarray:
+  """Float images in [-1, 1] -> uint8 [..., H, W, C]."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, columns: int, pad: int = 2, value: int = 255) -> np.ndarray:
+  """uint8 [N, H, W, C] -> one uint8 [rows·(H+pad)+pad, columns·(W+pad)+pad, C] grid."""
+  n, h, w, c = images.shape
+  rows = -(-n // columns)
+  grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), value, np.uint8)
+  for i, image in enumerate(images):
+    r, col = divmod(i, columns)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = image
+  return grid
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+  """Writes a uint8 [H, W, 3] (or [H, W, 1]) image as an 8-bit PNG."""
+  image = np.asarray(image, np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  h, w, c = image.shape
+  if c not in (1, 3):
+    raise ValueError(f"write_png takes 1 or 3 channels, got {c}.")
+  raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))  # filter type 0 per row
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+  header = struct.pack(">IIBBBBB", w, h, 8, 2 if c == 3 else 0, 0, 0, 0)
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))

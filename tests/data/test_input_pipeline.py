@@ -1,0 +1,206 @@
+"""Grain input pipeline over rendered and TFDS captioned shapes: batches, order, sharding, state, tokens."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from t2i_jax.data import input_pipeline, shapes
+from t2i_jax.data import tokenizer as tokenizer_lib
+from t2i_jax.data.input_pipeline import ShapesSource, create_iterator
+
+SIZE = 16
+
+
+def take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def epoch_indices(source, **kwargs):
+  it = create_iterator(source, num_epochs=1, drop_remainder=False, **kwargs)
+  return np.concatenate([b["index"] for b in it])
+
+
+def assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      assert x[k].dtype == y[k].dtype and x[k].shape == y[k].shape, k
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return tokenizer_lib.load_tokenizer()
+
+
+def test_source_example_matches_renderer():
+  src = ShapesSource("test", seed=3, num_examples=50, image_size=SIZE)
+  assert len(src) == 50
+  for i in (0, 7, 49):
+    ex, ref = src[i], shapes.sample_example("test", 3, i, SIZE)
+    np.testing.assert_array_equal(ex["image"], ref.image)
+    assert ex["image"].dtype == np.uint8 and ex["image"].shape == (SIZE, SIZE, 3)
+    assert ex["caption"] == ref.caption.encode() and int(ex["index"]) == i
+    n = len(ref.objects)
+    assert int(ex["num_objects"]) == n
+    np.testing.assert_array_equal(ex["colors"][:n], [o.color for o in ref.objects])
+    np.testing.assert_array_equal(ex["shapes"][:n], [o.shape for o in ref.objects])
+    np.testing.assert_array_equal(ex["sizes"][:n], [o.size for o in ref.objects])
+    np.testing.assert_allclose(ex["centers"][:n], [o.center for o in ref.objects], rtol=1e-6)
+    assert all((ex[k][n:] == -1).all() for k in ("colors", "shapes", "sizes", "positions", "centers"))
+    if n == 1:
+      assert int(ex["positions"][0]) == ref.objects[0].position and int(ex["relation"]) == -1
+    else:
+      assert (ex["positions"] == -1).all() and int(ex["relation"]) == ref.relation
+  with pytest.raises(IndexError):
+    src[50]
+  with pytest.raises(ValueError, match="split"):
+    ShapesSource("validation")
+  with pytest.raises(ValueError, match="image_size"):
+    ShapesSource("train", image_size=8)
+
+
+def test_batch_shapes_dtypes_and_ranges():
+  src = ShapesSource("train", seed=0, num_examples=64, image_size=SIZE)
+  b = next(create_iterator(src, batch_size=8, seed=0))
+  assert b["image"].dtype == np.float32 and b["image"].shape == (8, SIZE, SIZE, 3)
+  assert b["image"].min() >= -1.0 and b["image"].max() <= 1.0
+  assert b["image"].min() < -0.5 and b["image"].max() > 0.5  # dark background, bright objects
+  for k, shape in (("colors", (8, 2)), ("positions", (8, 2)), ("centers", (8, 2, 2)), ("relation", (8,)),
+                   ("num_objects", (8,)), ("index", (8,))):
+    assert b[k].shape == shape, k
+    assert b[k].dtype == (np.float32 if k == "centers" else np.int32), k
+  assert b["caption"].shape == (8,)
+  for j, i in enumerate(b["index"]):  # the float image is exactly uint8 / 127.5 - 1
+    np.testing.assert_array_equal(b["image"][j], src[int(i)]["image"].astype(np.float32) / 127.5 - 1.0)
+    assert b["caption"][j] == src[int(i)]["caption"]
+  assert set(b["num_objects"]) <= {1, 2}
+
+
+def test_seed_determinism_and_epoch_reshuffle():
+  src = ShapesSource("train", seed=0, num_examples=48, image_size=SIZE)
+  a = take(create_iterator(src, batch_size=8, seed=5), 3)
+  assert_batches_equal(a, take(create_iterator(src, batch_size=8, seed=5), 3))
+  c = take(create_iterator(src, batch_size=8, seed=6), 3)
+  assert not np.array_equal(np.concatenate([x["index"] for x in a]), np.concatenate([x["index"] for x in c]))
+  # Two epochs: each a permutation of the source, in different orders.
+  idx = epoch_indices(src, batch_size=8, seed=5).tolist()
+  assert sorted(idx) == list(range(48)) and idx != list(range(48))
+  two = np.concatenate([b["index"] for b in create_iterator(src, batch_size=8, seed=5, num_epochs=2)])
+  assert sorted(two[:48]) == sorted(two[48:]) == list(range(48)) and list(two[:48]) != list(two[48:])
+  assert epoch_indices(src, batch_size=8, seed=5, shuffle=False).tolist() == list(range(48))
+
+
+def test_finite_epochs_and_remainder():
+  src = ShapesSource("train", seed=0, num_examples=20, image_size=SIZE)
+  sizes = [len(b["index"]) for b in create_iterator(src, batch_size=8, seed=0, num_epochs=1)]
+  assert sizes == [8, 8]
+  sizes = [len(b["index"]) for b in create_iterator(src, batch_size=8, seed=0, num_epochs=1, drop_remainder=False)]
+  assert sizes == [8, 8, 4]
+
+
+@pytest.mark.parametrize("n", [40, 41])
+def test_process_shards_are_disjoint_and_cover_the_epoch(n):
+  src = ShapesSource("train", seed=0, num_examples=n, image_size=SIZE)
+  shards = [set(epoch_indices(src, batch_size=4, seed=1, process_index=p, process_count=2).tolist())
+            for p in range(2)]
+  assert len(shards[0]) == len(shards[1]) == n // 2
+  assert not shards[0] & shards[1]
+  assert shards[0] | shards[1] == set(range(2 * (n // 2)))  # an odd source drops its last example
+
+
+def test_state_round_trip(tok):
+  src = ShapesSource("train", seed=0, num_examples=32, image_size=SIZE)
+  kwargs = dict(batch_size=8, seed=2, tokenizer=tok, context_length=16)
+  it = create_iterator(src, **kwargs)
+  take(it, 3)
+  state = json.loads(json.dumps(it.get_state()))
+  expected = take(it, 2)  # crosses the epoch boundary at batch 4
+  restored = create_iterator(src, **kwargs)
+  restored.set_state(state)
+  assert_batches_equal(take(restored, 2), expected)
+
+
+def test_tokenisation_matches_tokenize(tok):
+  src = ShapesSource("train", seed=0, num_examples=32, image_size=SIZE)
+  b = next(create_iterator(src, batch_size=8, seed=0, tokenizer=tok, context_length=20))
+  tokens, mask = tokenizer_lib.tokenize(tok, [c.decode() for c in b["caption"]], 20)
+  assert b["tokens"].dtype == np.int32 and b["token_mask"].dtype == np.bool_
+  np.testing.assert_array_equal(b["tokens"], tokens)
+  np.testing.assert_array_equal(b["token_mask"], mask)
+  assert mask.sum(1).min() >= 5 and (b["tokens"][~mask] == tok.pad_token_id).all()
+
+
+def test_random_flip_mirrors_some_images():
+  src = ShapesSource("train", seed=0, num_examples=64, image_size=SIZE)
+  flipped = take(create_iterator(src, batch_size=16, seed=0, random_flip=True), 2)
+  plain = take(create_iterator(src, batch_size=16, seed=0), 2)
+  n_flipped = 0
+  for f, p in zip(flipped, plain):
+    np.testing.assert_array_equal(f["index"], p["index"])
+    for j in range(16):
+      same = np.array_equal(f["image"][j], p["image"][j])
+      mirrored = np.array_equal(f["image"][j], p["image"][j][:, ::-1])
+      assert same or mirrored
+      n_flipped += mirrored and not same
+  assert 4 <= n_flipped <= 28
+  assert_batches_equal(flipped, take(create_iterator(src, batch_size=16, seed=0, random_flip=True), 2))
+
+
+def test_bad_arguments_raise_value_errors(tok):
+  src = ShapesSource("train", seed=0, num_examples=16, image_size=SIZE)
+  with pytest.raises(ValueError, match="process_index"):
+    create_iterator(src, batch_size=4, seed=0, process_index=2, process_count=2)
+  with pytest.raises(ValueError, match="context_length"):
+    create_iterator(src, batch_size=4, seed=0, tokenizer=tok)
+  with pytest.raises(ValueError, match="too few"):
+    create_iterator(src, batch_size=32, seed=0, num_epochs=1)
+  with pytest.raises(ValueError, match="batch_size"):
+    create_iterator(src, batch_size=0, seed=0)
+  with pytest.raises(ValueError, match="random-access"):
+    create_iterator([1, 2].__iter__(), batch_size=1, seed=0)
+
+
+def test_tfds_build_reads_back_the_rendered_examples(tmp_path):
+  shapes_tfds = pytest.importorskip("t2i_jax.data.shapes_tfds")
+  import tensorflow_datasets as tfds
+
+  sizes = dict(image_size=SIZE, seed=4, num_train=48, num_test=16, num_heldout=8)
+  with pytest.raises(ValueError, match="not built"):
+    shapes_tfds.data_source(str(tmp_path), "train", **sizes)
+  sources = shapes_tfds.build_if_missing(str(tmp_path), **sizes)
+  assert {k: len(v) for k, v in sources.items()} == {"train": 48, "test": 16, "heldout": 8}
+  for split, src in sources.items():
+    ref = ShapesSource(split, seed=4, num_examples=len(src), image_size=SIZE)
+    for i in range(len(src)):
+      a, b = src[i], ref[i]
+      assert a.keys() == b.keys()
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{split}[{i}][{k}]")
+  assert all(shapes.contains_heldout_pair(shapes.sample_example("heldout", 4, i, SIZE)) for i in range(8))
+  # The same pipeline gives the same batches from either source.
+  ref = ShapesSource("train", seed=4, num_examples=48, image_size=SIZE)
+  assert_batches_equal(take(create_iterator(sources["train"], batch_size=8, seed=0), 3),
+                       take(create_iterator(ref, batch_size=8, seed=0), 3))
+  # Plain tfds.data_source reads it too, and a second build reuses the files.
+  src = tfds.data_source(shapes_tfds.tfds_name(**sizes), data_dir=str(tmp_path))["test"]
+  np.testing.assert_array_equal(src[3]["image"], ShapesSource("test", 4, 16, SIZE)[3]["image"])
+  files = sorted(p for p in tmp_path.rglob("*.array_record*"))
+  mtimes = [p.stat().st_mtime_ns for p in files]
+  shapes_tfds.build_if_missing(str(tmp_path), **sizes)
+  assert [p.stat().st_mtime_ns for p in files] == mtimes and len(files) == 3
+  assert "tensorflow" not in sys.modules
+  with pytest.raises(ValueError, match="split"):
+    shapes_tfds.data_source(str(tmp_path), "validation", **sizes)
+
+
+def test_tfds_config_validation(tmp_path):
+  shapes_tfds = pytest.importorskip("t2i_jax.data.shapes_tfds")
+  with pytest.raises(ValueError, match="image_size"):
+    shapes_tfds.builder(str(tmp_path), image_size=200)
+  with pytest.raises(ValueError, match="at least one"):
+    shapes_tfds.builder(str(tmp_path), num_train=0, num_test=0, num_heldout=0)
+  assert input_pipeline.MAX_OBJECTS == 2
