@@ -102,11 +102,15 @@ def train(config, workdir: str) -> Any:
 
   optimizer = state_lib.make_optimizer(config.optim)
   args, kwargs = models.example_inputs(model, 1)
-  params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), *args, **kwargs)["params"]
   loss_aware = config.diffusion.timestep_sampler != "uniform"
-  state = state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=loss_aware)
-  shardings = sharding.state_sharding(state, mesh)
-  state = jax.device_put(state, shardings)
+
+  def init_state():
+    params = model.init(jax.random.PRNGKey(config.seed), *args, **kwargs)["params"]
+    return state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=loss_aware)
+
+  # Shapes first, then one compiled init that writes every array straight to its shards.
+  shardings = sharding.state_sharding(jax.eval_shape(init_state), mesh)
+  state = jax.jit(init_state, out_shardings=shardings)()
 
   _write_config(workdir, config)
   manager = checkpoint.make_manager(workdir, config.train.max_to_keep)

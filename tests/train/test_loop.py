@@ -1,0 +1,96 @@
+"""The training loop: resume is bitwise, SIGTERM saves, bad workdirs are refused, sampling writes PNGs."""
+
+import json
+import os
+import shutil
+import signal
+import threading
+
+import jax
+import numpy as np
+import pytest
+
+from configs import shapes_default
+from t2i_jax.pipelines import sample_workdir
+from t2i_jax.train import loop
+
+
+def _config(**train):
+  config = shapes_default.get_config("runlocal")
+  config.train.update(train)
+  return config
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """One 3-step run (checkpoints at steps 2 and 3) that the tests below share."""
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  state = loop.train(_config(num_steps=3, checkpoint_every=2), workdir)
+  return workdir, state
+
+
+def test_resumed_run_is_bitwise_the_uninterrupted_one(trained, tmp_path):
+  workdir, straight = trained
+  # A run killed after its step-2 checkpoint: the workdir as it was then.
+  resumed_dir = tmp_path / "resumed"
+  (resumed_dir / "checkpoints").mkdir(parents=True)
+  shutil.copytree(os.path.join(workdir, "checkpoints", "2"), resumed_dir / "checkpoints" / "2")
+  shutil.copy(os.path.join(workdir, "config.json"), resumed_dir / "config.json")
+  resumed = loop.train(_config(num_steps=3, checkpoint_every=2), str(resumed_dir))
+  assert int(resumed.step) == 3
+  for a, b in zip(_leaves(straight), _leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  steps = [json.loads(line)["step"] for line in open(resumed_dir / "metrics.jsonl")]
+  assert steps == [3]
+
+
+def test_sigterm_saves_and_stops(tmp_path):
+  workdir = str(tmp_path / "run")
+  config = _config(num_steps=1000, checkpoint_every=1000, log_every=1)
+  # SIGTERM once the first step has been logged: the loop must save that step and return.
+  def send_when_logged():
+    path = os.path.join(workdir, "metrics.jsonl")
+    while not os.path.exists(path):
+      threading.Event().wait(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=send_when_logged, daemon=True).start()
+  state = loop.train(config, workdir)
+  step = int(state.step)
+  assert 1 <= step < 1000
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
+
+
+def test_other_model_config_in_the_workdir_is_refused(trained):
+  workdir, _ = trained
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  config = _config(num_steps=5)
+  config.model.model_channels = 64
+  with pytest.raises(ValueError, match="another model config"):
+    loop.train(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_sampling_a_workdir_writes_the_grid_and_images(trained, tmp_path):
+  workdir, _ = trained
+  config = _config()
+  paths = sample_workdir.sample_to_files(config, workdir, prompts=["a small red circle at the top"], method="ddim",
+                                         steps=3, guidance_scale=2.0)
+  assert os.path.getsize(paths["grid"]) > 100 and len(paths["images"]) == 1
+  with open(paths["images"][0], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match="no checkpoint"):
+    sample_workdir.sample_to_files(config, str(tmp_path / "empty"))
+
+
+def test_bad_batch_size_and_vocab_are_refused(tmp_path):
+  with pytest.raises(ValueError, match="not divisible"):
+    loop.train(_config(batch_size=6), str(tmp_path / "a"))
+  config = _config()
+  config.model.text.vocab_size = 10
+  with pytest.raises(ValueError, match="vocab_size"):
+    loop.train(config, str(tmp_path / "b"))
