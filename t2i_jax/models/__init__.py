@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t2i_jax.models.apply import denoise_fn  # noqa: F401  (re-exported)
 from t2i_jax.models.classifier import NoisyClassifier
 from t2i_jax.models.clip import CLIP
 from t2i_jax.models.prior import DiffusionPrior
@@ -122,18 +123,3 @@ def count_params(config) -> int:
   shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *args, **kwargs))
   return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))
 
-
-@dataclasses.dataclass(frozen=True)
-class _Apply:
-  """model.apply as a hashable callable (params, x_t, t, cond) -> output, cond's keys as keyword arguments."""
-
-  model: nn.Module
-
-  def __call__(self, params, x_t, t, cond):
-    return self.model.apply({"params": params}, x_t, t, **cond)
-
-
-def denoise_fn(model: nn.Module, params) -> jax.tree_util.Partial:
-  """A core denoise_fn (x_t, t, cond) for samplers.sample, with `params` as pytree leaves:
-  new params (or the same model rebuilt from its config) reuse the compiled sampler."""
-  return jax.tree_util.Partial(_Apply(model), params)

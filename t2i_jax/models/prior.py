@@ -37,7 +37,6 @@ normalises them; DALLE2-pytorch uses l2-normalised embeddings times sqrt(E));
 this module does no scaling of its own.
 """
 
-import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -45,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
+from t2i_jax.models.apply import denoise_fn
 from t2i_jax.models.layers import LayerNorm32, TimestepMLP, Transformer
 
 Dtype = Any
@@ -194,22 +194,10 @@ def null_cond(cond: dict) -> dict:
   }
 
 
-@dataclasses.dataclass(frozen=True)
-class _PriorApply:
-  """model.apply as a hashable callable: equal models give equal Partials (no jit recompile)."""
-
-  model: DiffusionPrior
-
-  def __call__(self, params, x_t, t, cond):
-    return self.model.apply({"params": params}, x_t, t, cond["text_emb"], cond["text_tokens"],
-                            cond.get("text_mask"), cond.get("drop_text"))
-
-
 def make_denoise_fn(model: DiffusionPrior, params) -> Partial:
   """A core denoise_fn (x_t [B, E], t [B], cond) -> predicted z_0 [B, E] (mean_type "x0").
 
-  cond is make_cond's dict (text_mask and drop_text may be absent). The result
-  is a jax.tree_util.Partial with `params` as its leaves, so a jitted sampler
-  takes new params without recompiling.
+  cond is make_cond's dict; params are leaves of the returned Partial, so a
+  jitted sampler takes new params without recompiling.
   """
-  return Partial(_PriorApply(model), params)
+  return denoise_fn(model, params)
