@@ -18,6 +18,7 @@ setuptools.setup(
         "numpy>=2.0,<3",
         "absl-py>=2.0,<3",
         "transformers>=5.0,<6",  # tokenizers only: text encoders are this project's own Flax modules
+        "tensorboardX>=2.6,<3",  # TensorBoard event files without TensorFlow
         # Input pipelines: grain over TFDS array_record data sources, no TensorFlow. TFDS encodes and
         # decodes PNG images with pillow when TensorFlow is absent, and needs importlib_resources.
         "grain>=0.2.18,<0.3",

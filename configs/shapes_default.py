@@ -38,7 +38,7 @@ def get_config(arg=None):
   ))
   config.train = ml_collections.ConfigDict(dict(
       batch_size=64, num_steps=3000, log_every=50, checkpoint_every=500, max_to_keep=3, ema_rate=0.999,
-      ema_warmup=True, grad_accum_steps=1,
+      ema_warmup=True, grad_accum_steps=1, sample_every=1000,
   ))
   config.sample = ml_collections.ConfigDict(dict(
       method="ddim", steps=50, guidance=3.0, eta=0.0, use_ema=True,
@@ -59,7 +59,7 @@ def get_config(arg=None):
                              num_head_channels=16))
     config.model.text.update(dict(width=32, layers=1, heads=2))
     config.diffusion.num_timesteps = 100
-    config.train.update(dict(batch_size=8, num_steps=2, log_every=1, checkpoint_every=2))
+    config.train.update(dict(batch_size=8, num_steps=2, log_every=1, checkpoint_every=2, sample_every=2))
     config.optim.warmup_steps = 1
     config.sample.update(dict(steps=5, prompts=config.sample.prompts[:2]))
   return config

@@ -38,3 +38,36 @@ def write_png(path: str, image: np.ndarray) -> None:
   header = struct.pack(">IIBBBBB", w, h, 8, 2 if c == 3 else 0, 0, 0, 0)
   with open(path, "wb") as f:
     f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def captioned_grid(images: np.ndarray, captions, columns: int, scale: int = 4, caption_lines: int = 3) -> np.ndarray:
+  """uint8 [N, H, W, 3] images, each enlarged `scale`× (nearest) with its caption wrapped beneath.
+
+  Uses Pillow's bundled default font, so it works offline.
+  """
+  from PIL import Image, ImageDraw, ImageFont
+
+  font = ImageFont.load_default()
+  big = np.repeat(np.repeat(np.asarray(images, np.uint8), scale, axis=1), scale, axis=2)
+  n, h, w, _ = big.shape
+  line_height = 12
+  cells = []
+  for image, caption in zip(big, captions):
+    cell = Image.new("RGB", (w, h + caption_lines * line_height + 4), "white")
+    cell.paste(Image.fromarray(image), (0, 0))
+    draw = ImageDraw.Draw(cell)
+    lines, current = [], ""
+    for word in caption.split():
+      trial = f"{current} {word}".strip()
+      if draw.textlength(trial, font=font) <= w - 4 or not current:
+        current = trial
+      else:
+        lines.append(current)
+        current = word
+    lines.append(current)
+    if len(lines) > caption_lines:  # keep the grid regular; the full prompts are in prompts_<step>.txt
+      lines = lines[:caption_lines - 1] + [lines[caption_lines - 1] + " …"]
+    for i, line in enumerate(lines):
+      draw.text((2, h + 2 + i * line_height), line, fill="black", font=font)
+    cells.append(np.asarray(cell))
+  return make_grid(np.stack(cells), columns)

@@ -37,17 +37,10 @@ def _slug(text: str) -> str:
   return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
 
 
-def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, method: Optional[str] = None,
-                    steps: Optional[int] = None, guidance_scale: Optional[float] = None, seed: int = 0) -> dict:
-  """Generates one image per prompt and writes samples/grid_<step>.png plus one PNG per prompt.
-
-  Unset arguments come from config.sample. Returns dict(grid=path, images=[paths]).
-  """
-  prompts = list(prompts or config.sample.prompts)
-  method = method or config.sample.method
-  steps = steps or config.sample.steps
-  guidance_scale = config.sample.guidance if guidance_scale is None else guidance_scale
-  model, params, step = load_params(config, workdir, config.sample.use_ema)
+def write_samples(model, params, config, workdir: str, step: int, prompts: Sequence[str], method: str, steps: int,
+                  guidance_scale: float, seed: int = 0) -> dict:
+  """Generates one image per prompt; writes samples/grid_<step>.png (captioned), one PNG per prompt and
+  the prompts. Returns dict(grid=path, images=[paths])."""
   tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   images = generate(model, params, config.diffusion, prompts, tokenizer, config.data.context_length,
                     method=method, steps=steps, guidance_scale=guidance_scale, eta=config.sample.eta, seed=seed)
@@ -55,7 +48,7 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
   out_dir = os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)
   grid_path = os.path.join(out_dir, f"grid_{step}.png")
-  images_lib.write_png(grid_path, images_lib.make_grid(images, columns=min(len(prompts), 8)))
+  images_lib.write_png(grid_path, images_lib.captioned_grid(images, prompts, columns=min(len(prompts), 4)))
   paths = []
   for i, (prompt, image) in enumerate(zip(prompts, images)):
     path = os.path.join(out_dir, f"{step}_{i:02d}_{_slug(prompt)}.png")
@@ -64,3 +57,15 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
   with open(os.path.join(out_dir, f"prompts_{step}.txt"), "w") as f:
     f.write("\n".join(f"{i:02d}\t{p}" for i, p in enumerate(prompts)) + "\n")
   return {"grid": grid_path, "images": paths}
+
+
+def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, method: Optional[str] = None,
+                    steps: Optional[int] = None, guidance_scale: Optional[float] = None, seed: int = 0) -> dict:
+  """Samples the latest checkpoint of workdir (EMA params unless config.sample.use_ema is False).
+
+  Unset arguments come from config.sample. Returns write_samples' dict.
+  """
+  model, params, step = load_params(config, workdir, config.sample.use_ema)
+  return write_samples(
+      model, params, config, workdir, step, list(prompts or config.sample.prompts), method or config.sample.method,
+      steps or config.sample.steps, config.sample.guidance if guidance_scale is None else guidance_scale, seed)

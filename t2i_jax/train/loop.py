@@ -18,6 +18,7 @@ import numpy as np
 from t2i_jax import models
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax.diffusion import schedules
+from t2i_jax.pipelines import sample_workdir
 from t2i_jax.train import checkpoint, diffusion_loss, sharding, state as state_lib, step as step_lib
 
 
@@ -130,6 +131,12 @@ def train(config, workdir: str) -> Any:
     checkpoint.save(manager, step, state, {"data": iterator.get_state()}, force=True)
 
   metrics_path = os.path.join(workdir, "metrics.jsonl")
+  writer = None
+  if jax.process_index() == 0:
+    import tensorboardX  # TensorBoard event files beside metrics.jsonl
+
+    writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+  sample_every = config.train.get("sample_every", 0)
   last_time, last_step = time.time(), start
   with _StopFlag() as flag:
     for step in range(start, config.train.num_steps):
@@ -144,11 +151,23 @@ def train(config, workdir: str) -> Any:
         last_time, last_step = now, done
         with open(metrics_path, "a") as f:
           f.write(json.dumps(dict(step=done, images_per_s=rate, **metrics)) + "\n")
+        if writer is not None:
+          for name, value in dict(metrics, images_per_s=rate).items():
+            writer.add_scalar(f"train/{name}", value, done)
+          writer.flush()
         print(f"step {done}/{config.train.num_steps}  loss {metrics['loss']:.4f}  {rate:.1f} img/s  "
               f"ETA {eta / 60:.1f} min", flush=True)
       if done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop:
         save(done)
+      if sample_every and done % sample_every == 0 and jax.process_index() == 0:
+        params = state.ema_params if config.sample.use_ema else state.params
+        paths = sample_workdir.write_samples(
+            model, jax.device_get(params), config, workdir, done, list(config.sample.prompts),
+            config.sample.method, config.sample.steps, config.sample.guidance)
+        print(f"samples: {paths['grid']}", flush=True)
       if flag.stop:
         break
   manager.wait_until_finished()
+  if writer is not None:
+    writer.close()
   return state

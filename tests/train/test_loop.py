@@ -17,7 +17,7 @@ from t2i_jax.train import loop
 
 def _config(**train):
   config = shapes_default.get_config("runlocal")
-  config.train.update(train)
+  config.train.update(dict(dict(sample_every=0), **train))
   return config
 
 
@@ -27,9 +27,9 @@ def _leaves(state):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """One 3-step run (checkpoints at steps 2 and 3) that the tests below share."""
+  """One 3-step run (checkpoints at steps 2 and 3, samples at step 2) that the tests below share."""
   workdir = str(tmp_path_factory.mktemp("trained"))
-  state = loop.train(_config(num_steps=3, checkpoint_every=2), workdir)
+  state = loop.train(_config(num_steps=3, checkpoint_every=2, sample_every=2), workdir)
   return workdir, state
 
 
@@ -78,9 +78,12 @@ def test_other_model_config_in_the_workdir_is_refused(trained):
 def test_sampling_a_workdir_writes_the_grid_and_images(trained, tmp_path):
   workdir, _ = trained
   config = _config()
-  paths = sample_workdir.sample_to_files(config, workdir, prompts=["a small red circle at the top"], method="ddim",
-                                         steps=3, guidance_scale=2.0)
-  assert os.path.getsize(paths["grid"]) > 100 and len(paths["images"]) == 1
+  # The loop's periodic samples (step 2) and its TensorBoard events.
+  assert os.path.getsize(os.path.join(workdir, "samples", "grid_2.png")) > 100
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
+  # Sampling the latest checkpoint (step 3) with the config's prompts and sampler.
+  paths = sample_workdir.sample_to_files(config, workdir)
+  assert paths["grid"].endswith("grid_3.png") and len(paths["images"]) == len(config.sample.prompts)
   with open(paths["images"][0], "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(ValueError, match="no checkpoint"):
