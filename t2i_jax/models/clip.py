@@ -27,7 +27,6 @@ Images are NHWC [B, H, W, 3], already normalised with CLIP's channel statistics
 float32 and unnormalised; `contrastive_loss` and `cosine_similarity` normalise.
 """
 
-import dataclasses
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
@@ -48,7 +47,7 @@ DTYPES = ("float32", "bfloat16")
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """OpenAI's ViT-B/32 CLIP as a `config.model`-style section; `CLIP.from_config` builds it.
+  """OpenAI's ViT-B/32 CLIP as a `config.model`-style section; `models.build` builds it.
 
   Shrink it for tests, e.g. image_size=16, patch_size=4, vision_width=32,
   vision_layers=2, vision_heads=2, text_ctx=8, vocab_size=64, text_width=32,

@@ -37,10 +37,9 @@ normalises them; DALLE2-pytorch uses l2-normalised embeddings times sqrt(E));
 this module does no scaling of its own.
 """
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 

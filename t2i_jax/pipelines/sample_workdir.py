@@ -17,14 +17,7 @@ from t2i_jax.train import checkpoint, sharding, state as state_lib
 def load_params(config, workdir: str, use_ema: bool = True):
   """(model, params, step) from the latest checkpoint in workdir; ValueError if there is none."""
   model = models.build(config.model)
-  args, kwargs = models.example_inputs(model, 1)
-  optimizer = state_lib.make_optimizer(config.optim)
-  loss_aware = config.diffusion.timestep_sampler != "uniform"
-
-  def init_state():
-    params = model.init(jax.random.PRNGKey(0), *args, **kwargs)["params"]
-    return state_lib.create_train_state(params, optimizer, config.diffusion.num_timesteps, loss_aware=loss_aware)
-
+  init_state = state_lib.make_init_fn(model, config, state_lib.make_optimizer(config.optim))
   abstract = jax.eval_shape(init_state)  # shapes only: nothing is initialised
   manager = checkpoint.make_manager(workdir, config.train.max_to_keep)
   if manager.latest_step() is None:
@@ -38,10 +31,11 @@ def _slug(text: str) -> str:
 
 
 def write_samples(model, params, config, workdir: str, step: int, prompts: Sequence[str], method: str, steps: int,
-                  guidance_scale: float, seed: int = 0) -> dict:
+                  guidance_scale: float, seed: int = 0, tokenizer=None) -> dict:
   """Generates one image per prompt; writes samples/grid_<step>.png (captioned), one PNG per prompt and
-  the prompts. Returns dict(grid=path, images=[paths])."""
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+  the prompts. Returns dict(grid=path, images=[paths]). tokenizer: default config.data.tokenizer's."""
+  if tokenizer is None:
+    tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   images = generate(model, params, config.diffusion, prompts, tokenizer, config.data.context_length,
                     method=method, steps=steps, guidance_scale=guidance_scale, eta=config.sample.eta, seed=seed)
   images = images_lib.to_uint8(np.asarray(images))

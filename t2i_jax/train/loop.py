@@ -12,8 +12,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from t2i_jax import models
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
@@ -91,7 +89,6 @@ def train(config, workdir: str) -> Any:
   mesh = sharding.make_mesh(config.get("fsdp", 1))
   sharding.check_batch_size(config.train.batch_size, mesh)
   model = models.build(config.model)
-  n_params = models.count_params(config.model)
   schedule = build_schedule(config.diffusion)
 
   local_batch = config.train.batch_size // jax.process_count()
@@ -102,15 +99,11 @@ def train(config, workdir: str) -> Any:
       process_count=jax.process_count())
 
   optimizer = state_lib.make_optimizer(config.optim)
-  args, kwargs = models.example_inputs(model, 1)
-  loss_aware = config.diffusion.timestep_sampler != "uniform"
-
-  def init_state():
-    params = model.init(jax.random.PRNGKey(config.seed), *args, **kwargs)["params"]
-    return state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=loss_aware)
-
+  init_state = state_lib.make_init_fn(model, config, optimizer)
   # Shapes first, then one compiled init that writes every array straight to its shards.
-  shardings = sharding.state_sharding(jax.eval_shape(init_state), mesh)
+  abstract = jax.eval_shape(init_state)
+  n_params = sum(leaf.size for leaf in jax.tree.leaves(abstract.params))
+  shardings = sharding.state_sharding(abstract, mesh)
   state = jax.jit(init_state, out_shardings=shardings)()
 
   _write_config(workdir, config)
@@ -163,7 +156,7 @@ def train(config, workdir: str) -> Any:
         params = state.ema_params if config.sample.use_ema else state.params
         paths = sample_workdir.write_samples(
             model, jax.device_get(params), config, workdir, done, list(config.sample.prompts),
-            config.sample.method, config.sample.steps, config.sample.guidance)
+            config.sample.method, config.sample.steps, config.sample.guidance, tokenizer=tokenizer)
         print(f"samples: {paths['grid']}", flush=True)
       if flag.stop:
         break

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from t2i_jax import models
 from t2i_jax.diffusion import timestep_sampling
 
 
@@ -53,6 +54,19 @@ def ema_decay(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
 def ema_update(ema_params, params, decay: jax.Array):
   """ema ← decay·ema + (1 − decay)·params, leafwise."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+
+
+def make_init_fn(model, config, optimizer: optax.GradientTransformation):
+  """() -> a fresh TrainState for a diffusion config: jit it with out_shardings to initialise
+  directly on the mesh, or jax.eval_shape it for the shapes alone (restoring, sampling)."""
+  args, kwargs = models.example_inputs(model, 1)
+  loss_aware = config.diffusion.timestep_sampler != "uniform"
+
+  def init_fn():
+    params = model.init(jax.random.PRNGKey(config.seed), *args, **kwargs)["params"]
+    return create_train_state(params, optimizer, config.diffusion.num_timesteps, loss_aware=loss_aware)
+
+  return init_fn
 
 
 def create_train_state(params, optimizer: optax.GradientTransformation, num_timesteps: Optional[int] = None,
