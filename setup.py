@@ -30,7 +30,7 @@ setuptools.setup(
     ],
     package_data={"t2i_jax.data": ["assets/*.json"]},
     extras_require={
-        "test": ["pytest>=9.0,<10"],
+        "test": ["pytest>=9.0,<10", "pytest-xdist>=3.6,<4"],
         # Preparing real TFDS datasets needs TensorFlow, on a machine with network.
         "prepare": ["tensorflow-datasets>=4.9", "tensorflow>=2.16"],
         # The PyTorch reference for parity checks and benchmarks (CPU build on disk here).

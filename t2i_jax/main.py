@@ -5,8 +5,9 @@
       --prompt="a large red circle in the middle" --sampler=ddim --steps=50 --guidance=3
 
 Config values are overridden on the command line: --config.train.num_steps=100.
-Multi-host (TPU pods, multi-node GPU): every process runs the same command;
-jax.distributed.initialize() picks up the cluster from the environment.
+Multi-host (TPU pods, multi-node GPU): every process runs the same command with
+--distributed; jax.distributed.initialize() picks up the cluster from the
+environment, or from --coordinator_address, --num_processes and --process_id.
 """
 
 import os
@@ -24,6 +25,10 @@ _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for --distributed outside a managed cluster.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -33,12 +38,19 @@ def main(argv):
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a wrapper apply
 
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # CPU processes exchange collectives through gloo; GPUs and TPUs ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # On TPU pods, SLURM, Open MPI and Kubernetes, the three values are detected when left unset.
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
   if _MODE.value == "train":
     from t2i_jax.train import loop
 
     loop.train(config, _WORKDIR.value)
+    if jax.process_index() == 0:
+      workdir = os.path.relpath(_WORKDIR.value)
+      print(f"checkpoints: {workdir}/checkpoints\nmetrics: {workdir}/metrics.jsonl (TensorBoard: "
+            f"{workdir}/tensorboard)\nsamples: {workdir}/samples")
   else:
     from t2i_jax.pipelines import sample_workdir
 

@@ -1,12 +1,16 @@
 """Grain input pipelines: captioned shapes rendered on the fly, or any TFDS array_record data source.
 
 A source is anything with `__len__` and `__getitem__(i) -> dict of numpy
-arrays` holding at least "image" (uint8 [H, W, 3]) and "caption" (bytes or
-str): `ShapesSource` renders example i with `shapes.sample_example`;
-`shapes_tfds.build_if_missing` returns TFDS array_record sources with the same
-keys. `create_iterator` turns either into a checkpointable iterator of batches:
+arrays` holding at least "image" (uint8 [H, W, C]) and, for text models,
+"caption" (bytes or str): `ShapesSource` renders example i with
+`shapes.sample_example`; `shapes_tfds.build_if_missing` returns TFDS
+array_record sources with the same keys; `tfds_sources.open_source` reads
+prepared cifar10, imagenet_resized and coco_captions. `make_source(config.data)`
+picks one by name. `create_iterator` turns any of them into a checkpointable
+iterator of batches:
 
   source -> this process's shard -> shuffle (reshuffled every epoch) -> repeat
+         -> (one of "captions" drawn as "caption") -> (resize shorter side + centre/random crop)
          -> uint8 to float32 in [-1, 1], Python scalars to 32 bits (+ optional flip)
          -> batch -> tokenise
 
@@ -25,8 +29,9 @@ from typing import Any, Dict, Optional
 
 import grain
 import numpy as np
+from PIL import Image
 
-from t2i_jax.data import shapes
+from t2i_jax.data import shapes, tfds_sources
 from t2i_jax.data import tokenizer as tokenizer_lib
 
 MAX_OBJECTS = 2
@@ -103,6 +108,75 @@ class ShapesSource:
             f"image_size={self.image_size})")
 
 
+# This project's split names -> captioned-shapes splits; "validation" is the in-distribution test split.
+SHAPES_SPLITS = {"train": "train", "test": "test", "heldout": "heldout", "validation": "test"}
+# Captioned-shapes split sizes when the data config leaves them out: test and heldout only feed
+# evaluation, so a few hundred examples each, and fixed, so that a TFDS build is found again.
+SHAPES_DEFAULT_SIZES = {"num_train": 2000, "num_test": 500, "num_heldout": 500}
+SOURCE_NAMES = ("shapes", "shapes_rendered") + tfds_sources.SUPPORTED
+
+
+def _config_get(config, key: str, default=None):
+  value = config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
+  return default if value is None else value
+
+
+def make_source(data_config, split: str = "train"):
+  """The random-access source that a data config names (give it to `create_iterator`).
+
+  Args:
+    data_config: ml_collections ConfigDict or mapping with
+      name: "shapes" (captioned shapes written once as TFDS array_record files
+        under data_dir, then read), "shapes_rendered" (the same examples
+        rendered when asked for; nothing is written), or one of
+        `tfds_sources.SUPPORTED` ("cifar10", "imagenet_resized/64x64",
+        "coco_captions"; prepared beforehand with `python -m t2i_jax.data.prepare`);
+      image_size: for the shapes sources, the side they are rendered at
+        (16..64); the TFDS datasets keep their stored size, and
+        `create_iterator(image_size=...)` resizes and crops them;
+      data_dir (optional): TFDS data directory, default $TFDS_DATA_DIR or ~/tensorflow_datasets;
+      seed (optional, shapes): the example stream, default 0 (not the shuffle seed);
+      num_train, num_test, num_heldout (optional, shapes): split sizes, default 2000 / 500 / 500.
+    split: "train", "test" or "validation" (each dataset maps these to its own
+      splits, see `tfds_sources.open_source`); shapes also has "heldout"
+      (held-out colour-shape pairs), and validation means test.
+
+  Returns:
+    A source with `__len__` and `__getitem__(i) -> dict of numpy values`:
+    "image" uint8 [H, W, 3] and "caption" bytes plus the shapes attributes for
+    the shapes sources; see `tfds_sources.open_source` for the others.
+
+  Raises:
+    ValueError: an unknown name or split, or a bad size.
+    FileNotFoundError: a TFDS dataset that is not prepared in data_dir (the
+      message gives the prepare command).
+  """
+  name = _config_get(data_config, "name")
+  if name not in SOURCE_NAMES:
+    raise ValueError(f"data.name={name!r} is not a dataset this pipeline reads; use one of {list(SOURCE_NAMES)}.")
+  data_dir = _config_get(data_config, "data_dir") or tfds_sources.default_data_dir()
+  if name in tfds_sources.SUPPORTED:
+    return tfds_sources.open_source(name, split, data_dir)
+
+  if split not in SHAPES_SPLITS:
+    raise ValueError(f"split={split!r} is not a captioned-shapes split; use one of {list(SHAPES_SPLITS)}.")
+  split = SHAPES_SPLITS[split]
+  image_size = _config_get(data_config, "image_size")
+  if image_size is None:
+    raise ValueError("data.image_size is missing; captioned shapes are rendered at that side (16..64), e.g. 32.")
+  seed = _config_get(data_config, "seed", 0)
+  sizes = {k: _config_get(data_config, k, v) for k, v in SHAPES_DEFAULT_SIZES.items()}
+  if name == "shapes_rendered":
+    return ShapesSource(split, seed=seed, num_examples=sizes[f"num_{split}"], image_size=image_size)
+  # shapes_tfds imports this module, so it is imported here rather than at the top.
+  from t2i_jax.data import shapes_tfds  # pylint: disable=g-import-not-at-top
+
+  sources = shapes_tfds.build_if_missing(data_dir, image_size=image_size, seed=seed, **sizes)
+  if split not in sources:
+    raise ValueError(f"split={split!r} is empty in this config (data.num_{split}=0); give it a positive size.")
+  return sources[split]
+
+
 def _derived_seed(seed: int, stream: int) -> int:
   # Independent 32-bit seeds per random transformation, all from one user seed.
   return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
@@ -121,11 +195,83 @@ def _prepare(example: Dict[str, Any]) -> Dict[str, Any]:
   return example
 
 
+def resize_and_crop(image: np.ndarray, image_size: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+  """Resizes the shorter side to image_size, then crops a square: the centre, or a uniform random one.
+
+  The resize is pillow's bicubic, whose kernel widens with the reduction, so it
+  antialiases when shrinking (COCO's 640x480 to 64 px) and interpolates when
+  enlarging; an image whose shorter side already is image_size is only cropped.
+
+  Args:
+    image: uint8 [H, W, C], C 1, 3 or 4.
+    image_size: side of the result in pixels.
+    rng: None for the centre crop (offsets rounded down); else the generator
+      that draws the crop's top and left offsets, each uniform over every
+      position that fits.
+
+  Returns:
+    uint8 [image_size, image_size, C].
+  """
+  h, w = image.shape[:2]
+  if min(h, w) != image_size:
+    # The shorter side gets exactly image_size; the longer keeps the aspect ratio, rounded.
+    if h <= w:
+      new_h, new_w = image_size, max(image_size, round(w * image_size / h))
+    else:
+      new_h, new_w = max(image_size, round(h * image_size / w)), image_size
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC))
+    image = resized.reshape(new_h, new_w, image.shape[-1])
+    h, w = new_h, new_w
+  if rng is None:
+    top, left = (h - image_size) // 2, (w - image_size) // 2
+  else:
+    top, left = int(rng.integers(0, h - image_size + 1)), int(rng.integers(0, w - image_size + 1))
+  return image[top:top + image_size, left:left + image_size]
+
+
+class _ResizeCrop:
+  """Map (centre crop) or random map (random crop) on examples: "image" to uint8 [S, S, C]."""
+
+  def __init__(self, image_size: int):
+    self.image_size = image_size
+
+  def __call__(self, example: Dict[str, Any], rng: Optional[np.random.Generator] = None) -> Dict[str, Any]:
+    image = np.asarray(example["image"])
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+      raise ValueError(f"the source's 'image' must be uint8 [H, W, 1, 3 or 4], got {image.dtype} {image.shape}; "
+                       "give a source of raw uint8 images (the pipeline resizes and scales them).")
+    if image.shape[:2] == (self.image_size, self.image_size):
+      return example  # nothing to resize or crop (the generator is simply not used)
+    example = dict(example)
+    example["image"] = resize_and_crop(image, self.image_size, rng)
+    return example
+
+
+def _pick_caption(example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+  # One of the image's captions, drawn anew at every position of the stream, i.e. every epoch;
+  # "captions" itself varies in length and would not batch.
+  example = dict(example)
+  captions = example.pop("captions")
+  if len(captions):
+    example["caption"] = captions[int(rng.integers(len(captions)))]
+  return example
+
+
 def _flip(example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
   if rng.random() < 0.5:
     example = dict(example)
     example["image"] = example["image"][:, ::-1]
   return example
+
+
+def _batch(examples) -> Dict[str, np.ndarray]:
+  # grain's default batching reports images of different sizes as a structure mismatch; say what to do.
+  sizes = sorted({np.shape(e["image"]) for e in examples})
+  if len(sizes) > 1:
+    raise ValueError(f"the images of one batch have different sizes {sizes[:4]}; give create_iterator an "
+                     "image_size (config data.image_size) to resize and crop them all to one square size.")
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 class _Tokenize:
@@ -144,7 +290,8 @@ class _Tokenize:
 def create_dataset(source, *, batch_size: int, seed: int, shuffle: bool = True, num_epochs: Optional[int] = None,
                    tokenizer=None, context_length: Optional[int] = None, process_index: int = 0,
                    process_count: int = 1, drop_remainder: bool = True, random_flip: bool = False,
-                   num_threads: int = 2, prefetch_buffer_size: int = 128) -> grain.IterDataset:
+                   num_threads: int = 2, prefetch_buffer_size: int = 128, image_size: Optional[int] = None,
+                   random_crop: bool = False) -> grain.IterDataset:
   """The grain IterDataset behind `create_iterator` (same arguments); `iter()` it for an iterator."""
   if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
     raise ValueError(f"source={source!r} is not random-access; give a ShapesSource or a TFDS data source "
@@ -164,6 +311,10 @@ def create_dataset(source, *, batch_size: int, seed: int, shuffle: bool = True, 
     context_length = _check_int("context_length", context_length, 1)
   num_threads = _check_int("num_threads", num_threads, 0)
   prefetch_buffer_size = _check_int("prefetch_buffer_size", prefetch_buffer_size, 0)
+  if image_size is not None:
+    image_size = _check_int("image_size", image_size, 1)
+  if random_crop and image_size is None:
+    raise ValueError("random_crop=True needs image_size (the side of the square crop), e.g. image_size=64.")
 
   # Every process gets the same number of examples, so that all run the same
   # number of steps per epoch (a process that stops early hangs the others in a
@@ -178,11 +329,18 @@ def create_dataset(source, *, batch_size: int, seed: int, shuffle: bool = True, 
   if shuffle:
     ds = ds.shuffle(seed=_derived_seed(seed, 0))  # sees the epoch in the index: a new order every epoch
   ds = ds.repeat(num_epochs)
+  # Random steps are grain random maps: each element's generator comes from (seed, position in the
+  # repeated stream), so draws differ between epochs and the iterator state stays one position.
+  if "captions" in source[process_index * per_process]:
+    ds = ds.random_map(_pick_caption, seed=_derived_seed(seed, 3))
+  if image_size is not None:
+    resize = _ResizeCrop(image_size)
+    ds = ds.random_map(resize, seed=_derived_seed(seed, 2)) if random_crop else ds.map(resize)
   ds = ds.map(_prepare)
   if random_flip:
     ds = ds.random_map(_flip, seed=_derived_seed(seed, 1))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
-  it = it.batch(batch_size, drop_remainder=drop_remainder)
+  it = it.batch(batch_size, drop_remainder=drop_remainder, batch_fn=_batch)
   if tokenizer is not None:
     it = it.map(_Tokenize(tokenizer, context_length))
   return it
@@ -191,14 +349,19 @@ def create_dataset(source, *, batch_size: int, seed: int, shuffle: bool = True, 
 def create_iterator(source, *, batch_size: int, seed: int, shuffle: bool = True, num_epochs: Optional[int] = None,
                     tokenizer=None, context_length: Optional[int] = None, process_index: int = 0,
                     process_count: int = 1, drop_remainder: bool = True, random_flip: bool = False,
-                    num_threads: int = 2, prefetch_buffer_size: int = 128) -> grain.DatasetIterator:
+                    num_threads: int = 2, prefetch_buffer_size: int = 128, image_size: Optional[int] = None,
+                    random_crop: bool = False) -> grain.DatasetIterator:
   """A checkpointable iterator of this process's batches.
 
   Args:
-    source: random-access source of example dicts (`ShapesSource`, a TFDS
-      array_record data source): "image" uint8 [H, W, 3], "caption" bytes/str, more keys kept as they are.
+    source: random-access source of example dicts (`make_source`, `ShapesSource`,
+      a TFDS array_record data source): "image" uint8 [H, W, C], "caption"
+      bytes/str for text models, more keys kept as they are. A source whose
+      examples hold "captions" (several captions of one image, e.g. coco_captions)
+      gets one of them drawn per example and epoch from the seeded stream as
+      "caption", and "captions" is dropped.
     batch_size: examples per batch on this process (global batch / process_count).
-    seed: non-negative int; fixes the shuffle order of every epoch and the flips.
+    seed: non-negative int; fixes the shuffle order of every epoch, the flips, crops and caption draws.
     shuffle: shuffle within this process's shard, with a new order each epoch.
     num_epochs: passes over the shard; None repeats forever.
     tokenizer: optional tokenizer (see `tokenizer.load_tokenizer`); adds "tokens"
@@ -213,6 +376,13 @@ def create_iterator(source, *, batch_size: int, seed: int, shuffle: bool = True,
       and "top left" into "top right" while caption, positions, relation and
       centers stay as they were, so it would teach the model wrong captions.
       Only for data whose labels are mirror-invariant.
+    image_size: None keeps images as the source gives them (all must share a
+      size to batch). Otherwise every image is resized so its shorter side is
+      image_size (bicubic, antialiased; skipped when it already is) and cropped
+      to image_size x image_size; see `resize_and_crop`.
+    random_crop: crop at a uniform random offset drawn from the seeded stream
+      (a new one every epoch) instead of the centre; needs image_size. With
+      square sources resized to image_size there is nothing to crop.
     num_threads, prefetch_buffer_size: grain read threads and buffered elements.
       Rendering and PNG decoding run in those threads but mostly hold the GIL,
       so a few threads suffice to overlap input with the train step; 0 reads
@@ -229,7 +399,8 @@ def create_iterator(source, *, batch_size: int, seed: int, shuffle: bool = True,
       source, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs, tokenizer=tokenizer,
       context_length=context_length, process_index=process_index, process_count=process_count,
       drop_remainder=drop_remainder, random_flip=random_flip, num_threads=num_threads,
-      prefetch_buffer_size=prefetch_buffer_size))
+      prefetch_buffer_size=prefetch_buffer_size, image_size=image_size, random_crop=random_crop))
 
 
-__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "ShapesSource", "create_dataset", "create_iterator", "example_dict"]
+__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "SHAPES_DEFAULT_SIZES", "SHAPES_SPLITS", "SOURCE_NAMES", "ShapesSource",
+           "create_dataset", "create_iterator", "example_dict", "make_source", "resize_and_crop"]

@@ -71,7 +71,9 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int) -> Tuple[np.n
         f"captions {too_long[:5]} have more than {context_length} tokens and were truncated to the model's "
         f"context ({max(len(full[i]) for i in too_long)} tokens at most)."
     )
-  tokens = np.full((len(texts), context_length), tokenizer.pad_token_id, np.int32)
+  # GPT-2's BPE (GLIDE's) has no pad token; GLIDE pads with its end-of-text token, masked out.
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+  tokens = np.full((len(texts), context_length), pad or 0, np.int32)
   mask = np.zeros((len(texts), context_length), bool)
   for i, ids in enumerate(full):
     ids = ids[:context_length]

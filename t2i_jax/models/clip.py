@@ -162,8 +162,11 @@ class TextTransformer(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, eot_index: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(self, tokens: jax.Array, eot_index: Optional[jax.Array] = None, return_states: bool = False):
     """Text embeddings (unnormalised, float32 [B, E]) read at the end-of-text position.
+
+    With return_states, also every position's final (layer-normed) state,
+    float32 [B, L, width]: the per-token encoding an unCLIP prior reads.
 
     Args:
       tokens: int [B, L], L <= context. Padding after the end-of-text token is
@@ -197,9 +200,14 @@ class TextTransformer(nn.Module):
     x = x + pos[:length].astype(self.dtype)
     x = Transformer(layers=self.layers, num_heads=self.heads, causal=True, activation=self.activation,
                     remat=self.remat, dtype=self.dtype, name="transformer")(x)
-    # LayerNorm acts per token, so normalising only the pooled one equals OpenAI's ln_final-then-gather.
-    x = LayerNorm32(self.dtype, name="ln_final")(x[jnp.arange(batch), eot_index])
+    ln_final = LayerNorm32(self.dtype, name="ln_final")
     proj = self.param("text_projection", nn.initializers.normal(scale), (self.width, self.output_dim))
+    if return_states:
+      states = ln_final(x)
+      pooled = states[jnp.arange(batch), eot_index]
+      return (pooled @ proj.astype(self.dtype)).astype(jnp.float32), states.astype(jnp.float32)
+    # LayerNorm acts per token, so normalising only the pooled one equals OpenAI's ln_final-then-gather.
+    x = ln_final(x[jnp.arange(batch), eot_index])
     return (x @ proj.astype(self.dtype)).astype(jnp.float32)
 
 
@@ -272,6 +280,10 @@ class CLIP(nn.Module):
   def encode_text(self, tokens: jax.Array, eot_index: Optional[jax.Array] = None) -> jax.Array:
     """Unnormalised float32 [B, E] embeddings of tokens int [B, L]; see TextTransformer for eot_index."""
     return self.text(tokens, eot_index)
+
+  def encode_text_states(self, tokens: jax.Array, eot_index: Optional[jax.Array] = None):
+    """(embeddings float32 [B, E], per-token states float32 [B, L, text_width]) of tokens int [B, L]."""
+    return self.text(tokens, eot_index, return_states=True)
 
   def __call__(self, images: jax.Array, tokens: jax.Array, t: Optional[jax.Array] = None,
                eot_index: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array, jax.Array]:

@@ -1,6 +1,6 @@
-"""Text → image with a text-conditional U-Net: tokenise, guide, sample (GLIDE's base stage)."""
+"""Images from a U-Net: tokenise (or take labels / low-resolution images), guide, sample (GLIDE's stages)."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,20 +20,41 @@ def respaced_schedule(diffusion_config, method: str, steps: int):
   return schedules.respace(betas, schedules.space_timesteps(diffusion_config.num_timesteps, spacing))
 
 
-def generate(model, params, diffusion_config, prompts: Sequence[str], tokenizer, context_length: int, *,
-             method: str = "ddim", steps: int = 50, guidance_scale: float = 3.0, eta: float = 0.0, seed: int = 0):
-  """Images [len(prompts), H, W, C] in [-1, 1] for the prompts.
+def sample_unet(model, params, diffusion_config, cond: dict, num: int, *, method: str = "ddim", steps: int = 50,
+                guidance_scale: float = 1.0, eta: float = 0.0, seed: int = 0, grad_fn=None):
+  """Images [num, H, W, C] in [-1, 1] from a U-Net given its conditioning kwargs.
 
-  guidance_scale w: classifier-free guidance with the model's null text (w = 1: no guidance).
+  Args:
+    cond: the U-Net's conditioning inputs with leading axis `num` (tokens and
+      token_mask, y, low_res, ...); {} for an unconditional model.
+    guidance_scale: classifier-free guidance scale w with the model's null
+      condition (w = 1: no guidance; a model without a null condition refuses w != 1).
+    grad_fn: optional classifier guidance, (x_t, t, cond) -> scaled ∇ log p(y | x_t)
+      (models.classifier.classifier_grad_fn), cond holding the target classes "y".
   """
-  tokens, mask = tokenizer_lib.tokenize(tokenizer, prompts, context_length)
-  cond = {"tokens": jnp.asarray(tokens), "token_mask": jnp.asarray(mask)}
   denoise = models.denoise_fn(model, params)
   if guidance_scale != 1.0:
     denoise = guidance.classifier_free(denoise, guidance_scale, model.null_condition())
   schedule, timestep_map = respaced_schedule(diffusion_config, method, steps)
-  shape = (len(prompts), model.image_size, model.image_size, model.out_channels)
+  shape = (num, model.image_size, model.image_size, model.out_channels)
   return samplers.sample(
       denoise, schedule, shape, jax.random.PRNGKey(seed), method=method, mean_type=diffusion_config.mean_type,
-      var_type=diffusion_config.var_type, cond=cond, timestep_map=timestep_map, eta=eta,
-      num_steps=steps if method in ("euler", "heun") else None)
+      var_type=diffusion_config.var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
+      timestep_map=timestep_map, eta=eta, num_steps=steps if method in ("euler", "heun") else None,
+      grad_fn=grad_fn)
+
+
+def text_cond(prompts: Sequence[str], tokenizer, context_length: int, extra: Optional[dict] = None) -> dict:
+  """The U-Net's text conditioning for prompts: tokens int32 [N, L], token_mask bool [N, L] (+ `extra`)."""
+  tokens, mask = tokenizer_lib.tokenize(tokenizer, prompts, context_length)
+  return dict(extra or {}, tokens=tokens, token_mask=mask)
+
+
+def generate(model, params, diffusion_config, prompts: Sequence[str], tokenizer, context_length: int, *,
+             method: str = "ddim", steps: int = 50, guidance_scale: float = 3.0, eta: float = 0.0, seed: int = 0):
+  """Images [len(prompts), H, W, C] in [-1, 1] for the prompts (a text-conditional U-Net).
+
+  guidance_scale w: classifier-free guidance with the model's null text (w = 1: no guidance).
+  """
+  return sample_unet(model, params, diffusion_config, text_cond(prompts, tokenizer, context_length), len(prompts),
+                     method=method, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed)

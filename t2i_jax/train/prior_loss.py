@@ -1,0 +1,77 @@
+"""The training loss of the unCLIP prior, and the frozen CLIP that feeds it (Ramesh et al., 2022, §2.2).
+
+The prior learns p(z_i | y): the CLIP image embedding z_i of an image given its
+caption y's CLIP text embedding and per-token text states. Its batch holds what
+a frozen CLIP computed from (image, tokens): `make_embed_fn` builds that jitted
+function, run on the sharded batch before each train step (so the CLIP params
+are an argument of one compiled function, not constants baked into the step).
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from t2i_jax.diffusion import gaussian, losses
+from t2i_jax.diffusion.schedules import Schedule
+from t2i_jax.models import clip
+from t2i_jax.train import clip_loss
+
+
+def scale_embedding(emb: jax.Array) -> jax.Array:
+  """l2-normalised embeddings times sqrt(E), [B, E]: unit-variance coordinates for the diffusion.
+
+  unCLIP normalises the embeddings; the sqrt(E) factor (DALLE2-pytorch's choice)
+  gives each coordinate the scale the noise schedule is designed for.
+  """
+  return clip.l2_normalize(emb) * jnp.sqrt(jnp.float32(emb.shape[-1]))
+
+
+def make_embed_fn(clip_model) -> Callable:
+  """(clip_params, batch) -> the prior's batch: dict(image_emb [B, E] scaled, cond=make_cond's dict).
+
+  batch: dict(image [B, H, W, 3] in [-1, 1], cond=dict(tokens, token_mask)).
+  """
+
+  def embed(clip_params, batch):
+    cond = batch["cond"]
+    variables = {"params": clip_params}
+    image_emb = clip_model.apply(variables, clip.normalize_images(batch["image"]), method="encode_image")
+    text_emb, states = clip_model.apply(variables, cond["tokens"], clip_loss.eot_index(cond["token_mask"]),
+                                        method="encode_text_states")
+    return {"image_emb": scale_embedding(image_emb),
+            "cond": {"text_emb": scale_embedding(text_emb), "text_tokens": states,
+                     "text_mask": cond["token_mask"].astype(bool),
+                     "drop_text": jnp.zeros(cond["token_mask"].shape[:1], bool)}}
+
+  return embed
+
+
+def make_loss_fn(model, schedule: Schedule, config) -> Callable:
+  """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux) for the embedded batch.
+
+  config (the diffusion section): mean_type ("x0" in the paper), var_type,
+  loss_type, p_uncond (the probability of replacing the text by the learned null
+  text, for classifier-free guidance).
+  """
+
+  def loss_fn(params, batch, rng, loss_history=None):
+    del loss_history
+    z0 = batch["image_emb"]
+    t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
+    t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps)
+    noise = jax.random.normal(noise_rng, z0.shape)
+    z_t = gaussian.q_sample(schedule, z0, t, noise)
+    cond = dict(batch["cond"], drop_text=jax.random.uniform(drop_rng, (z0.shape[0],)) < config.p_uncond)
+    output = model.apply({"params": params}, z_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
+    terms = losses.training_losses(schedule, output, z0, z_t, t, noise, mean_type=config.mean_type,
+                                   var_type=config.var_type, loss_type=config.loss_type)
+    loss = jnp.mean(terms["loss"])
+    pred = output if config.mean_type == "x0" else gaussian.p_mean_variance(
+        schedule, output, z_t, t, mean_type=config.mean_type, var_type=config.var_type,
+        clip_denoised=False)["pred_x0"]
+    metrics = dict(loss=loss, mse=jnp.mean(terms["mse"]),
+                   cosine_to_target=jnp.mean(clip.cosine_similarity(pred, z0)))
+    return loss, dict(t=t, per_example_loss=terms["loss"], metrics=metrics)
+
+  return loss_fn
