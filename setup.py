@@ -28,7 +28,7 @@ setuptools.setup(
         "importlib_resources>=7.1,<8",
         "pillow>=13.0,<14",
     ],
-    package_data={"t2i_jax.data": ["assets/*.json"]},
+    package_data={"t2i_jax.data": ["assets/*.json"], "t2i_jax.eval": ["assets/*.msgpack"]},
     extras_require={
         "test": ["pytest>=9.0,<10", "pytest-xdist>=3.6,<4"],
         # Preparing real TFDS datasets needs TensorFlow, on a machine with network.

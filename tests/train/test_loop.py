@@ -97,3 +97,25 @@ def test_bad_batch_size_and_vocab_are_refused(tmp_path):
   config.model.text.vocab_size = 10
   with pytest.raises(ValueError, match="vocab_size"):
     loop.train(config, str(tmp_path / "b"))
+
+
+def test_unknown_config_key_and_missing_dataset_are_refused_before_the_workdir_is_touched(tmp_path):
+  config = _config()
+  config.train.num_stepz = 3
+  with pytest.raises(ValueError, match=r"train.num_stepz \(did you mean 'num_steps'\?\)"):
+    loop.train(config, str(tmp_path / "a"))
+  config = _config()
+  config.data.update(dict(name="cifar10", data_dir=str(tmp_path / "no_data")))
+  with pytest.raises(FileNotFoundError, match="python -m t2i_jax.data.prepare --dataset cifar10"):
+    loop.train(config, str(tmp_path / "b"))
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+  assert not os.path.exists(tmp_path / "no_data")
+
+
+def test_the_shapes_tfds_dataset_is_built_by_the_training_command(tmp_path):
+  config = _config(num_steps=1)
+  config.data.update(dict(name="shapes", data_dir=str(tmp_path / "tfds")))
+  state = loop.train(config, str(tmp_path / "run"))
+  assert int(state.step) == 1
+  built = os.listdir(tmp_path / "tfds")
+  assert built and os.path.isdir(tmp_path / "tfds" / built[0])

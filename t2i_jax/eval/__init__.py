@@ -1,0 +1,1 @@
+"""Evaluation: the learned captioned-shapes oracle, caption/binding metrics and FID."""
