@@ -1,6 +1,11 @@
 """Helpers shared by the experiment configs: argument parsing, the training sections, the CPU-test shrink."""
 
 import ml_collections
+from ml_collections import config_dict
+
+# Optional values are typed placeholders (None by default) so that --config.X=... can still set them.
+_STR, _INT, _FLOAT = (lambda: config_dict.placeholder(str)), (lambda: config_dict.placeholder(int)), (
+    lambda: config_dict.placeholder(float))
 
 RUNLOCAL_MODEL = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2), num_head_channels=16, dropout=0.0)
 
@@ -18,14 +23,14 @@ def diffusion(**overrides) -> ml_collections.ConfigDict:
   """The diffusion section: the improved-diffusion hybrid-loss setup unless overridden."""
   return ml_collections.ConfigDict(dict(dict(
       schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range", loss_type="rescaled_mse",
-      timestep_sampler="uniform", min_snr_gamma=None, p_uncond=0.0), **overrides))
+      timestep_sampler="uniform", min_snr_gamma=_FLOAT(), p_uncond=0.0), **overrides))
 
 
 def data(name: str, image_size: int, **overrides) -> ml_collections.ConfigDict:
   """The data section (input_pipeline.make_source): name, image_size, data_dir (None: TFDS's default)."""
   return ml_collections.ConfigDict(dict(dict(
-      name=name, image_size=image_size, data_dir=None, seed=0, num_train=50_000, random_crop=False,
-      random_flip=False, tokenizer=None, context_length=None, label_key="label"), **overrides))
+      name=name, image_size=image_size, data_dir=_STR(), seed=0, num_train=50_000, random_crop=False,
+      random_flip=False, tokenizer=_STR(), context_length=_INT(), label_key="label"), **overrides))
 
 
 def optim(lr: float, **overrides) -> ml_collections.ConfigDict:

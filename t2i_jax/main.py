@@ -3,6 +3,8 @@
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=sample \
       --prompt="a large red circle in the middle" --sampler=ddim --steps=50 --guidance=3
+  python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=eval \
+      --eval_setting=dpm++2m:20:3 --eval_setting=ddpm:250:3
 
 Config values are overridden on the command line: --config.train.num_steps=100.
 Multi-host (TPU pods, multi-node GPU): every process runs the same command with
@@ -18,12 +20,14 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
 _PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt(s) for --mode=sample (default: the config's).")
 _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, euler or heun.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_SETTINGS = flags.DEFINE_multi_string("eval_setting", None,
+                                      "--mode=eval sampler settings METHOD:STEPS:GUIDANCE (default config.eval).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for --distributed outside a managed cluster.")
@@ -36,6 +40,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a wrapper apply
+  from absl import logging
+
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
 
   if _DISTRIBUTED.value:
     # CPU processes exchange collectives through gloo; GPUs and TPUs ignore this setting.
@@ -51,6 +58,12 @@ def main(argv):
       workdir = os.path.relpath(_WORKDIR.value)
       print(f"checkpoints: {workdir}/checkpoints\nmetrics: {workdir}/metrics.jsonl (TensorBoard: "
             f"{workdir}/tensorboard)\nsamples: {workdir}/samples")
+  elif _MODE.value == "eval":
+    from t2i_jax.eval import evaluate
+
+    rows = evaluate.run(config, _WORKDIR.value, _SETTINGS.value or ())
+    print(evaluate.format_table(rows))
+    print("wrote", os.path.relpath(os.path.join(_WORKDIR.value, "metrics.json")))
   else:
     from t2i_jax.pipelines import sample_workdir
 

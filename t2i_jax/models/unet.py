@@ -55,6 +55,7 @@ class UNet(nn.Module):
   super_res: bool = False
   noise_aug_embedding: bool = False
   inpaint: bool = False
+  patch_size: int = 1  # > 1: the network runs on non-overlapping p×p patches (space-to-depth)
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -64,6 +65,11 @@ class UNet(nn.Module):
   def input_channels(self) -> int:
     """Channels of the first conv: x_t, plus low_res (super-res), plus masked image and mask."""
     return self.in_channels * (1 + int(self.super_res) + int(self.inpaint)) + int(self.inpaint)
+
+  @property
+  def feature_size(self) -> int:
+    """Side of the first feature map: image_size / patch_size (attention_resolutions count in these pixels)."""
+    return self.image_size // self.patch_size
 
   @property
   def output_channels(self) -> int:
@@ -80,7 +86,9 @@ class UNet(nn.Module):
 
   def check_config(self) -> None:
     """Raises a ValueError for an architecture that cannot be built."""
-    check_geometry(self.image_size, self.channel_mult, self.attention_resolutions)
+    if self.patch_size < 1 or self.image_size % self.patch_size:
+      raise ValueError(f"patch_size={self.patch_size} must be a positive divisor of image_size={self.image_size}.")
+    check_geometry(self.feature_size, self.channel_mult, self.attention_resolutions)
     if self.text is not None and self.context_dim is not None:
       raise ValueError("set either text (GLIDE's own encoder) or context_dim (an external encoder), not both.")
     if self.num_head_channels > 0:
@@ -193,6 +201,7 @@ class UNet(nn.Module):
       return attn_cls(self._heads(h.shape[-1]), dtype, name=name)(h, context, context_mask)
 
     h = self._assemble_input(x.astype(dtype), low_res, inpaint_image, inpaint_mask)
+    h = space_to_depth(h, self.patch_size)
     h, skips, resolution = encoder_half(self, h, res, attn)
 
     for level, mult in reversed(list(enumerate(self.channel_mult))):
@@ -208,7 +217,25 @@ class UNet(nn.Module):
           resolution *= 2
 
     h = nn.silu(layers.GroupNorm32(dtype, name="out_norm")(h))
-    return layers.conv3x3(self.output_channels, dtype, zero=True, name="out_conv")(h).astype(jnp.float32)
+    out = layers.conv3x3(self.output_channels * self.patch_size**2, dtype, zero=True, name="out_conv")(h)
+    return depth_to_space(out, self.patch_size).astype(jnp.float32)
+
+
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H/p, W/p, p·p·C]: each p×p patch becomes one position's channels."""
+  if p == 1:
+    return x
+  b, h, w, c = x.shape
+  return x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+  """The inverse of space_to_depth: [B, h, w, p·p·C] -> [B, h·p, w·p, C]."""
+  if p == 1:
+    return x
+  b, h, w, c = x.shape
+  c //= p * p
+  return x.reshape(b, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * p, w * p, c)
 
 
 def check_geometry(image_size: int, channel_mult: Sequence[int], attention_resolutions: Sequence[int]) -> None:
@@ -241,7 +268,7 @@ def encoder_half(module, h, res, attn):
     (h after the middle block, the skip activations, the final resolution).
   """
   h = layers.conv3x3(module.channel_mult[0] * module.model_channels, module.dtype, name="input_conv")(h)
-  skips, resolution = [h], module.image_size
+  skips, resolution = [h], h.shape[1]
   for level, mult in enumerate(module.channel_mult):
     for i in range(module.num_res_blocks):
       h = res(h, mult * module.model_channels, f"down_{level}_res_{i}")

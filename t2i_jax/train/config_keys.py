@@ -17,7 +17,7 @@ SECTIONS = {
     "sample": {"method", "steps", "guidance", "eta", "use_ema", "prompts", "num_images", "labels", "split",
                "classifier_workdir", "classifier_scale"},
     "prior": {"clip_workdir"},
-    "eval": {"num_samples", "batch_size", "methods", "guidance_scales", "steps", "seed"},
+    "eval": {"num_single", "num_heldout", "num_pair", "batch_size", "seed", "settings"},
 }
 TOP_LEVEL = {"seed", "fsdp", "model"} | set(SECTIONS)
 REQUIRED = ("model", "data", "optim", "train")
