@@ -152,6 +152,9 @@ def min_snr_weight(s: Schedule, t: jax.Array, gamma: float, mean_type: str) -> j
   target: /SNR for eps, /(SNR + 1) for v.
   """
   checks.check_choice("mean_type", mean_type, checks.MEAN_TYPES)
+  if not gamma > 0:
+    raise ValueError(f"min_snr_gamma={gamma!r} must be positive (5 in the paper); use None to switch "
+                     "the weighting off, since γ = 0 would weight every term by zero.")
   snr_t = snr(s, t)
   clipped = jnp.minimum(snr_t, gamma)
   if mean_type == "eps":
