@@ -1,6 +1,7 @@
 # `make demo`: create .venv at the repo root (if missing), install t2i_jax, train the embedded
-#   default (captioned shapes) in runs/demo, sample a grid for the config's prompts, and print
-#   where the grid, metrics and checkpoint are. Uses a GPU when nvidia-smi finds one.
+#   default (captioned shapes) in runs/demo, sample a grid for the config's prompts, print
+#   where the grid, metrics and checkpoint are, and end with the oracle evaluation table
+#   (runs/demo/metrics.json). Uses a GPU when nvidia-smi finds one.
 # `make test`: the same .venv with the test extra; the suite on CPU JAX with 8 host devices.
 PYTHON ?= python3
 VENV := .venv
@@ -21,6 +22,7 @@ $(VENV)/.installed: setup.py
 demo: $(VENV)/.installed
 	$(PY) -m t2i_jax.main --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR)
 	$(PY) -m t2i_jax.main --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR) --mode=sample
+	$(PY) -m t2i_jax.main --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR) --mode=eval
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

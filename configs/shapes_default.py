@@ -55,7 +55,7 @@ def get_config(arg=None):
   ))
   if "runlocal" in flags:
     config.data.update(dict(name="shapes_rendered", image_size=16, num_train=64))
-    config.model.update(dict(image_size=16, model_channels=32, channel_mult=(1, 2), attention_resolutions=(8,),
+    config.model.update(dict(image_size=16, model_channels=32, channel_mult=(1,), attention_resolutions=(8,),
                              num_head_channels=16))
     config.model.text.update(dict(width=32, layers=1, heads=2))
     config.diffusion.num_timesteps = 100

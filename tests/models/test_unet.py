@@ -228,11 +228,11 @@ def test_patch_stem_round_trips_and_keeps_the_image_shape():
   np.testing.assert_array_equal(np.asarray(patches[0, 1, 2, :3]), np.asarray(x[0, 2, 4]))  # patch (1, 2), pixel (0, 0)
   np.testing.assert_array_equal(np.asarray(patches[0, 1, 2, 9:]), np.asarray(x[0, 3, 5]))  # pixel (1, 1)
   np.testing.assert_array_equal(np.asarray(unet_lib.depth_to_space(patches, 2)), np.asarray(x))
-  model = UNet(image_size=16, model_channels=16, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(4,),
+  model = UNet(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
                num_head_channels=16, learn_sigma=True, patch_size=2)
   x = jnp.zeros((2, 16, 16, 3))
   variables = model.init(jax.random.PRNGKey(0), x, jnp.zeros((2,), jnp.int32))
   assert model.apply(variables, x, jnp.zeros((2,), jnp.int32)).shape == (2, 16, 16, 6)
   with pytest.raises(ValueError, match="patch_size=3"):
-    UNet(image_size=16, model_channels=16, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
+    UNet(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
          patch_size=3).init(jax.random.PRNGKey(0), x, jnp.zeros((2,), jnp.int32))

@@ -25,7 +25,7 @@ def test_two_processes_train_and_agree(tmp_path):
     cmd = [sys.executable, "-m", "t2i_jax.main", "--config=configs/shapes_default.py:runlocal",
            f"--workdir={workdir}", "--config.train.sample_every=0", "--distributed",
            # One U-Net level: the test is about the processes, and this compiles in a few seconds.
-           "--config.model.channel_mult=(1,)", "--config.model.attention_resolutions=(16,)",
+           "--config.model.channel_mult=(1,)", "--config.model.attention_resolutions=(8,)",
            f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={pid}"]
     procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True))

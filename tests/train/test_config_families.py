@@ -1,0 +1,34 @@
+"""The class-conditional, classifier, CLIP and prior families train two runlocal steps; guidance samples."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from t2i_jax.pipelines import sample_workdir
+from tests.train.test_configs import _check_samples, _train, load
+
+
+def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_path):
+  unet_config, _ = _train("adm_imagenet64:runlocal", tmp_path / "unet")
+  _, metrics = _train("adm_imagenet64:classifier,runlocal", tmp_path / "classifier")
+  assert 0.0 <= metrics[-1]["accuracy"] <= 1.0
+  unet_config.sample.classifier_workdir = str(tmp_path / "classifier")
+  unet_config.sample.classifier_scale = 10.0
+  guided = sample_workdir.sample_to_files(unet_config, str(tmp_path / "unet"))
+  _check_samples(guided, unet_config.sample.num_images, 16)
+  guided_pixels = np.stack([np.asarray(Image.open(p)) for p in guided["images"]])
+  unet_config.sample.classifier_workdir = ""
+  plain = sample_workdir.sample_to_files(unet_config, str(tmp_path / "unet"))
+  plain_pixels = np.stack([np.asarray(Image.open(p)) for p in plain["images"]])
+  # The classifier's gradient moved the samples (many pixels are saturated after two steps, so count them).
+  assert np.mean(guided_pixels != plain_pixels) > 0.05
+
+
+def test_clip_then_prior_on_its_frozen_embeddings(tmp_path):
+  _, clip_metrics = _train("shapes_clip:runlocal", tmp_path / "clip")
+  assert 0.0 <= clip_metrics[-1]["image_to_text_accuracy"] <= 1.0
+  _, prior_metrics = _train("shapes_prior:runlocal", tmp_path / "prior",
+                            prior=dict(clip_workdir=str(tmp_path / "clip")))
+  assert -1.0 <= prior_metrics[-1]["cosine_to_target"] <= 1.0
+  with pytest.raises(ValueError, match="draws images from a U-Net"):
+    sample_workdir.sample_to_files(load("shapes_prior:runlocal"), str(tmp_path / "prior"))
