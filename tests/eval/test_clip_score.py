@@ -17,8 +17,8 @@ def test_scores_are_the_clipped_scaled_cosine_of_the_embeddings():
   images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
   prompts = ["a small red circle at the top", "a large blue square", "a green star", "a tiny yellow cross",
              "a big purple triangle on the left"]
-  params = MODEL.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 20), np.int32)
-                      )["params"]
+  params = jax.jit(MODEL.init)(jax.random.key(0, impl="rbg"), np.zeros((1, 16, 16, 3), np.float32),
+                               np.zeros((1, 20), np.int32))["params"]
   scores = clip_score.clip_scores(MODEL, params, images, prompts, tok)
   tokens, mask = tokenizer_lib.tokenize(tok, prompts, 20)
   x = clip.normalize_images(images.astype(np.float32) / 127.5 - 1.0)

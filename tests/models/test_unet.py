@@ -21,7 +21,9 @@ def _apply(model, params, args, kwargs):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _init(model, key, args, kwargs):
-  return model.init(key, *args, **kwargs)
+  # Params drawn with the "rbg" generator (seeded from `key`): XLA compiles a U-Net init
+  # 2-3x faster than with threefry, as in train.state.make_init_fn.
+  return model.init(jax.random.key(jax.random.bits(key, dtype=jnp.uint32), impl="rbg"), *args, **kwargs)
 
 
 TEXT = flax.core.FrozenDict(vocab_size=64, context_length=8, width=32, layers=1, heads=2, final_ln=True,

@@ -44,7 +44,8 @@ def _setup(loss_aware=False, **diffusion):
   loss_fn = diffusion_loss.make_loss_fn(MODEL, schedule, config)
   optimizer = state_lib.make_optimizer(_optim_config())
   batch = _batch()
-  params = MODEL.init(jax.random.PRNGKey(1), batch["image"], jnp.zeros((8,), jnp.int32), **batch["cond"])["params"]
+  params = jax.jit(MODEL.init)(jax.random.key(1, impl="rbg"), batch["image"], jnp.zeros((8,), jnp.int32),
+                               **batch["cond"])["params"]
   state = state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=loss_aware)
   return step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9), state, batch
 
