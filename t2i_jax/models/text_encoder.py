@@ -43,6 +43,10 @@ class GlideTextEncoder(nn.Module):
   heads: int = 8
   final_ln: bool = True
   padding_embedding: bool = True
+  # The pooled vector added to the timestep embedding: "last" is GLIDE's (the final position's
+  # state, padding when the caption is shorter than the context); "mean" averages the real
+  # tokens' states, which tell captions apart from the first step on.
+  pool: str = "last"
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -52,7 +56,7 @@ class GlideTextEncoder(nn.Module):
     check_tokens(tokens, self.context_length)
     length = tokens.shape[1]
     init = nn.initializers.normal(0.01)
-    x = nn.Embed(self.vocab_size, self.width, name="token_embedding")(tokens)
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0), name="token_embedding")(tokens)
     x = x + self.param("positional_embedding", init, (self.context_length, self.width))[None, :length]
     if self.padding_embedding:
       if mask is None:
@@ -63,4 +67,9 @@ class GlideTextEncoder(nn.Module):
         x.astype(self.dtype))
     if self.final_ln:
       x = layers.LayerNorm32(self.dtype, name="final_ln")(x)
-    return x, x[:, -1]
+    if self.pool == "last":
+      return x, x[:, -1]
+    if self.pool != "mean":
+      raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE) or 'mean' (masked mean of the real tokens).")
+    weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
+    return x, jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)

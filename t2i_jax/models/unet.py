@@ -170,7 +170,8 @@ class UNet(nn.Module):
     dtype, emb_dim = self.dtype, 4 * self.model_channels
     emb = layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="time_embed")(t)
     if self.num_classes is not None:
-      emb = emb + nn.Embed(self.num_classes + int(self.class_null), emb_dim, name="label_emb")(y).astype(dtype)
+      emb = emb + nn.Embed(self.num_classes + int(self.class_null), emb_dim, embedding_init=nn.initializers.normal(1.0),
+                           name="label_emb")(y).astype(dtype)
     if self.text is not None:
       context, last = GlideTextEncoder(**self.text, remat=self.remat, dtype=dtype, name="text_encoder")(
           tokens, token_mask)

@@ -238,3 +238,25 @@ def test_patch_stem_round_trips_and_keeps_the_image_shape():
   with pytest.raises(ValueError, match="patch_size=3"):
     UNet(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
          patch_size=3).init(jax.random.PRNGKey(0), x, jnp.zeros((2,), jnp.int32))
+
+
+def test_label_and_token_embeddings_start_at_unit_scale_and_mean_pooling_ignores_padding():
+  # torch.nn.Embedding's N(0, 1), as ADM and GLIDE initialise them: with Flax's default
+  # (std 1/sqrt(width)) a label barely reaches the network for hundreds of steps.
+  from t2i_jax.models.text_encoder import GlideTextEncoder
+
+  model = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
+               num_classes=10)
+  x = jnp.zeros((2, 8, 8, 3))
+  params = _init(model, jax.random.PRNGKey(0), (x, jnp.zeros((2,), jnp.int32)), {"y": jnp.zeros((2,), jnp.int32)})
+  assert float(jnp.std(params["params"]["label_emb"]["embedding"])) == pytest.approx(1.0, rel=0.1)
+  encoder = GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="mean")
+  tokens = jnp.array([[3, 4, 5, 0, 0, 0]])
+  mask = tokens > 0
+  variables = encoder.init(jax.random.PRNGKey(1), tokens, mask)
+  assert float(jnp.std(variables["params"]["token_embedding"]["embedding"])) == pytest.approx(1.0, rel=0.1)
+  states, pooled = encoder.apply(variables, tokens, mask)
+  np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(states[0, :3].mean(0)), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="pool='max'"):
+    GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="max").init(
+        jax.random.PRNGKey(1), tokens, mask)
