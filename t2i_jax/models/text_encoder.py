@@ -45,7 +45,8 @@ class GlideTextEncoder(nn.Module):
   padding_embedding: bool = True
   # The pooled vector added to the timestep embedding: "last" is GLIDE's (the final position's
   # state, padding when the caption is shorter than the context); "mean" averages the real
-  # tokens' states, which tell captions apart from the first step on.
+  # tokens' final states; "bow" averages their input embeddings (a bag of words, which tells
+  # captions apart from the first step on, before the transformer has learned anything).
   pool: str = "last"
   remat: bool = False
   dtype: Any = jnp.float32
@@ -63,13 +64,16 @@ class GlideTextEncoder(nn.Module):
         raise ValueError("this text encoder learns a padding embedding: pass the token mask (True = real token).")
       padding = self.param("padding_embedding", init, (self.context_length, self.width))[None, :length]
       x = jnp.where(mask[..., None], x, padding)
+    bag = x
     x = layers.Transformer(self.layers, self.heads, remat=self.remat, dtype=self.dtype, name="transformer")(
         x.astype(self.dtype))
     if self.final_ln:
       x = layers.LayerNorm32(self.dtype, name="final_ln")(x)
     if self.pool == "last":
       return x, x[:, -1]
-    if self.pool != "mean":
-      raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE) or 'mean' (masked mean of the real tokens).")
+    if self.pool not in ("mean", "bow"):
+      raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE), 'mean' (masked mean of the real tokens' "
+                       "states) or 'bow' (masked mean of their input embeddings).")
     weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
-    return x, jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    pooled = jnp.sum((x if self.pool == "mean" else bag.astype(x.dtype)) * weights, axis=1)
+    return x, pooled / jnp.maximum(jnp.sum(weights, axis=1), 1.0)

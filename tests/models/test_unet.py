@@ -257,6 +257,12 @@ def test_label_and_token_embeddings_start_at_unit_scale_and_mean_pooling_ignores
   assert float(jnp.std(variables["params"]["token_embedding"]["embedding"])) == pytest.approx(1.0, rel=0.1)
   states, pooled = encoder.apply(variables, tokens, mask)
   np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(states[0, :3].mean(0)), rtol=1e-5, atol=1e-6)
+  # "bow": the mean of the real tokens' input embeddings (token + position), before the transformer.
+  bow = GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="bow")
+  _, pooled = bow.apply(variables, tokens, mask)
+  p = variables["params"]
+  inputs = p["token_embedding"]["embedding"][tokens[0, :3]] + p["positional_embedding"][:3]
+  np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(inputs.mean(0)), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="pool='max'"):
     GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="max").init(
         jax.random.PRNGKey(1), tokens, mask)
