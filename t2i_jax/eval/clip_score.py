@@ -21,8 +21,7 @@ from t2i_jax.models import clip
 def _scores(model, params, images, tokens, token_mask):
   variables = {"params": params}
   image_emb = model.apply(variables, clip.normalize_images(images), method="encode_image")
-  eot = jnp.maximum(jnp.sum(token_mask.astype(jnp.int32), axis=-1) - 1, 0)
-  text_emb = model.apply(variables, tokens, eot, method="encode_text")
+  text_emb = model.apply(variables, tokens, clip.eot_index_from_mask(token_mask), method="encode_text")
   return 100.0 * jnp.maximum(clip.cosine_similarity(image_emb, text_emb), 0.0)
 
 

@@ -76,13 +76,16 @@ def sample_images(model, params, config, prompts: Sequence[str], tokenizer, *, m
   return images, (time.perf_counter() - start) / len(prompts)
 
 
-def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle, references: np.ndarray) -> Dict[str, float]:
-  """Caption metrics (seen / held-out / two-object) and oracle-feature FID of generated images."""
+def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle,
+          reference_features: np.ndarray) -> Dict[str, float]:
+  """Caption metrics (seen / held-out / two-object) and oracle-feature FID of generated images.
+
+  reference_features: oracle features [M, D] of the reference set (renders of the prompts).
+  """
   module, params = oracle
   readings = oracle_lib.read(module, params, images)
   metrics = caption_metrics.compute_with_heldout(readings, scenes)
   features = oracle_lib.features(module, params, images)
-  reference_features = oracle_lib.features(module, params, references)
   out = {
       # The headline numbers are over the seen pairs; held-out pairs are reported on their own.
       "color_accuracy": metrics["seen_color_accuracy"],
@@ -105,14 +108,15 @@ def evaluate(model, params, config, tokenizer, settings: Sequence[dict], *, num_
   """One row per setting dict(method, steps, guidance): the setting, its metrics and seconds_per_image."""
   scenes = prompt_scenes(num_single, num_heldout, num_pair, seed)
   prompts = prompts_for(scenes)
-  references = reference_images(scenes, model.image_size, seed)
   oracle = oracle or oracle_lib.load_oracle()
+  # The reference set is the same for every setting: its features are computed once.
+  reference_features = oracle_lib.features(*oracle, reference_images(scenes, model.image_size, seed))
   rows = []
   for setting in settings:
     images, seconds = sample_images(model, params, config, prompts, tokenizer, method=setting["method"],
                                     steps=setting["steps"], guidance=setting["guidance"], seed=seed,
                                     batch_size=batch_size)
-    rows.append(dict(setting, **score(images, scenes, oracle, references), seconds_per_image=seconds,
+    rows.append(dict(setting, **score(images, scenes, oracle, reference_features), seconds_per_image=seconds,
                      num_prompts=len(prompts)))
   return rows
 
@@ -155,13 +159,13 @@ def run(config, workdir: str, settings: Sequence[str] = ()) -> List[dict]:
   import os
 
   from t2i_jax.data import tokenizer as tokenizer_lib
-  from t2i_jax.pipelines import sample_workdir
+  from t2i_jax.train import checkpoint
 
   if config.model.name != "unet" or config.model.get("text") is None:
     raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes; "
                      f"this config has model.name={config.model.name!r}.")
   settings = [parse_setting(s) for s in (settings or config.eval.settings)]
-  model, params, step = sample_workdir.load_params(config, workdir, config.sample.use_ema)
+  model, params, step = checkpoint.load_params(config, workdir, config.sample.use_ema)
   tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   rows = evaluate(model, params, config, tokenizer, settings, num_single=config.eval.num_single,
                   num_heldout=config.eval.num_heldout, num_pair=config.eval.num_pair,

@@ -295,6 +295,16 @@ class CLIP(nn.Module):
     return self.encode_image(images, t), self.encode_text(tokens, eot_index), self.logit_scale
 
 
+def eot_index_from_mask(token_mask: jax.Array) -> jax.Array:
+  """int32 [B]: the position of each caption's last real token, from its bool mask [B, L].
+
+  The text tower's `eot_index` for tokenizers whose end-of-text id is not the
+  largest (the project's own and most Hugging Face ones), where OpenAI's
+  argmax(tokens) rule does not apply.
+  """
+  return jnp.maximum(jnp.sum(jnp.asarray(token_mask).astype(jnp.int32), axis=-1) - 1, 0)
+
+
 def normalize_images(images: jax.Array) -> jax.Array:
   """Maps diffusion-range images in [-1, 1], [B, H, W, 3], to CLIP's normalised input (float32)."""
   x = (jnp.asarray(images, jnp.float32) + 1.0) / 2.0

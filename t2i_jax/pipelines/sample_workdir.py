@@ -4,26 +4,12 @@ import os
 import re
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 
-from t2i_jax import models
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax.models import classifier as classifier_lib
 from t2i_jax.pipelines import images as images_lib, text_to_image
-from t2i_jax.train import checkpoint, sharding, state as state_lib, tasks
-
-
-def load_params(config, workdir: str, use_ema: bool = True):
-  """(model, params, step) from the latest checkpoint in workdir; ValueError if there is none."""
-  model = models.build(config.model)
-  init_state = state_lib.make_init_fn(model, config, state_lib.make_optimizer(config.optim))
-  abstract = jax.eval_shape(init_state)  # shapes only: nothing is initialised
-  manager = checkpoint.make_manager(workdir, config.train.max_to_keep)
-  if manager.latest_step() is None:
-    raise ValueError(f"{workdir} has no checkpoint to sample from; train first (--mode=train).")
-  state, _, step = checkpoint.restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()))
-  return model, (state.ema_params if use_ema else state.params), step
+from t2i_jax.train import checkpoint, tasks
 
 
 def _slug(text: str) -> str:
@@ -119,7 +105,7 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
     raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
                      f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
                      "through config.sample.classifier_workdir).")
-  model, params, step = load_params(config, workdir, config.sample.use_ema)
+  model, params, step = checkpoint.load_params(config, workdir, config.sample.use_ema)
   return write_samples(
       model, params, config, workdir, step, list(prompts or config.sample.get("prompts", ())),
       method or config.sample.method,

@@ -13,6 +13,9 @@ from typing import Any, Optional, Tuple
 import jax
 import orbax.checkpoint as ocp
 
+from t2i_jax import models
+from t2i_jax.train import sharding, state as state_lib
+
 
 # Orbax splits the saving of a replicated array across its replicas; for arrays under 1 MiB the
 # per-replica slicing costs more than it saves (on 8 CPU devices it was 3.7 of a 4 s save).
@@ -68,6 +71,21 @@ def _check_same_architecture(manager, step: int, target: Any) -> None:
         f"{manager.directory} holds a checkpoint (step {step}) of a different architecture: {problem}. "
         "Nothing was changed; use a new --workdir, or the config that wrote it."
     )
+
+
+def load_params(config, workdir: str, use_ema: bool = True):
+  """(model, params, step) of the latest checkpoint in a training workdir, for sampling or as a frozen model.
+
+  Only shapes are built (jax.eval_shape of the config's init), so nothing is
+  initialised before the restore. ValueError if the workdir has no checkpoint.
+  """
+  model = models.build(config.model)
+  abstract = jax.eval_shape(state_lib.make_init_fn(model, config, state_lib.make_optimizer(config.optim)))
+  manager = make_manager(workdir, config.train.max_to_keep)
+  if manager.latest_step() is None:
+    raise ValueError(f"{workdir} has no checkpoint to sample from; train first (--mode=train).")
+  state, _, step = restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()))
+  return model, (state.ema_params if use_ema else state.params), step
 
 
 def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: Any,

@@ -16,15 +16,6 @@ from t2i_jax.diffusion.schedules import Schedule
 from t2i_jax.models import clip
 
 
-def eot_index(token_mask: jax.Array) -> jax.Array:
-  """int32 [B]: the position of each caption's last real token (the text tower reads its state there).
-
-  Our tokenizers pad with id 0 but their end-of-text id is not the largest, so
-  OpenAI's argmax(tokens) rule does not apply; the mask says where text ends.
-  """
-  return jnp.maximum(jnp.sum(token_mask.astype(jnp.int32), axis=-1) - 1, 0)
-
-
 def make_loss_fn(model, schedule: Optional[Schedule] = None) -> Callable:
   """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux).
 
@@ -44,7 +35,8 @@ def make_loss_fn(model, schedule: Optional[Schedule] = None) -> Callable:
       images = gaussian.q_sample(schedule, images, t, jax.random.normal(noise_rng, images.shape))
     cond = batch["cond"]
     image_emb, text_emb, logit_scale = model.apply(
-        {"params": params}, clip.normalize_images(images), cond["tokens"], t, eot_index(cond["token_mask"]))
+        {"params": params}, clip.normalize_images(images), cond["tokens"], t,
+        clip.eot_index_from_mask(cond["token_mask"]))
     loss = clip.contrastive_loss(image_emb, text_emb, logit_scale)
     similarity = clip.l2_normalize(image_emb) @ clip.l2_normalize(text_emb).T
     accuracy = jnp.mean(jnp.argmax(similarity, axis=1) == jnp.arange(images.shape[0]))

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 from t2i_jax.diffusion import gaussian, losses
 from t2i_jax.diffusion.schedules import Schedule
 from t2i_jax.models import clip
-from t2i_jax.train import clip_loss
 
 
 def scale_embedding(emb: jax.Array) -> jax.Array:
@@ -37,7 +36,7 @@ def make_embed_fn(clip_model) -> Callable:
     cond = batch["cond"]
     variables = {"params": clip_params}
     image_emb = clip_model.apply(variables, clip.normalize_images(batch["image"]), method="encode_image")
-    text_emb, states = clip_model.apply(variables, cond["tokens"], clip_loss.eot_index(cond["token_mask"]),
+    text_emb, states = clip_model.apply(variables, cond["tokens"], clip.eot_index_from_mask(cond["token_mask"]),
                                         method="encode_text_states")
     return {"image_emb": scale_embedding(image_emb),
             "cond": {"text_emb": scale_embedding(text_emb), "text_tokens": states,

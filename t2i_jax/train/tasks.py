@@ -26,7 +26,7 @@ import numpy as np
 from t2i_jax import models
 from t2i_jax.diffusion import schedules
 from t2i_jax.pipelines import images
-from t2i_jax.train import classifier_loss, clip_loss, diffusion_loss, prior_loss
+from t2i_jax.train import checkpoint, classifier_loss, clip_loss, diffusion_loss, prior_loss
 
 FAMILIES = ("unet", "classifier", "clip", "prior")
 LOW_RES_FACTOR = 4  # a super-resolution U-Net sees the image at a quarter of its side (GLIDE's 64 -> 256)
@@ -114,15 +114,13 @@ def _clip_task(config, model) -> Task:
 
 def load_frozen(workdir: str):
   """(model, EMA params, config) of the latest checkpoint in a training workdir, read with its own config.json."""
-  from t2i_jax.pipelines import sample_workdir  # pipelines build on train: imported when needed
-
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ValueError(f"{workdir} has no config.json: it is not a t2i_jax training workdir. Train the model "
                      "there first (python -m t2i_jax.main --config=... --workdir=...).")
   with open(path) as f:
     frozen_config = ml_collections.ConfigDict(json.load(f))
-  model, params, _ = sample_workdir.load_params(frozen_config, workdir, use_ema=True)
+  model, params, _ = checkpoint.load_params(frozen_config, workdir, use_ema=True)
   return model, params, frozen_config
 
 

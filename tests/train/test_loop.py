@@ -12,7 +12,7 @@ import pytest
 
 from configs import shapes_default
 from t2i_jax.pipelines import sample_workdir
-from t2i_jax.train import loop
+from t2i_jax.train import checkpoint, loop
 
 
 def _config(**train):
@@ -140,7 +140,7 @@ def test_bits_per_dim_of_the_trained_model_is_its_variational_bound(trained):
   from t2i_jax.eval import bits_per_dim
 
   config = _config()
-  model, params, _ = sample_workdir.load_params(config, workdir)
+  model, params, _ = checkpoint.load_params(config, workdir)
   out = bits_per_dim.dataset_bits_per_dim(model, params, config, num_examples=8, batch_size=8)
   assert out["num_examples"] == 8 and out["vb_per_t"].shape == (config.diffusion.num_timesteps,)
   # The bound is the prior term plus every timestep's term; a barely trained model sits well above 0.
