@@ -45,8 +45,8 @@ class GlideTextEncoder(nn.Module):
   padding_embedding: bool = True
   # The pooled vector added to the timestep embedding: "last" is GLIDE's (the final position's
   # state, padding when the caption is shorter than the context); "mean" averages the real
-  # tokens' final states; "bow" averages their input embeddings (a bag of words, which tells
-  # captions apart from the first step on, before the transformer has learned anything).
+  # tokens' final states; "bow" sums their input embeddings over sqrt(count) (a bag of words, which
+  # tells captions apart from the first step on, before the transformer has learned anything).
   pool: str = "last"
   remat: bool = False
   dtype: Any = jnp.float32
@@ -75,5 +75,9 @@ class GlideTextEncoder(nn.Module):
       raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE), 'mean' (masked mean of the real tokens' "
                        "states) or 'bow' (masked mean of their input embeddings).")
     weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
-    pooled = jnp.sum((x if self.pool == "mean" else bag.astype(x.dtype)) * weights, axis=1)
-    return x, pooled / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    if self.pool == "mean":
+      return x, jnp.sum(x * weights, axis=1) / count
+    # Sum / sqrt(count): the bag keeps the unit scale of one embedding, so swapping one word moves it
+    # as much as a class label moves ADM's timestep embedding (a mean would shrink that by the length).
+    return x, jnp.sum(bag.astype(x.dtype) * weights, axis=1) / jnp.sqrt(count)

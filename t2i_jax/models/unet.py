@@ -56,6 +56,10 @@ class UNet(nn.Module):
   noise_aug_embedding: bool = False
   inpaint: bool = False
   patch_size: int = 1  # > 1: the network runs on non-overlapping p×p patches (space-to-depth)
+  # CoordConv (Liu et al., 2018): two more input channels holding each pixel's x and y in [-1, 1].
+  # Convolutions are translation-equivariant, so without them "top left" can only be located from
+  # the zero padding, which a U-Net learns slowly.
+  coord_channels: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -63,8 +67,9 @@ class UNet(nn.Module):
 
   @property
   def input_channels(self) -> int:
-    """Channels of the first conv: x_t, plus low_res (super-res), plus masked image and mask."""
-    return self.in_channels * (1 + int(self.super_res) + int(self.inpaint)) + int(self.inpaint)
+    """Channels of the first conv: x_t, plus low_res (super-res), masked image and mask, pixel coordinates."""
+    return (self.in_channels * (1 + int(self.super_res) + int(self.inpaint)) + int(self.inpaint)
+            + 2 * int(self.coord_channels))
 
   @property
   def feature_size(self) -> int:
@@ -156,6 +161,8 @@ class UNet(nn.Module):
     if self.super_res:
       # Bilinear with half-pixel centres, as torch's interpolate(align_corners=False).
       parts.append(jax.image.resize(low_res.astype(x.dtype), x.shape, method="linear", antialias=False))
+    if self.coord_channels:
+      parts.append(jnp.broadcast_to(pixel_coordinates(*x.shape[1:3], x.dtype), x.shape[:3] + (2,)))
     return jnp.concatenate(parts, axis=-1)
 
   # --- the network ------------------------------------------------------------
@@ -220,6 +227,13 @@ class UNet(nn.Module):
     h = nn.silu(layers.GroupNorm32(dtype, name="out_norm")(h))
     out = layers.conv3x3(self.output_channels * self.patch_size**2, dtype, zero=True, name="out_conv")(h)
     return depth_to_space(out, self.patch_size).astype(jnp.float32)
+
+
+def pixel_coordinates(height: int, width: int, dtype=jnp.float32) -> jax.Array:
+  """[H, W, 2]: each pixel centre's (x, y), from -1 at the left/top edge to 1 at the right/bottom edge."""
+  ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height * 2 - 1
+  xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width * 2 - 1
+  return jnp.stack(jnp.meshgrid(xs, ys, indexing="xy"), axis=-1).astype(dtype)
 
 
 def space_to_depth(x: jax.Array, p: int) -> jax.Array:

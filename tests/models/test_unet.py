@@ -257,12 +257,42 @@ def test_label_and_token_embeddings_start_at_unit_scale_and_mean_pooling_ignores
   assert float(jnp.std(variables["params"]["token_embedding"]["embedding"])) == pytest.approx(1.0, rel=0.1)
   states, pooled = encoder.apply(variables, tokens, mask)
   np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(states[0, :3].mean(0)), rtol=1e-5, atol=1e-6)
-  # "bow": the mean of the real tokens' input embeddings (token + position), before the transformer.
+  # "bow": the real tokens' input embeddings (token + position), before the transformer, summed over
+  # sqrt(3): unit scale like one embedding, so one word's swap is not diluted by the caption's length.
   bow = GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="bow")
   _, pooled = bow.apply(variables, tokens, mask)
   p = variables["params"]
   inputs = p["token_embedding"]["embedding"][tokens[0, :3]] + p["positional_embedding"][:3]
-  np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(inputs.mean(0)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(inputs.sum(0) / np.sqrt(3)), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="pool='max'"):
     GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="max").init(
         jax.random.PRNGKey(1), tokens, mask)
+
+
+def test_coord_channels_give_the_network_each_pixels_position():
+  # CoordConv: a U-Net is translation-equivariant up to its zero padding, so it cannot tell "top left"
+  # from "center" by what it sees; two input channels with the pixel's (x, y) let it.
+  from t2i_jax.models import unet as unet_lib
+
+  coords = np.asarray(unet_lib.pixel_coordinates(4, 8))
+  assert coords.shape == (4, 8, 2)
+  np.testing.assert_allclose(coords[0, 0], [-7 / 8, -3 / 4])  # x, y of the top-left pixel centre
+  np.testing.assert_allclose(coords[3, 7], [7 / 8, 3 / 4])
+  np.testing.assert_allclose(coords[2, 5], [3 / 8, 1 / 4])
+  model = UNet(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
+               num_head_channels=16, patch_size=2, coord_channels=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  assembled = model._assemble_input(x, None, None, None)
+  assert assembled.shape == (2, 16, 16, 5) and model.input_channels == 5
+  np.testing.assert_array_equal(np.asarray(assembled[..., :3]), np.asarray(x))
+  np.testing.assert_allclose(np.asarray(assembled[1, ..., 3:]), np.asarray(unet_lib.pixel_coordinates(16, 16)))
+  t = jnp.zeros((2,), jnp.int32)
+  params = random_params(model, jax.random.PRNGKey(1), x, t)
+  assert params["params"]["input_conv"]["kernel"].shape == (3, 3, 4 * 5, 32)  # 2×2 patches of 5 channels
+  out = model.apply(params, x, t)
+  assert out.shape == (2, 16, 16, 3) and bool(jnp.all(jnp.isfinite(out)))
+  # The coordinate weights matter: zeroing them changes the output.
+  kernel = params["params"]["input_conv"]["kernel"]
+  no_coords = jax.tree.map(lambda a: a, params)
+  no_coords["params"]["input_conv"]["kernel"] = kernel.reshape(3, 3, 4, 5, 32).at[:, :, :, 3:].set(0).reshape(kernel.shape)
+  assert float(jnp.max(jnp.abs(model.apply(no_coords, x, t) - out))) > 1e-3
