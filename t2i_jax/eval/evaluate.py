@@ -22,6 +22,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from t2i_jax.data import captions, shapes
+from t2i_jax.diffusion import checks
 from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib
 from t2i_jax.pipelines import images as images_lib, text_to_image
 
@@ -62,7 +63,7 @@ def reference_images(scenes: Sequence[captions.Scene], image_size: int, seed: in
 
 
 def sample_images(model, params, config, prompts: Sequence[str], tokenizer, *, method: str, steps: int,
-                  guidance: float, seed: int, batch_size: int):
+                  guidance: float, seed: int, batch_size: int, var_type=None):
   """(uint8 [N, H, W, 3], seconds per image) for the prompts, in batches of batch_size."""
   out, start = [], time.perf_counter()
   for i in range(0, len(prompts), batch_size):
@@ -70,7 +71,7 @@ def sample_images(model, params, config, prompts: Sequence[str], tokenizer, *, m
     chunk += [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape for every batch
     images = text_to_image.generate(model, params, config.diffusion, chunk, tokenizer, config.data.context_length,
                                     method=method, steps=steps, guidance_scale=guidance, eta=config.sample.eta,
-                                    seed=seed + i)
+                                    seed=seed + i, var_type=var_type)
     out.append(images_lib.to_uint8(np.asarray(images)))
   images = np.concatenate(out)[:len(prompts)]
   return images, (time.perf_counter() - start) / len(prompts)
@@ -105,7 +106,7 @@ def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle,
 
 def evaluate(model, params, config, tokenizer, settings: Sequence[dict], *, num_single: int, num_heldout: int,
              num_pair: int, batch_size: int, seed: int = 0, oracle=None) -> List[dict]:
-  """One row per setting dict(method, steps, guidance): the setting, its metrics and seconds_per_image."""
+  """One row per setting dict(method, steps, guidance[, var_type]): the setting, its metrics, seconds_per_image."""
   scenes = prompt_scenes(num_single, num_heldout, num_pair, seed)
   prompts = prompts_for(scenes)
   oracle = oracle or oracle_lib.load_oracle()
@@ -115,13 +116,15 @@ def evaluate(model, params, config, tokenizer, settings: Sequence[dict], *, num_
   for setting in settings:
     images, seconds = sample_images(model, params, config, prompts, tokenizer, method=setting["method"],
                                     steps=setting["steps"], guidance=setting["guidance"], seed=seed,
-                                    batch_size=batch_size)
+                                    batch_size=batch_size, var_type=setting.get("var_type"))
+    if setting["method"] == "ddpm":  # the only sampler that uses the variance
+      setting = dict(setting, var_type=setting.get("var_type", config.diffusion.var_type))
     rows.append(dict(setting, **score(images, scenes, oracle, reference_features), seconds_per_image=seconds,
                      num_prompts=len(prompts)))
   return rows
 
 
-COLUMNS = ("method", "steps", "guidance", "color_accuracy", "shape_accuracy", "size_accuracy", "position_accuracy",
+COLUMNS = ("method", "steps", "guidance", "var_type", "color_accuracy", "shape_accuracy", "size_accuracy", "position_accuracy",
            "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy", "fid", "seconds_per_image")
 
 
@@ -139,14 +142,21 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
 
 
 def parse_setting(text: str) -> dict:
-  """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0)."""
+  """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0); an optional fourth field sets the
+  ancestral sampler's variance: "ddpm:50:3:fixed_large" (default: the training config's var_type)."""
   parts = text.split(":")
-  if len(parts) != 3:
-    raise ValueError(f"eval setting {text!r} must read METHOD:STEPS:GUIDANCE, e.g. 'dpm++2m:20:3'.")
+  if len(parts) not in (3, 4):
+    raise ValueError(f"eval setting {text!r} must read METHOD:STEPS:GUIDANCE[:VAR_TYPE], e.g. 'dpm++2m:20:3' or "
+                     "'ddpm:50:3:fixed_large'.")
   try:
-    return dict(method=parts[0], steps=int(parts[1]), guidance=float(parts[2]))
+    setting = dict(method=parts[0], steps=int(parts[1]), guidance=float(parts[2]))
   except ValueError:
     raise ValueError(f"eval setting {text!r}: STEPS must be an integer and GUIDANCE a number.") from None
+  if len(parts) == 4:
+    if parts[3] not in checks.VAR_TYPES:
+      raise ValueError(f"eval setting {text!r}: VAR_TYPE must be one of {checks.VAR_TYPES}.")
+    setting["var_type"] = parts[3]
+  return setting
 
 
 def run(config, workdir: str, settings: Sequence[str] = ()) -> List[dict]:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from t2i_jax import models
 from t2i_jax.data import tokenizer as tokenizer_lib
-from t2i_jax.diffusion import guidance, samplers, schedules
+from t2i_jax.diffusion import checks, guidance, samplers, schedules
 
 
 def respaced_schedule(diffusion_config, method: str, steps: int):
@@ -21,7 +21,8 @@ def respaced_schedule(diffusion_config, method: str, steps: int):
 
 
 def sample_unet(model, params, diffusion_config, cond: dict, num: int, *, method: str = "ddim", steps: int = 50,
-                guidance_scale: float = 1.0, eta: float = 0.0, seed: int = 0, grad_fn=None):
+                guidance_scale: float = 1.0, eta: float = 0.0, seed: int = 0, grad_fn=None,
+                var_type: Optional[str] = None):
   """Images [num, H, W, C] in [-1, 1] from a U-Net given its conditioning kwargs.
 
   Args:
@@ -31,15 +32,25 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, *, method
       condition (w = 1: no guidance; a model without a null condition refuses w != 1).
     grad_fn: optional classifier guidance, (x_t, t, cond) -> scaled ∇ log p(y | x_t)
       (models.classifier.classifier_grad_fn), cond holding the target classes "y".
+    var_type: the reverse-step variance (default the training config's); "fixed_small" or
+      "fixed_large" with a learned-variance model drops its variance output (Improved DDPM's
+      learned vs fixed comparison on one network). Only the ancestral sampler uses it.
   """
-  denoise = models.denoise_fn(model, params)
+  var_type = var_type or diffusion_config.var_type
+  checks.check_choice("var_type", var_type, checks.VAR_TYPES)
+  learned = diffusion_config.var_type in checks.LEARNED_VAR_TYPES
+  if var_type in checks.LEARNED_VAR_TYPES and not learned:
+    raise ValueError(f"var_type={var_type!r} needs a model trained with learned variance; this one was trained "
+                     f"with {diffusion_config.var_type!r}: sample with 'fixed_small' or 'fixed_large'.")
+  drop_variance = learned and var_type not in checks.LEARNED_VAR_TYPES
+  denoise = models.denoise_fn(model, params, channels=model.out_channels if drop_variance else None)
   if guidance_scale != 1.0:
     denoise = guidance.classifier_free(denoise, guidance_scale, model.null_condition())
   schedule, timestep_map = respaced_schedule(diffusion_config, method, steps)
   shape = (num, model.image_size, model.image_size, model.out_channels)
   return samplers.sample(
       denoise, schedule, shape, jax.random.PRNGKey(seed), method=method, mean_type=diffusion_config.mean_type,
-      var_type=diffusion_config.var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
+      var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
       timestep_map=timestep_map, eta=eta, num_steps=steps if method in ("euler", "heun") else None,
       grad_fn=grad_fn)
 
@@ -51,10 +62,12 @@ def text_cond(prompts: Sequence[str], tokenizer, context_length: int, extra: Opt
 
 
 def generate(model, params, diffusion_config, prompts: Sequence[str], tokenizer, context_length: int, *,
-             method: str = "ddim", steps: int = 50, guidance_scale: float = 3.0, eta: float = 0.0, seed: int = 0):
+             method: str = "ddim", steps: int = 50, guidance_scale: float = 3.0, eta: float = 0.0, seed: int = 0,
+             var_type: Optional[str] = None):
   """Images [len(prompts), H, W, C] in [-1, 1] for the prompts (a text-conditional U-Net).
 
   guidance_scale w: classifier-free guidance with the model's null text (w = 1: no guidance).
+  var_type: see sample_unet.
   """
   return sample_unet(model, params, diffusion_config, text_cond(prompts, tokenizer, context_length), len(prompts),
-                     method=method, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed)
+                     method=method, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed, var_type=var_type)

@@ -49,6 +49,10 @@ def test_renders_of_the_prompts_score_near_perfect_and_mismatched_images_do_not(
 
 def test_settings_parse_and_bad_ones_are_explained():
   assert evaluate.parse_setting("dpm++2m:20:3") == dict(method="dpm++2m", steps=20, guidance=3.0)
+  assert evaluate.parse_setting("ddpm:50:1:fixed_large") == dict(method="ddpm", steps=50, guidance=1.0,
+                                                                 var_type="fixed_large")
+  with pytest.raises(ValueError, match="VAR_TYPE must be one of"):
+    evaluate.parse_setting("ddpm:50:1:wide")
   with pytest.raises(ValueError, match="METHOD:STEPS:GUIDANCE"):
     evaluate.parse_setting("ddim:20")
   with pytest.raises(ValueError, match="STEPS must be an integer"):
