@@ -1,0 +1,58 @@
+"""The attribute probe: x0 error with the true caption against captions with one attribute swapped."""
+
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+
+from t2i_jax.data import captions, shapes
+from t2i_jax.diffusion import schedules
+from t2i_jax.eval import attribute_probe
+
+
+def test_swapping_changes_exactly_one_attribute_of_the_caption():
+  scenes = attribute_probe.probe_scenes(12)
+  assert len(scenes) == 12 and all(len(s.objects) == 1 for s in scenes)
+  assert scenes == attribute_probe.probe_scenes(12)
+  rng = np.random.default_rng(0)
+  for scene in scenes:
+    obj = scene.objects[0]
+    for field, names in attribute_probe.ATTRIBUTES:
+      swapped = attribute_probe.swap_attribute(scene, field, rng).objects[0]
+      assert getattr(swapped, field) != getattr(obj, field)
+      for other, _ in attribute_probe.ATTRIBUTES:
+        if other != field:
+          assert getattr(swapped, other) == getattr(obj, other)
+      assert captions.caption_for(captions.Scene((swapped,))) != captions.caption_for(scene)
+
+
+def test_a_model_that_reads_every_word_scores_above_one_and_a_caption_blind_one_exactly_one():
+  scenes = attribute_probe.probe_scenes(16)
+  renders = {captions.caption_for(s): shapes.to_float(shapes.render(s.objects, image_size=16)) for s in scenes}
+  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
+
+  every_scene = {}
+  for c, sh, z, pos in itertools.product(*(range(len(names)) for _, names in attribute_probe.ATTRIBUTES)):
+    scene = captions.Scene((captions.ObjectSpec(c, sh, z, pos),))
+    every_scene[captions.caption_for(scene)] = scene
+
+  def reads_the_caption(x_t, t, prompts):
+    # Draws what the caption says: the probe scene itself for its true caption, else the named
+    # object at its grid cell's centre.
+    out = [renders[p] if p in renders else shapes.to_float(shapes.render(every_scene[p].objects, image_size=16))
+           for p in prompts]
+    return jnp.asarray(np.stack(out))
+
+  def caption_blind(x_t, t, prompts):
+    return jnp.clip(x_t, -1, 1)
+
+  errors = attribute_probe.x0_errors(reads_the_caption, schedule, scenes, 16, timesteps=(500, 900))
+  for t, row in errors.items():
+    assert row["true"] == 0.0
+    for field, _ in attribute_probe.ATTRIBUTES:
+      assert row[field] > 2 * row["true"] + 0.005, (t, field, row)
+  blind = attribute_probe.x0_errors(caption_blind, schedule, scenes, 16, timesteps=(500, 900))
+  for row in blind.values():
+    assert len(set(row.values())) == 1 and row["true"] > 0.1
+  table = attribute_probe.format_table(blind)
+  assert "| 500 |" in table and "| 1.00 | 1.00 | 1.00 | 1.00 |" in table
