@@ -66,13 +66,9 @@ def x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions.Scene],
   return out
 
 
-def model_predict_x0(model, params, diffusion_config, tokenizer, context_length: int) -> PredictX0:
+def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, context_length: int) -> PredictX0:
   """A text U-Net's x0 estimate (clipped to [-1, 1], as the samplers do) for x0_errors."""
-  from t2i_jax.diffusion import schedules
   from t2i_jax.pipelines import text_to_image
-
-  schedule = schedules.make_schedule(
-      schedules.beta_schedule(diffusion_config.schedule, diffusion_config.num_timesteps))
 
   @jax.jit
   def pred(params, x_t, t, tokens, token_mask):
@@ -104,8 +100,7 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
   import ml_collections
 
   from t2i_jax.data import tokenizer as tokenizer_lib
-  from t2i_jax.diffusion import schedules
-  from t2i_jax.train import checkpoint
+  from t2i_jax.train import checkpoint, tasks
 
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -124,8 +119,8 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
       os.symlink(source, os.path.join(view, "checkpoints", str(step)))
     model, params, got = checkpoint.load_params(config, view if step is not None else workdir, use_ema)
   tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-  predict = model_predict_x0(model, params, config.diffusion, tokenizer, config.data.context_length)
-  schedule = schedules.make_schedule(schedules.beta_schedule(config.diffusion.schedule, config.diffusion.num_timesteps))
+  schedule = tasks.build_schedule(config.diffusion)
+  predict = model_predict_x0(model, params, config.diffusion, schedule, tokenizer, config.data.context_length)
   errors = x0_errors(predict, schedule, probe_scenes(num, seed), config.model.image_size, seed=seed)
   print(f"{workdir} step {got} ({'EMA' if use_ema else 'raw'} params), {num} one-object test scenes")
   print(format_table(errors))

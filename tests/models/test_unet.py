@@ -279,18 +279,18 @@ def test_coord_channels_give_the_network_each_pixels_position():
   np.testing.assert_allclose(coords[0, 0], [-7 / 8, -3 / 4])  # x, y of the top-left pixel centre
   np.testing.assert_allclose(coords[3, 7], [7 / 8, 3 / 4])
   np.testing.assert_allclose(coords[2, 5], [3 / 8, 1 / 4])
-  model = UNet(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
+  model = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
                num_head_channels=16, patch_size=2, coord_channels=True)
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
   assembled = model._assemble_input(x, None, None, None)
-  assert assembled.shape == (2, 16, 16, 5) and model.input_channels == 5
+  assert assembled.shape == (2, 8, 8, 5) and model.input_channels == 5
   np.testing.assert_array_equal(np.asarray(assembled[..., :3]), np.asarray(x))
-  np.testing.assert_allclose(np.asarray(assembled[1, ..., 3:]), np.asarray(unet_lib.pixel_coordinates(16, 16)))
+  np.testing.assert_allclose(np.asarray(assembled[1, ..., 3:]), np.asarray(unet_lib.pixel_coordinates(8, 8)))
   t = jnp.zeros((2,), jnp.int32)
   params = random_params(model, jax.random.PRNGKey(1), x, t)
   assert params["params"]["input_conv"]["kernel"].shape == (3, 3, 4 * 5, 32)  # 2×2 patches of 5 channels
   out = model.apply(params, x, t)
-  assert out.shape == (2, 16, 16, 3) and bool(jnp.all(jnp.isfinite(out)))
+  assert out.shape == (2, 8, 8, 3) and bool(jnp.all(jnp.isfinite(out)))
   # The coordinate weights matter: zeroing them changes the output.
   kernel = params["params"]["input_conv"]["kernel"]
   no_coords = jax.tree.map(lambda a: a, params)
