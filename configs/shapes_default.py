@@ -28,8 +28,8 @@ def get_config(arg=None):
   config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=20)
   config.model = ml_collections.ConfigDict(dict(
       name="unet", image_size=32, in_channels=3, out_channels=3, learn_sigma=True, model_channels=64,
-      num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(8, 4), num_head_channels=32, coord_channels=True,
-      dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, patch_size=2,
+      num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(8, 4), num_head_channels=32,
+      dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, patch_size=2, coord_channels=True,
       text=dict(vocab_size=64, context_length=20, width=128, layers=2, heads=4, final_ln=True,
                 padding_embedding=True, pool="bow"),
       dtype="float32", remat=False,

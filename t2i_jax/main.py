@@ -4,7 +4,7 @@
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=sample \
       --prompt="a large red circle in the middle" --sampler=ddim --steps=50 --guidance=3
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=eval \
-      --eval_setting=dpm++2m:20:3 --eval_setting=ddpm:250:3
+      --eval_setting=dpm++2m:20:3 --eval_setting=ddpm:250:3 [--checkpoint_step=1800]
 
 Config values are overridden on the command line: --config.train.num_steps=100.
 Multi-host (TPU pods, multi-node GPU): every process runs the same command with
@@ -26,6 +26,8 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, e
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
+                                        "--mode=sample/eval: a saved step to read instead of the latest.")
 _SETTINGS = flags.DEFINE_multi_string("eval_setting", None,
                                       "--mode=eval sampler settings METHOD:STEPS:GUIDANCE (default config.eval).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
@@ -61,15 +63,15 @@ def main(argv):
   elif _MODE.value == "eval":
     from t2i_jax.eval import evaluate
 
-    rows = evaluate.run(config, _WORKDIR.value, _SETTINGS.value or ())
+    rows, path = evaluate.run(config, _WORKDIR.value, _SETTINGS.value or (), step=_CHECKPOINT_STEP.value)
     print(evaluate.format_table(rows))
-    print("wrote", os.path.relpath(os.path.join(_WORKDIR.value, "metrics.json")))
+    print("wrote", os.path.relpath(path))
   else:
     from t2i_jax.pipelines import sample_workdir
 
     paths = sample_workdir.sample_to_files(
         config, _WORKDIR.value, prompts=_PROMPTS.value, method=_SAMPLER.value, steps=_STEPS.value,
-        guidance_scale=_GUIDANCE.value, seed=_SEED.value)
+        guidance_scale=_GUIDANCE.value, seed=_SEED.value, step=_CHECKPOINT_STEP.value)
     print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
 
 

@@ -11,8 +11,6 @@ the sampled images follow it (experiments/shapes_default):
 """
 
 import dataclasses
-import json
-import os
 from typing import Callable, Dict, List, Sequence
 
 import jax
@@ -95,29 +93,14 @@ def format_table(errors: Dict[int, Dict[str, float]]) -> str:
 
 def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int = 0) -> Dict[int, Dict[str, float]]:
   """Probes a training workdir's checkpoint (the latest, or `step`) with its own config.json."""
-  import tempfile
-
-  import ml_collections
-
   from t2i_jax.data import tokenizer as tokenizer_lib
   from t2i_jax.train import checkpoint, tasks
 
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{workdir} has no config.json: it is not a t2i_jax training workdir.")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = checkpoint.read_config(workdir)
   if config.model.name != "unet" or config.model.get("text") is None or config.data.name not in (
       "shapes", "shapes_rendered"):
     raise ValueError("the attribute probe reads a text-conditional U-Net trained on captioned shapes.")
-  with tempfile.TemporaryDirectory() as view:
-    if step is not None:  # the manager restores the latest step: show it only the one asked for
-      source = os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
-      if not os.path.isdir(source):
-        raise ValueError(f"{workdir} has no checkpoint {step}; it has {sorted(os.listdir(os.path.dirname(source)))}.")
-      os.makedirs(os.path.join(view, "checkpoints"))
-      os.symlink(source, os.path.join(view, "checkpoints", str(step)))
-    model, params, got = checkpoint.load_params(config, view if step is not None else workdir, use_ema)
+  model, params, got = checkpoint.load_params(config, workdir, use_ema, step)
   tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   schedule = tasks.build_schedule(config.diffusion)
   predict = model_predict_x0(model, params, config.diffusion, schedule, tokenizer, config.data.context_length)

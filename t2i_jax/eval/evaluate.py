@@ -17,7 +17,7 @@ the oracle's penultimate features against renders of the same prompts.
 
 import itertools
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -159,11 +159,16 @@ def parse_setting(text: str) -> dict:
   return setting
 
 
-def run(config, workdir: str, settings: Sequence[str] = ()) -> List[dict]:
-  """--mode=eval: scores the workdir's latest (EMA) checkpoint; writes metrics.json and eval_table.md there.
+def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] = None) -> Tuple[List[dict], str]:
+  """--mode=eval: scores the workdir's latest (EMA) checkpoint, or the saved `step`.
 
   settings: "METHOD:STEPS:GUIDANCE" strings (default config.eval.settings); the
-  first is the headline, whose metrics are metrics.json's top-level keys.
+  first is the headline, whose metrics are metrics.json's top-level keys. Writes
+  metrics.json and eval_table.md in the workdir (metrics_step<N>.json and
+  eval_table_step<N>.md for an earlier `step`, so the latest's are kept).
+
+  Returns:
+    (rows, path of the metrics file written).
   """
   import json
   import os
@@ -175,14 +180,15 @@ def run(config, workdir: str, settings: Sequence[str] = ()) -> List[dict]:
     raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes; "
                      f"this config has model.name={config.model.name!r}.")
   settings = [parse_setting(s) for s in (settings or config.eval.settings)]
-  model, params, step = checkpoint.load_params(config, workdir, config.sample.use_ema)
+  model, params, got = checkpoint.load_params(config, workdir, config.sample.use_ema, step)
   tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   rows = evaluate(model, params, config, tokenizer, settings, num_single=config.eval.num_single,
                   num_heldout=config.eval.num_heldout, num_pair=config.eval.num_pair,
                   batch_size=config.eval.batch_size, seed=config.eval.seed)
-  summary = dict(rows[0], step=step, settings=rows)
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(workdir, "eval_table.md"), "w") as f:
+  suffix = "" if step is None else f"_step{got}"
+  path = os.path.join(workdir, f"metrics{suffix}.json")
+  with open(path, "w") as f:
+    json.dump(dict(rows[0], step=got, settings=rows), f, indent=2)
+  with open(os.path.join(workdir, f"eval_table{suffix}.md"), "w") as f:
     f.write(format_table(rows) + "\n")
-  return rows
+  return rows, path

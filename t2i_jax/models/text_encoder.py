@@ -73,7 +73,7 @@ class GlideTextEncoder(nn.Module):
       return x, x[:, -1]
     if self.pool not in ("mean", "bow"):
       raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE), 'mean' (masked mean of the real tokens' "
-                       "states) or 'bow' (masked mean of their input embeddings).")
+                       "states) or 'bow' (their input embeddings summed over sqrt(count)).")
     weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
     count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
     if self.pool == "mean":

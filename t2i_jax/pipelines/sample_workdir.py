@@ -96,8 +96,9 @@ def write_samples(model, params, config, workdir: str, step: int, prompts: Seque
 
 
 def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, method: Optional[str] = None,
-                    steps: Optional[int] = None, guidance_scale: Optional[float] = None, seed: int = 0) -> dict:
-  """Samples the latest checkpoint of workdir (EMA params unless config.sample.use_ema is False).
+                    steps: Optional[int] = None, guidance_scale: Optional[float] = None, seed: int = 0,
+                    step: Optional[int] = None) -> dict:
+  """Samples the latest checkpoint of workdir, or the saved `step` (EMA params unless config.sample.use_ema is False).
 
   Unset arguments come from config.sample. Returns write_samples' dict.
   """
@@ -105,7 +106,7 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
     raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
                      f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
                      "through config.sample.classifier_workdir).")
-  model, params, step = checkpoint.load_params(config, workdir, config.sample.use_ema)
+  model, params, step = checkpoint.load_params(config, workdir, config.sample.use_ema, step)
   return write_samples(
       model, params, config, workdir, step, list(prompts or config.sample.get("prompts", ())),
       method or config.sample.method,

@@ -7,10 +7,12 @@ checkpoint was written for another architecture is refused with a ValueError
 before anything in it is touched.
 """
 
+import json
 import os
 from typing import Any, Optional, Tuple
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 from t2i_jax import models
@@ -73,8 +75,19 @@ def _check_same_architecture(manager, step: int, target: Any) -> None:
     )
 
 
-def load_params(config, workdir: str, use_ema: bool = True):
-  """(model, params, step) of the latest checkpoint in a training workdir, for sampling or as a frozen model.
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config.json a training run wrote into its workdir (the run's own settings)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir} has no config.json: it is not a t2i_jax training workdir. Train the model "
+                     "there first (python -m t2i_jax.main --config=... --workdir=...).")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] = None):
+  """(model, params, step) of a training workdir's latest checkpoint (or of `step`), for sampling or as a
+  frozen model.
 
   Only shapes are built (jax.eval_shape of the config's init), so nothing is
   initialised before the restore. ValueError if the workdir has no checkpoint.
@@ -84,23 +97,26 @@ def load_params(config, workdir: str, use_ema: bool = True):
   manager = make_manager(workdir, config.train.max_to_keep)
   if manager.latest_step() is None:
     raise ValueError(f"{workdir} has no checkpoint to sample from; train first (--mode=train).")
-  state, _, step = restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()))
+  state, _, step = restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()), step)
   return model, (state.ema_params if use_ema else state.params), step
 
 
-def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: Any,
+def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: Any, step: Optional[int] = None,
                     ) -> Tuple[Any, Optional[dict], int]:
-  """Resumes from the latest checkpoint if there is one.
+  """Resumes from the latest checkpoint if there is one (or from `step`, which must exist).
 
   Args:
     init_state: a freshly initialised state (its structure and dtypes are the
       restore target; it is returned unchanged when there is no checkpoint).
     shardings: NamedShardings for the state, as the current mesh wants them.
+    step: restore this saved step instead of the latest; ValueError if it was not saved.
 
   Returns:
     (state, extra or None, step): the restored or the initial state.
   """
-  step = manager.latest_step()
+  if step is not None and step not in manager.all_steps():
+    raise ValueError(f"no checkpoint at step {step} in {manager.directory}; saved steps: {manager.all_steps()}.")
+  step = manager.latest_step() if step is None else step
   if step is None:
     return init_state, None, 0
   _check_same_architecture(manager, step, init_state)

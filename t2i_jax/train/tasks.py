@@ -15,12 +15,9 @@ the devices first.
 """
 
 import dataclasses
-import json
-import os
 from typing import Any, Callable, Optional
 
 import jax
-import ml_collections
 import numpy as np
 
 from t2i_jax import models
@@ -114,12 +111,7 @@ def _clip_task(config, model) -> Task:
 
 def load_frozen(workdir: str):
   """(model, EMA params, config) of the latest checkpoint in a training workdir, read with its own config.json."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{workdir} has no config.json: it is not a t2i_jax training workdir. Train the model "
-                     "there first (python -m t2i_jax.main --config=... --workdir=...).")
-  with open(path) as f:
-    frozen_config = ml_collections.ConfigDict(json.load(f))
+  frozen_config = checkpoint.read_config(workdir)
   model, params, _ = checkpoint.load_params(frozen_config, workdir, use_ema=True)
   return model, params, frozen_config
 

@@ -44,12 +44,19 @@ def test_no_checkpoint_returns_the_initial_state(tmp_path):
   assert out is state and extra is None and step == 0
 
 
-def test_keeps_only_the_last_n(tmp_path):
+def test_keeps_only_the_last_n_and_restores_any_kept_step(tmp_path):
   manager = checkpoint.make_manager(str(tmp_path), max_to_keep=2)
   for step in (1, 2, 3):
-    checkpoint.save(manager, step, _state(), {})
+    checkpoint.save(manager, step, _state(seed=step), {})
   manager.wait_until_finished()
   assert manager.all_steps() == [2, 3]
+  fresh = _state(seed=9)
+  shardings = sharding.state_sharding(fresh, sharding.make_mesh(1))
+  restored, _, step = checkpoint.restore_or_init(manager, fresh, shardings, step=2)
+  assert step == 2
+  _assert_equal(restored, _state(seed=2))
+  with pytest.raises(ValueError, match=r"no checkpoint at step 1 .*saved steps: \[2, 3\]"):
+    checkpoint.restore_or_init(manager, fresh, shardings, step=1)
 
 
 def test_different_architecture_is_refused_and_nothing_changes(tmp_path):

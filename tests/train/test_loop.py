@@ -125,14 +125,23 @@ def test_eval_mode_writes_metrics_json(trained):
   workdir, _ = trained
   from t2i_jax.eval import evaluate
 
-  rows = evaluate.run(_config(), workdir)
-  with open(os.path.join(workdir, "metrics.json")) as f:
+  rows, path = evaluate.run(_config(), workdir)
+  assert path == os.path.join(workdir, "metrics.json")
+  with open(path) as f:
     metrics = json.load(f)
   for key in ("color_accuracy", "shape_accuracy", "caption_accuracy", "binding_accuracy",
               "heldout_caption_accuracy", "fid", "method", "steps", "guidance", "seconds_per_image"):
     assert key in metrics
   assert metrics["step"] == 3 and metrics["num_prompts"] == 8 and len(rows) == 1
   assert 0.0 <= metrics["color_accuracy"] <= 1.0 and metrics["fid"] > 0
+  # An earlier checkpoint is scored into its own file; the latest's metrics.json stays.
+  _, path = evaluate.run(_config(), workdir, step=2)
+  assert path == os.path.join(workdir, "metrics_step2.json")
+  with open(path) as f:
+    assert json.load(f)["step"] == 2
+  assert os.path.exists(os.path.join(workdir, "eval_table_step2.md"))
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    assert json.load(f) == metrics
 
 
 def test_bits_per_dim_of_the_trained_model_is_its_variational_bound(trained):
