@@ -30,7 +30,7 @@ import numpy as np
 
 from t2i_jax.diffusion import checks
 
-SAMPLER_NAMES = ("uniform", "loss-second-moment")
+SAMPLER_NAMES = ("uniform", "loss-second-moment", "logit-normal")
 DEFAULT_HISTORY_PER_TERM = 10
 DEFAULT_UNIFORM_PROB = 0.001
 
@@ -61,6 +61,33 @@ def sample_uniform(key: jax.Array, batch_size: int, num_timesteps: int):
   batch_size = _check_positive_int("batch_size", batch_size)
   num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
   t = jax.random.randint(key, (batch_size,), 0, num_timesteps, dtype=jnp.int32)
+  return t, jnp.ones((batch_size,), dtype=jnp.float32)
+
+
+def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mean=0.0, std=1.0):
+  """Draws timesteps whose fraction t/T is logit-normal: sigmoid(N(mean, std²)) (Esser et al., 2024).
+
+  Unlike the other samplers this one *reweights the objective* (weights are 1):
+  it trains the middle noise levels, where a caption decides what is drawn, more
+  often than the nearly clean and the nearly pure-noise ends. mean > 0 shifts
+  the mass toward noisier steps.
+
+  Args:
+    key: a PRNG key.
+    batch_size: B, a Python int.
+    num_timesteps: T, a Python int.
+    mean, std: the normal distribution of logit(t/T); std > 0.
+
+  Returns:
+    (t, weights): int32 [B] indices in 0..T-1 and float32 [B] ones.
+  """
+  batch_size = _check_positive_int("batch_size", batch_size)
+  num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
+  std_value = checks.concrete_or_none(std)
+  if std_value is not None and not float(std_value) > 0:
+    raise ValueError(f"the logit-normal timestep sampler needs std > 0, got {std!r} (Esser et al. use 1.0).")
+  fraction = jax.nn.sigmoid(mean + std * jax.random.normal(key, (batch_size,), jnp.float32))
+  t = jnp.clip(jnp.floor(fraction * num_timesteps), 0, num_timesteps - 1).astype(jnp.int32)
   return t, jnp.ones((batch_size,), dtype=jnp.float32)
 
 
@@ -237,20 +264,25 @@ def sample_timesteps(
     state: Optional[LossHistoryState] = None,
     *,
     uniform_prob=DEFAULT_UNIFORM_PROB,
+    logit_mean=0.0,
+    logit_std=1.0,
 ):
   """Draws (t int32 [B], weights float32 [B]) with the sampler named by a config.
 
   Args:
-    name: "uniform" or "loss-second-moment".
+    name: "uniform", "loss-second-moment" or "logit-normal".
     key: a PRNG key.
     batch_size: B, a Python int.
     num_timesteps: T, a Python int; must match the state's T for the loss-aware sampler.
     state: the LossHistoryState, required by "loss-second-moment", ignored by "uniform".
     uniform_prob: u for "loss-second-moment", see `loss_aware_probs`.
+    logit_mean, logit_std: the distribution of logit(t/T) for "logit-normal".
   """
   checks.check_choice("timestep sampler name", name, SAMPLER_NAMES)
   if name == "uniform":
     return sample_uniform(key, batch_size, num_timesteps)
+  if name == "logit-normal":
+    return sample_logit_normal(key, batch_size, num_timesteps, logit_mean, logit_std)
   if state is None:
     raise ValueError(
         "sample_timesteps('loss-second-moment', ...) needs state=LossHistoryState; create one with "

@@ -25,11 +25,19 @@ def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
   return out
 
 
+def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_timesteps: int, loss_history=None):
+  """(t int32 [B], weights float32 [B]) from the diffusion section's timestep_sampler (and its parameters)."""
+  return timestep_sampling.sample_timesteps(
+      config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history,
+      logit_mean=config.get("logit_mean", 0.0), logit_std=config.get("logit_std", 1.0))
+
+
 def make_loss_fn(model, schedule: Schedule, config) -> Callable:
   """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux).
 
   config (the diffusion section): mean_type, var_type, loss_type, timestep_sampler
-  ("uniform" | "loss-second-moment"), min_snr_gamma (None or γ), p_uncond (the
+  ("uniform" | "loss-second-moment" | "logit-normal", with logit_mean and
+  logit_std for the last), min_snr_gamma (None or γ), p_uncond (the
   probability of dropping the condition, for classifier-free guidance).
   """
   null = model.null_condition() if config.p_uncond > 0 else {}
@@ -38,8 +46,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
     x0 = batch["image"].astype(jnp.float32)
     batch_size = x0.shape[0]
     t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
-    t, weights = timestep_sampling.sample_timesteps(
-        config.timestep_sampler, t_rng, batch_size, schedule.num_timesteps, loss_history)
+    t, weights = sample_training_timesteps(config, t_rng, batch_size, schedule.num_timesteps, loss_history)
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
     x_t = gaussian.q_sample(schedule, x0, t, noise)
     cond = batch.get("cond", {})

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from t2i_jax.diffusion import gaussian, losses
 from t2i_jax.diffusion.schedules import Schedule
 from t2i_jax.models import clip
+from t2i_jax.train import diffusion_loss
 
 
 def scale_embedding(emb: jax.Array) -> jax.Array:
@@ -50,22 +51,24 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
   """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux) for the embedded batch.
 
   config (the diffusion section): mean_type ("x0" in the paper), var_type,
-  loss_type, p_uncond (the probability of replacing the text by the learned null
-  text, for classifier-free guidance).
+  loss_type, timestep_sampler (as in diffusion_loss), min_snr_gamma, p_uncond
+  (the probability of replacing the text by the learned null text, for
+  classifier-free guidance).
   """
 
   def loss_fn(params, batch, rng, loss_history=None):
-    del loss_history
     z0 = batch["image_emb"]
     t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
-    t = jax.random.randint(t_rng, (z0.shape[0],), 0, schedule.num_timesteps)
+    t, weights = diffusion_loss.sample_training_timesteps(config, t_rng, z0.shape[0], schedule.num_timesteps,
+                                                          loss_history)
     noise = jax.random.normal(noise_rng, z0.shape)
     z_t = gaussian.q_sample(schedule, z0, t, noise)
     cond = dict(batch["cond"], drop_text=jax.random.uniform(drop_rng, (z0.shape[0],)) < config.p_uncond)
     output = model.apply({"params": params}, z_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
     terms = losses.training_losses(schedule, output, z0, z_t, t, noise, mean_type=config.mean_type,
-                                   var_type=config.var_type, loss_type=config.loss_type)
-    loss = jnp.mean(terms["loss"])
+                                   var_type=config.var_type, loss_type=config.loss_type,
+                                   min_snr_gamma=config.get("min_snr_gamma"))
+    loss = jnp.mean(terms["loss"] * weights)
     pred = output if config.mean_type == "x0" else gaussian.p_mean_variance(
         schedule, output, z_t, t, mean_type=config.mean_type, var_type=config.var_type,
         clip_denoised=False)["pred_x0"]

@@ -65,7 +65,7 @@ def make_init_fn(model, config, optimizer: optax.GradientTransformation):
   """
   args, kwargs = models.example_inputs(model, 1)
   diffusion = config.get("diffusion") or {}
-  loss_aware = diffusion.get("timestep_sampler", "uniform") != "uniform"
+  loss_aware = diffusion.get("timestep_sampler", "uniform") == "loss-second-moment"
 
   def init_fn():
     # The "rbg" generator: XLA compiles a model's init 2-3x faster with it than with threefry

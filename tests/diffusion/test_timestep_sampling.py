@@ -1,5 +1,7 @@
 """Tests for uniform and loss-aware (Improved DDPM) timestep sampling."""
 
+import math
+
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,25 @@ def test_uniform_covers_range_with_unit_weights():
   assert counts.size == T and counts.min() > 0
   # Each count is Binomial(B, 1/T): std ≈ 15.5, so 6 std is a loose, safe bound.
   np.testing.assert_allclose(counts, B / T, atol=6 * np.sqrt(B * (1 / T) * (1 - 1 / T)))
+
+
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (0.8, 0.6)])
+def test_logit_normal_matches_its_distribution(mean, std):
+  # P(t = k) = Φ((logit((k+1)/T) − m)/s) − Φ((logit(k/T) − m)/s): the bins of sigmoid(N(m, s²)).
+  t, w = ts.sample_logit_normal(jax.random.key(1), B, T, mean, std)
+  assert t.dtype == jnp.int32 and np.all(np.asarray(w) == 1.0)
+  edges = np.arange(T + 1) / T
+  with np.errstate(divide="ignore"):
+    z = (np.log(edges) - np.log1p(-edges) - mean) / std
+  cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])
+  expected = B * np.diff(cdf)
+  counts = np.bincount(np.asarray(t), minlength=T)
+  assert counts.size == T
+  # Each count is about Poisson(expected): 6 standard deviations, plus one for the emptiest bins.
+  assert np.all(np.abs(counts - expected) <= 6 * np.sqrt(expected) + 1), (counts, expected.round())
+  # The middle half of the range gets far more than half the draws (uniform: 50%).
+  middle = counts[T // 4: 3 * T // 4].sum() / B
+  assert middle == pytest.approx(cdf[3 * T // 4] - cdf[T // 4], abs=0.03) and (mean or middle > 0.7)
 
 
 def test_init_loss_history_shapes_and_dtypes():
@@ -281,10 +302,14 @@ def test_sample_timesteps_by_name():
   np.testing.assert_array_equal(t, t_direct)
   np.testing.assert_array_equal(w, w_direct)
 
+  t, w = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7)
+  np.testing.assert_array_equal(t, ts.sample_logit_normal(key, B, T, 0.5, 0.7)[0])
+  assert np.all(np.asarray(w) == 1.0)
+
 
 def test_bad_name_and_missing_state_raise():
   key = jax.random.key(9)
-  with pytest.raises(ValueError, match=r"timestep sampler name='importance'.*'uniform', 'loss-second-moment'"):
+  with pytest.raises(ValueError, match=r"timestep sampler name='importance'.*'uniform', 'loss-second-moment', 'logit-normal'"):
     ts.sample_timesteps("importance", key, 4, 10)
   with pytest.raises(ValueError, match=r"needs state=LossHistoryState.*init_loss_history"):
     ts.sample_timesteps("loss-second-moment", key, 4, 10)
@@ -310,6 +335,7 @@ def test_bad_name_and_missing_state_raise():
             r"t and losses must both be \[B\] vectors.*\(2,\) and \(3,\)",
         ),
         (lambda: ts.loss_aware_probs({"history": 0}), "state must be a LossHistoryState"),
+        (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, std=0.0), "logit-normal timestep sampler needs std > 0"),
     ],
 )
 def test_bad_inputs_raise(call, message):
