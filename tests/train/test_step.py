@@ -127,18 +127,18 @@ def test_loss_aware_history_is_updated_by_the_step():
   assert bool(jnp.isfinite(metrics["loss"]))
 
 
-def test_loss_draws_timesteps_from_the_configured_sampler():
-  # The diffusion section's sampler and its parameters reach the loss (logit-normal: no loss history).
-  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 100))
-  batch, rng = _batch(), jax.random.PRNGKey(4)
-  params = jax.jit(MODEL.init)(jax.random.key(1, impl="rbg"), batch["image"], jnp.zeros((8,), jnp.int32),
-                               **batch["cond"])["params"]
-  t_rng = jax.random.split(rng, 4)[0]
+def test_training_timesteps_follow_the_configured_sampler():
+  # The diffusion section's sampler and its parameters reach the draw that both diffusion losses
+  # use (the U-Net's and the prior's); logit-normal keeps no loss history.
+  key = jax.random.PRNGKey(4)
   draws = {}
   for name, extra in (("uniform", {}), ("logit-normal", dict(logit_mean=1.5, logit_std=0.3))):
-    loss_fn = diffusion_loss.make_loss_fn(MODEL, schedule, _diffusion_config(timestep_sampler=name, **extra))
-    draws[name] = np.asarray(loss_fn(params, batch, rng)[1]["t"])
-  np.testing.assert_array_equal(draws["logit-normal"], timestep_sampling.sample_logit_normal(t_rng, 8, 100, 1.5, 0.3)[0])
+    t, weights = diffusion_loss.sample_training_timesteps(_diffusion_config(timestep_sampler=name, **extra),
+                                                          key, 64, 100)
+    assert np.all(np.asarray(weights) == 1.0)
+    draws[name] = np.asarray(t)
+  np.testing.assert_array_equal(draws["uniform"], timestep_sampling.sample_uniform(key, 64, 100)[0])
+  np.testing.assert_array_equal(draws["logit-normal"], timestep_sampling.sample_logit_normal(key, 64, 100, 1.5, 0.3)[0])
   # sigmoid(1.5 ± 3·0.3) lies in [0.65, 0.92]: every draw is a noisy step, unlike the uniform ones.
   assert draws["logit-normal"].min() >= 65 and draws["logit-normal"].max() <= 92
   assert draws["uniform"].min() < 65
