@@ -1,9 +1,12 @@
-"""Timestep sampling for diffusion training: uniform and loss-aware importance sampling.
+"""Timestep sampling for diffusion training: uniform, loss-aware importance sampling, logit-normal.
 
 Every sampler returns `(t, weights)`: int32 [B] timestep indices and float32 [B]
-importance weights. A training loss is `mean(weights * per_example_loss)`; the
-weights make that an unbiased estimate of the uniform-average loss over t, so a
-sampler changes the variance of the gradient, never what it converges to.
+importance weights. A training loss is `mean(weights * per_example_loss)`. For
+the uniform and loss-aware samplers the weights make that an unbiased estimate
+of the uniform-average loss over t, so they change the variance of the gradient,
+never what it converges to. The logit-normal sampler (Esser et al., 2024) is the
+exception by design: its weights are 1, so it reweights the objective toward
+the middle of the noise range.
 
 The loss-aware sampler is the LossSecondMomentResampler of Improved DDPM
 (Nichol & Dhariwal 2021; openai/improved-diffusion, resample.py): p_t is
