@@ -5,8 +5,9 @@ U-Net runs on 12×12 feature maps), CoordConv input channels, GLIDE's token keys
 attention layer plus a bag-of-words pooled caption in the timestep embedding (captions differ
 from the first step on), v-prediction, timesteps drawn logit-normal around the middle noise
 levels where the caption's shape is decided and drawn, learned variance with the hybrid loss,
-classifier-free guidance (10% of captions dropped), batch 16, samples from the raw params. `:full` trains the same run ~5× longer (experiments/
-shapes_default, experiments/shapes_full). Everything is generated locally; nothing is downloaded.
+classifier-free guidance (10% of captions dropped), batch 16, samples from the raw params.
+`:full` trains the same run ~5× longer (experiments/shapes_default, experiments/shapes_full).
+Everything is generated locally; nothing is downloaded.
 
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
   python -m t2i_jax.main --config=configs/shapes_default.py:full --workdir=runs/shapes_full  # ~50 min

@@ -26,10 +26,13 @@ def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
 
 
 def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_timesteps: int, loss_history=None):
-  """(t int32 [B], weights float32 [B]) from the diffusion section's timestep_sampler (and its parameters)."""
+  """(t int32 [B], weights float32 [B]) from the diffusion section's timestep_sampler (and its parameters).
+
+  A section without logit_mean / logit_std (an older config.json) gets the sampler's own defaults.
+  """
+  params = {k: config[k] for k in ("logit_mean", "logit_std") if k in config}
   return timestep_sampling.sample_timesteps(
-      config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history,
-      logit_mean=config.get("logit_mean", 0.0), logit_std=config.get("logit_std", 1.0))
+      config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history, **params)
 
 
 def make_loss_fn(model, schedule: Schedule, config) -> Callable:

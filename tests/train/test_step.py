@@ -138,6 +138,10 @@ def test_training_timesteps_follow_the_configured_sampler():
     assert np.all(np.asarray(weights) == 1.0)
     draws[name] = np.asarray(t)
   np.testing.assert_array_equal(draws["uniform"], timestep_sampling.sample_uniform(key, 64, 100)[0])
+  # Without the parameters (an older config.json) logit-normal falls back to the sampler's N(0, 1).
+  legacy = _diffusion_config(timestep_sampler="logit-normal")
+  np.testing.assert_array_equal(diffusion_loss.sample_training_timesteps(legacy, key, 64, 100)[0],
+                                timestep_sampling.sample_logit_normal(key, 64, 100)[0])
   np.testing.assert_array_equal(draws["logit-normal"], timestep_sampling.sample_logit_normal(key, 64, 100, 1.5, 0.3)[0])
   # sigmoid(1.5 ± 3·0.3) lies in [0.65, 0.92]: every draw is a noisy step, unlike the uniform ones.
   assert draws["logit-normal"].min() >= 65 and draws["logit-normal"].max() <= 92
