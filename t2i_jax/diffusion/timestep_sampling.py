@@ -67,19 +67,24 @@ def sample_uniform(key: jax.Array, batch_size: int, num_timesteps: int):
   return t, jnp.ones((batch_size,), dtype=jnp.float32)
 
 
-def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mean=0.0, std=1.0):
+def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mean=0.0, std=1.0,
+                        uniform_fraction=0.0):
   """Draws timesteps whose fraction t/T is logit-normal: sigmoid(N(mean, std²)) (Esser et al., 2024).
 
   Unlike the other samplers this one *reweights the objective* (weights are 1):
   it trains the middle noise levels, where a caption decides what is drawn, more
   often than the nearly clean and the nearly pure-noise ends. mean > 0 shifts
-  the mass toward noisier steps.
+  the mass toward noisier steps. A narrow std starves both ends, so
+  `uniform_fraction` of the draws (in expectation) can come from the uniform
+  distribution instead: p(t) = (1 − u)·logit-normal + u/T.
 
   Args:
     key: a PRNG key.
     batch_size: B, a Python int.
     num_timesteps: T, a Python int.
     mean, std: the normal distribution of logit(t/T); std > 0.
+    uniform_fraction: u in [0, 1], the weight of the uniform component (0: none,
+      and the draws are those of the pure logit-normal sampler on the same key).
 
   Returns:
     (t, weights): int32 [B] indices in 0..T-1 and float32 [B] ones.
@@ -89,8 +94,16 @@ def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mea
   std_value = checks.concrete_or_none(std)
   if std_value is not None and not float(std_value) > 0:
     raise ValueError(f"the logit-normal timestep sampler needs std > 0, got {std!r} (Esser et al. use 1.0).")
-  fraction = jax.nn.sigmoid(mean + std * jax.random.normal(key, (batch_size,), jnp.float32))
+  u_value = checks.concrete_or_none(uniform_fraction)
+  if u_value is not None and not 0.0 <= float(u_value) <= 1.0:
+    raise ValueError(f"uniform_fraction must lie in [0, 1], got {uniform_fraction!r} (0 turns the mixture off).")
+  mixed = u_value is None or float(u_value) > 0
+  normal_key, uniform_key, choice_key = jax.random.split(key, 3) if mixed else (key, None, None)
+  fraction = jax.nn.sigmoid(mean + std * jax.random.normal(normal_key, (batch_size,), jnp.float32))
   t = jnp.clip(jnp.floor(fraction * num_timesteps), 0, num_timesteps - 1).astype(jnp.int32)
+  if mixed:
+    uniform_t = jax.random.randint(uniform_key, (batch_size,), 0, num_timesteps)
+    t = jnp.where(jax.random.uniform(choice_key, (batch_size,)) < uniform_fraction, uniform_t, t)
   return t, jnp.ones((batch_size,), dtype=jnp.float32)
 
 
@@ -269,6 +282,7 @@ def sample_timesteps(
     uniform_prob=DEFAULT_UNIFORM_PROB,
     logit_mean=0.0,
     logit_std=1.0,
+    logit_uniform_fraction=0.0,
 ):
   """Draws (t int32 [B], weights float32 [B]) with the sampler named by a config.
 
@@ -280,12 +294,13 @@ def sample_timesteps(
     state: the LossHistoryState, required by "loss-second-moment", ignored by "uniform".
     uniform_prob: u for "loss-second-moment", see `loss_aware_probs`.
     logit_mean, logit_std: the distribution of logit(t/T) for "logit-normal".
+    logit_uniform_fraction: the weight of its uniform component, see `sample_logit_normal`.
   """
   checks.check_choice("timestep sampler name", name, SAMPLER_NAMES)
   if name == "uniform":
     return sample_uniform(key, batch_size, num_timesteps)
   if name == "logit-normal":
-    return sample_logit_normal(key, batch_size, num_timesteps, logit_mean, logit_std)
+    return sample_logit_normal(key, batch_size, num_timesteps, logit_mean, logit_std, logit_uniform_fraction)
   if state is None:
     raise ValueError(
         "sample_timesteps('loss-second-moment', ...) needs state=LossHistoryState; create one with "

@@ -10,7 +10,7 @@ SECTIONS = {
     "data": {"name", "image_size", "data_dir", "seed", "num_train", "random_crop", "random_flip", "tokenizer",
              "context_length", "label_key"},
     "diffusion": {"schedule", "num_timesteps", "mean_type", "var_type", "loss_type", "timestep_sampler",
-                  "logit_mean", "logit_std", "min_snr_gamma", "p_uncond"},
+                  "logit_mean", "logit_std", "logit_uniform_fraction", "min_snr_gamma", "p_uncond"},
     "optim": {"lr", "warmup_steps", "schedule", "total_steps", "weight_decay", "b1", "b2", "grad_clip"},
     "train": {"batch_size", "num_steps", "log_every", "checkpoint_every", "max_to_keep", "ema_rate", "ema_warmup",
               "grad_accum_steps", "sample_every"},

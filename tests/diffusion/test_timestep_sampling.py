@@ -57,15 +57,16 @@ def test_uniform_covers_range_with_unit_weights():
   np.testing.assert_allclose(counts, B / T, atol=6 * np.sqrt(B * (1 / T) * (1 - 1 / T)))
 
 
-@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (0.8, 0.6)])
-def test_logit_normal_matches_its_distribution(mean, std):
-  # P(t = k) = Φ((logit((k+1)/T) − m)/s) − Φ((logit(k/T) − m)/s): the bins of sigmoid(N(m, s²)).
-  t, w = ts.sample_logit_normal(jax.random.key(1), B, T, mean, std)
+@pytest.mark.parametrize("mean, std, u", [(0.0, 1.0, 0.0), (0.8, 0.6, 0.0), (0.0, 0.5, 0.3)])
+def test_logit_normal_matches_its_distribution(mean, std, u):
+  # P(t = k) = (1 − u)·[Φ((logit((k+1)/T) − m)/s) − Φ((logit(k/T) − m)/s)] + u/T: the bins of
+  # sigmoid(N(m, s²)), mixed with the uniform distribution.
+  t, w = ts.sample_logit_normal(jax.random.key(1), B, T, mean, std, u)
   assert t.dtype == jnp.int32 and np.all(np.asarray(w) == 1.0)
   edges = np.arange(T + 1) / T
   with np.errstate(divide="ignore"):
     z = (np.log(edges) - np.log1p(-edges) - mean) / std
-  cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])
+  cdf = (1 - u) * np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z]) + u * edges
   expected = B * np.diff(cdf)
   counts = np.bincount(np.asarray(t), minlength=T)
   assert counts.size == T
@@ -76,6 +77,10 @@ def test_logit_normal_matches_its_distribution(mean, std):
   if mean == 0.0:
     # Centred, the middle half of the range gets far more than half the draws (uniform: 50%).
     assert middle > 0.7
+  if u > 0:
+    # The uniform part alone reaches the ends: sigmoid(N(0, 0.5²)) puts ~1e-7 of its draws in the last
+    # bin (logit(15/16) = 5.4 std), the mixture u/T = 1.9%.
+    assert np.mean(np.asarray(t) == T - 1) == pytest.approx(u / T, abs=0.006)
 
 
 def test_init_loss_history_shapes_and_dtypes():
@@ -307,6 +312,9 @@ def test_sample_timesteps_by_name():
   t, w = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7)
   np.testing.assert_array_equal(t, ts.sample_logit_normal(key, B, T, 0.5, 0.7)[0])
   assert np.all(np.asarray(w) == 1.0)
+  mixed = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7, logit_uniform_fraction=0.2)[0]
+  np.testing.assert_array_equal(mixed, ts.sample_logit_normal(key, B, T, 0.5, 0.7, 0.2)[0])
+  assert not np.array_equal(mixed, t)
 
 
 def test_bad_name_and_missing_state_raise():
@@ -338,6 +346,8 @@ def test_bad_name_and_missing_state_raise():
         ),
         (lambda: ts.loss_aware_probs({"history": 0}), "state must be a LossHistoryState"),
         (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, std=0.0), "logit-normal timestep sampler needs std > 0"),
+        (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, uniform_fraction=1.5),
+         r"uniform_fraction must lie in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_inputs_raise(call, message):

@@ -143,6 +143,9 @@ def test_training_timesteps_follow_the_configured_sampler():
   np.testing.assert_array_equal(diffusion_loss.sample_training_timesteps(legacy, key, 64, 100)[0],
                                 timestep_sampling.sample_logit_normal(key, 64, 100)[0])
   np.testing.assert_array_equal(draws["logit-normal"], timestep_sampling.sample_logit_normal(key, 64, 100, 1.5, 0.3)[0])
+  mixed = _diffusion_config(timestep_sampler="logit-normal", logit_mean=1.5, logit_std=0.3, logit_uniform_fraction=0.5)
+  np.testing.assert_array_equal(diffusion_loss.sample_training_timesteps(mixed, key, 64, 100)[0],
+                                timestep_sampling.sample_logit_normal(key, 64, 100, 1.5, 0.3, 0.5)[0])
   # sigmoid(1.5 ± 3·0.3) lies in [0.65, 0.92]: every draw is a noisy step, unlike the uniform ones.
   assert draws["logit-normal"].min() >= 65 and draws["logit-normal"].max() <= 92
   assert draws["uniform"].min() < 65
