@@ -17,8 +17,10 @@ def _free_port() -> int:
 
 def test_two_processes_train_and_agree(tmp_path):
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-             PYTHONPATH=REPO)
+  # The suite's optimisation level (conftest): these processes compile far longer than they compute.
+  level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(["--xla_force_host_platform_device_count=2", *level]),
+             JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   workdir = tmp_path / "run"
   procs = []
   for pid in range(2):
