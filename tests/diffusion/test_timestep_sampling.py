@@ -78,7 +78,7 @@ def test_logit_normal_matches_its_distribution(mean, std, u):
     # Centred, the middle half of the range gets far more than half the draws (uniform: 50%).
     assert middle > 0.7
   if u > 0:
-    # The uniform part alone reaches the ends: sigmoid(N(0, 0.5²)) puts ~1e-7 of its draws in the last
+    # The uniform part alone reaches the ends: sigmoid(N(0, 0.5²)) puts ~3e-8 of its draws in the last
     # bin (logit(15/16) = 5.4 std), the mixture u/T = 1.9%.
     assert np.mean(np.asarray(t) == T - 1) == pytest.approx(u / T, abs=0.006)
 
