@@ -39,7 +39,7 @@ def data(name: str, image_size: int, **overrides) -> ml_collections.ConfigDict:
 def optim(lr: float, **overrides) -> ml_collections.ConfigDict:
   """The optim section (state.make_optimizer): Adam(W) with warmup and clipping."""
   return ml_collections.ConfigDict(dict(dict(
-      lr=lr, warmup_steps=0, schedule="constant", total_steps=0, weight_decay=0.0, b1=0.9, b2=0.999,
+      lr=lr, warmup_steps=0, schedule="constant", total_steps=0, cooldown_steps=0, weight_decay=0.0, b1=0.9, b2=0.999,
       grad_clip=1.0), **overrides))
 
 

@@ -11,7 +11,7 @@ SECTIONS = {
              "context_length", "label_key"},
     "diffusion": {"schedule", "num_timesteps", "mean_type", "var_type", "loss_type", "timestep_sampler",
                   "logit_mean", "logit_std", "logit_uniform_fraction", "min_snr_gamma", "p_uncond"},
-    "optim": {"lr", "warmup_steps", "schedule", "total_steps", "weight_decay", "b1", "b2", "grad_clip"},
+    "optim": {"lr", "warmup_steps", "schedule", "total_steps", "cooldown_steps", "weight_decay", "b1", "b2", "grad_clip"},
     "train": {"batch_size", "num_steps", "log_every", "checkpoint_every", "max_to_keep", "ema_rate", "ema_warmup",
               "grad_accum_steps", "sample_every"},
     "sample": {"method", "steps", "guidance", "eta", "use_ema", "prompts", "num_images", "labels", "split",

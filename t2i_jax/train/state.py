@@ -25,20 +25,46 @@ class TrainState:
   loss_history: Optional[timestep_sampling.LossHistoryState] = None
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with linear warmup, then constant or cosine decay, after global-norm clipping.
+def make_lr_schedule(config) -> optax.Schedule:
+  """The learning rate against the step: linear warmup from 0 over warmup_steps, then
 
-  config: lr, warmup_steps, schedule ("constant" | "cosine"), total_steps (for
-  cosine), weight_decay, b1, b2, grad_clip (<= 0 disables clipping).
+  "constant": lr from then on;
+  "cosine": cosine decay to 0 at total_steps;
+  "wsd" (warmup-stable-decay): lr until total_steps − cooldown_steps, then linear decay to 0 at
+  total_steps. Unlike cosine, the rate stays at its peak for most of a short run; the cooldown
+  anneals the raw params at the end much as an average of them would.
+
+  config: lr, warmup_steps, schedule, total_steps (cosine, wsd), cooldown_steps (wsd).
   """
+  warmup = max(config.warmup_steps, 1)
+  if config.schedule == "constant":
+    return optax.warmup_constant_schedule(0.0, config.lr, warmup)
+  if config.schedule not in ("cosine", "wsd"):
+    raise ValueError(f"optim.schedule={config.schedule!r}; use 'constant', 'cosine' or 'wsd'.")
+  total = config.total_steps
+  if total <= warmup:
+    raise ValueError(f"optim.total_steps={total} must exceed the warmup ({warmup}) for schedule "
+                     f"{config.schedule!r}; set it to the run's train.num_steps.")
   if config.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, config.lr, max(config.warmup_steps, 1), config.total_steps)
-  elif config.schedule == "constant":
-    lr = optax.warmup_constant_schedule(0.0, config.lr, max(config.warmup_steps, 1))
-  else:
-    raise ValueError(f"optim.schedule={config.schedule!r}; use 'constant' or 'cosine'.")
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total)
+  cooldown = config.get("cooldown_steps", 0)
+  if not 0 < cooldown <= total - warmup:
+    raise ValueError(f"optim.cooldown_steps={cooldown} must lie in (0, total_steps − warmup] = (0, {total - warmup}] "
+                     "for schedule 'wsd'.")
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, config.lr, warmup),
+       optax.constant_schedule(config.lr),
+       optax.linear_schedule(config.lr, 0.0, cooldown)],
+      boundaries=[warmup, total - cooldown])
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """AdamW under `make_lr_schedule(config)`, after global-norm clipping.
+
+  config: the schedule's keys, weight_decay, b1, b2, grad_clip (<= 0 disables clipping).
+  """
   chain = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
-  chain.append(optax.adamw(lr, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
+  chain.append(optax.adamw(make_lr_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
   return optax.chain(*chain)
 
 

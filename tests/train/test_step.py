@@ -98,6 +98,34 @@ def test_gradient_accumulation_averages_micro_batches():
   np.testing.assert_allclose(float(full[1]["loss"]), float(accum[1]["loss"]), rtol=1e-6)
 
 
+def test_lr_schedules_warm_up_then_hold_decay_or_cool_down():
+  base = dict(lr=1e-3, warmup_steps=10, total_steps=100, cooldown_steps=20, weight_decay=0.0, b1=0.9, b2=0.99,
+              grad_clip=1.0)
+  steps = np.array([0, 5, 10, 50, 80, 90, 100])
+  lrs = {name: np.array([state_lib.make_lr_schedule(ml_collections.ConfigDict(dict(base, schedule=name)))(s)
+                         for s in steps]) for name in ("constant", "cosine", "wsd")}
+  warm = [0.0, 5e-4, 1e-3]
+  np.testing.assert_allclose(lrs["constant"], warm + [1e-3] * 4, rtol=1e-6)
+  # Cosine from step 10 to 100: at 50, 40/90 of the way; at 80, 70/90.
+  cos = [1e-3 * 0.5 * (1 + np.cos(np.pi * f)) for f in (40 / 90, 70 / 90, 80 / 90, 1.0)]
+  np.testing.assert_allclose(lrs["cosine"], warm + cos, rtol=1e-5, atol=1e-9)
+  # wsd holds the peak until step 80, then falls linearly to 0 at 100.
+  np.testing.assert_allclose(lrs["wsd"], warm + [1e-3, 1e-3, 5e-4, 0.0], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(schedule="linear"), "use 'constant', 'cosine' or 'wsd'"),
+    (dict(schedule="cosine", total_steps=0), "total_steps=0 must exceed the warmup"),
+    (dict(schedule="wsd", cooldown_steps=0), "cooldown_steps=0 must lie in"),
+    (dict(schedule="wsd", cooldown_steps=95), "cooldown_steps=95 must lie in"),
+])
+def test_bad_lr_schedule_is_refused(overrides, match):
+  config = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=10, total_steps=100, cooldown_steps=20))
+  config.update(overrides)
+  with pytest.raises(ValueError, match=match):
+    state_lib.make_lr_schedule(config)
+
+
 def test_ema_decay_and_update():
   assert float(state_lib.ema_decay(0, 0.9999, True)) == pytest.approx(0.1)
   assert float(state_lib.ema_decay(10**6, 0.9999, True)) == pytest.approx(0.9999)
