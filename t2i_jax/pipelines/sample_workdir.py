@@ -79,7 +79,7 @@ def write_samples(model, params, config, workdir: str, step: int, prompts: Seque
     cond["y"] = np.arange(len(captions), dtype=np.int32) % config.model.get("num_classes", 1)
   images = text_to_image.sample_unet(model, params, config.diffusion, cond, len(captions), method=method,
                                      steps=steps, guidance_scale=guidance_scale, eta=config.sample.eta, seed=seed,
-                                     grad_fn=grad_fn)
+                                     grad_fn=grad_fn, min_timestep=config.sample.get("min_timestep", 0))
   images = images_lib.to_uint8(np.asarray(images))
   out_dir = os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)

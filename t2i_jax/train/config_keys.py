@@ -14,7 +14,7 @@ SECTIONS = {
     "optim": {"lr", "warmup_steps", "schedule", "total_steps", "cooldown_steps", "weight_decay", "b1", "b2", "grad_clip"},
     "train": {"batch_size", "num_steps", "log_every", "checkpoint_every", "max_to_keep", "ema_rate", "ema_warmup",
               "grad_accum_steps", "sample_every"},
-    "sample": {"method", "steps", "guidance", "eta", "use_ema", "prompts", "num_images", "labels", "split",
+    "sample": {"method", "steps", "guidance", "eta", "min_timestep", "use_ema", "prompts", "num_images", "labels", "split",
                "classifier_workdir", "classifier_scale"},
     "prior": {"clip_workdir"},
     "eval": {"num_single", "num_heldout", "num_pair", "batch_size", "seed", "settings"},

@@ -1,4 +1,4 @@
-"""Sampling a U-Net through the pipeline: the variance override on a learned-variance model."""
+"""Sampling a U-Net through the pipeline: the variance override on a learned-variance model, the lowest timestep."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from t2i_jax.models.unet import UNet
+from t2i_jax.diffusion import samplers
 from t2i_jax.pipelines import text_to_image
 
 
@@ -41,3 +42,54 @@ def test_ancestral_sampling_can_swap_a_learned_variance_for_a_fixed_one():
   with pytest.raises(ValueError, match="needs a model trained with learned variance"):
     text_to_image.sample_unet(model, params, fixed, {}, 2, method="ddpm", steps=5,
                               var_type="learned_range")
+
+
+def _diffusion(num_timesteps=100):
+  return ml_collections.ConfigDict(dict(schedule="cosine", num_timesteps=num_timesteps, mean_type="x0",
+                                        var_type="fixed_small"))
+
+
+def test_min_timestep_spreads_the_steps_over_the_upper_span():
+  diffusion = _diffusion(1000)
+  schedule, kept = text_to_image.respaced_schedule(diffusion, "dpm++2m", 20, min_timestep=150)
+  kept = np.asarray(kept)
+  assert kept.shape == (20,) and kept[0] == 150 and kept[-1] == 999
+  np.testing.assert_array_equal(np.diff(kept) >= 44, True)  # 850 timesteps in 19 gaps of 44 or 45
+  # The respaced process starts at ᾱ(150): its first step is the jump from t = 150 to the clean image.
+  full = text_to_image.respaced_schedule(diffusion, "dpm++2m", 1000)[0]
+  np.testing.assert_allclose(float(schedule.alphas_cumprod[0]), float(full.alphas_cumprod[150]), rtol=1e-6)
+  # DDIM's integer stride applies to the span: 850 / 10 = 85.
+  np.testing.assert_array_equal(np.asarray(text_to_image.respaced_schedule(diffusion, "ddim", 10, 150)[1]),
+                                150 + 85 * np.arange(10))
+  # min_timestep=0 is the plain respacing.
+  np.testing.assert_array_equal(np.asarray(text_to_image.respaced_schedule(diffusion, "ddpm", 50, 0)[1]),
+                                np.asarray(text_to_image.respaced_schedule(diffusion, "ddpm", 50)[1]))
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ddim", "dpm++2m"])
+def test_min_timestep_never_asks_the_model_below_it(method):
+  # A model that knows the data (one image, x0 = target) at t ≥ 30 and is wrong below: the samplers end
+  # on its x0 prediction at their lowest timestep, so with min_timestep=30 they return the target exactly.
+  diffusion = _diffusion()
+  target = jnp.full((2, 4, 4, 3), 0.3)
+
+  def denoise(x, t, cond):
+    del cond
+    return jnp.where((t >= 30)[:, None, None, None], target, -0.5) + 0.0 * x
+
+  def sample(min_timestep):
+    schedule, kept = text_to_image.respaced_schedule(diffusion, method, 10, min_timestep)
+    return np.asarray(samplers.sample(denoise, schedule, target.shape, jax.random.PRNGKey(0), method=method,
+                                      mean_type="x0", var_type="fixed_small", timestep_map=kept))
+
+  np.testing.assert_allclose(sample(30), 0.3, atol=1e-5)
+  assert np.max(np.abs(sample(0) - 0.3)) > 0.1
+
+
+def test_bad_min_timestep_is_refused():
+  with pytest.raises(ValueError, match=r"must lie in \[0, T − steps\] = \[0, 80\]"):
+    text_to_image.respaced_schedule(_diffusion(), "ddim", 20, min_timestep=90)
+  with pytest.raises(ValueError, match="must lie in"):
+    text_to_image.respaced_schedule(_diffusion(), "ddim", 20, min_timestep=-1)
+  with pytest.raises(ValueError, match="Karras samplers"):
+    text_to_image.respaced_schedule(_diffusion(), "heun", 20, min_timestep=10)
