@@ -53,7 +53,8 @@ def train(batch_size: int, num_steps: int, **overrides) -> ml_collections.Config
 def sample(**overrides) -> ml_collections.ConfigDict:
   """The sample section (--mode=sample and the loop's periodic samples)."""
   return ml_collections.ConfigDict(dict(dict(
-      method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(), num_images=8, labels=()),
+      method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(), num_images=8,
+      labels=()),
       **overrides))
 
 

@@ -128,7 +128,8 @@ def evaluate(model, params, config, tokenizer, settings: Sequence[dict], *, num_
 
 
 COLUMNS = ("method", "steps", "guidance", "var_type", "min_timestep", "color_accuracy", "shape_accuracy",
-           "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy", "fid", "seconds_per_image")
+           "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy",
+           "fid", "seconds_per_image")
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:

@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from t2i_jax.models.unet import UNet
 from t2i_jax.diffusion import samplers
+from t2i_jax.models.unet import UNet
 from t2i_jax.pipelines import text_to_image
 
 
