@@ -37,7 +37,8 @@ def data(name: str, image_size: int, **overrides) -> ml_collections.ConfigDict:
 
 
 def optim(lr: float, **overrides) -> ml_collections.ConfigDict:
-  """The optim section (state.make_optimizer): Adam(W) with warmup and clipping."""
+  """The optim section (state.make_optimizer): Adam(W) with warmup, clipping and a constant, cosine or
+  warmup-stable-decay ("wsd": cooldown_steps) learning-rate schedule (state.make_lr_schedule)."""
   return ml_collections.ConfigDict(dict(dict(
       lr=lr, warmup_steps=0, schedule="constant", total_steps=0, cooldown_steps=0, weight_decay=0.0, b1=0.9, b2=0.999,
       grad_clip=1.0), **overrides))
