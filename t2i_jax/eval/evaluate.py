@@ -63,15 +63,19 @@ def reference_images(scenes: Sequence[captions.Scene], image_size: int, seed: in
 
 
 def sample_images(model, params, config, prompts: Sequence[str], tokenizer, *, method: str, steps: int,
-                  guidance: float, seed: int, batch_size: int, var_type=None, min_timestep: int = 0):
-  """(uint8 [N, H, W, 3], seconds per image) for the prompts, in batches of batch_size."""
+                  guidance: float, seed: int, batch_size: int, var_type=None):
+  """(uint8 [N, H, W, 3], seconds per image) for the prompts, in batches of batch_size.
+
+  The sampler's eta and lowest timestep are the model's, from config.sample.
+  """
   out, start = [], time.perf_counter()
   for i in range(0, len(prompts), batch_size):
     chunk = list(prompts[i:i + batch_size])
     chunk += [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape for every batch
     images = text_to_image.generate(model, params, config.diffusion, chunk, tokenizer, config.data.context_length,
                                     method=method, steps=steps, guidance_scale=guidance, eta=config.sample.eta,
-                                    seed=seed + i, var_type=var_type, min_timestep=min_timestep)
+                                    seed=seed + i, var_type=var_type,
+                                    min_timestep=config.sample.get("min_timestep", 0))
     out.append(images_lib.to_uint8(np.asarray(images)))
   images = np.concatenate(out)[:len(prompts)]
   return images, (time.perf_counter() - start) / len(prompts)
@@ -112,18 +116,16 @@ def evaluate(model, params, config, tokenizer, settings: Sequence[dict], *, num_
   oracle = oracle or oracle_lib.load_oracle()
   # The reference set is the same for every setting: its features are computed once.
   reference_features = oracle_lib.features(*oracle, reference_images(scenes, model.image_size, seed))
-  # The lowest timestep the samplers visit is the model's (config.sample), the same for every setting.
-  min_timestep = config.sample.get("min_timestep", 0)
   rows = []
   for setting in settings:
     images, seconds = sample_images(model, params, config, prompts, tokenizer, method=setting["method"],
                                     steps=setting["steps"], guidance=setting["guidance"], seed=seed,
-                                    batch_size=batch_size, var_type=setting.get("var_type"),
-                                    min_timestep=min_timestep)
+                                    batch_size=batch_size, var_type=setting.get("var_type"))
     if setting["method"] == "ddpm":  # the only sampler that uses the variance
       setting = dict(setting, var_type=setting.get("var_type", config.diffusion.var_type))
-    rows.append(dict(setting, **score(images, scenes, oracle, reference_features), min_timestep=min_timestep,
-                     seconds_per_image=seconds, num_prompts=len(prompts)))
+    rows.append(dict(setting, **score(images, scenes, oracle, reference_features),
+                     min_timestep=config.sample.get("min_timestep", 0), seconds_per_image=seconds,
+                     num_prompts=len(prompts)))
   return rows
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import shapes_default
-from t2i_jax.pipelines import sample_workdir
+from t2i_jax.pipelines import images as images_lib, sample_workdir
 from t2i_jax.train import checkpoint, loop
 
 
@@ -133,6 +133,7 @@ def test_eval_mode_writes_metrics_json(trained):
               "heldout_caption_accuracy", "fid", "method", "steps", "guidance", "seconds_per_image"):
     assert key in metrics
   assert metrics["step"] == 3 and metrics["num_prompts"] == 8 and len(rows) == 1
+  assert metrics["min_timestep"] == 15  # the runlocal config's, recorded with the sampler settings
   assert 0.0 <= metrics["color_accuracy"] <= 1.0 and metrics["fid"] > 0
   # An earlier checkpoint is scored into its own file; the latest's metrics.json stays.
   _, path = evaluate.run(_config(), workdir, step=2)
@@ -142,6 +143,28 @@ def test_eval_mode_writes_metrics_json(trained):
   assert os.path.exists(os.path.join(workdir, "eval_table_step2.md"))
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f) == metrics
+
+
+def test_eval_samples_stop_at_the_configs_min_timestep(trained):
+  workdir, _ = trained
+  from t2i_jax.data import tokenizer as tokenizer_lib
+  from t2i_jax.eval import evaluate
+  from t2i_jax.pipelines import text_to_image
+
+  config = _config()
+  model, params, _ = checkpoint.load_params(config, workdir, config.sample.use_ema)
+  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+  prompts = list(config.sample.prompts)
+
+  def sample(min_timestep):
+    config.sample.min_timestep = min_timestep
+    return evaluate.sample_images(model, params, config, prompts, tokenizer, method="ddim", steps=3, guidance=3.0,
+                                  seed=0, batch_size=2)[0]
+
+  direct = text_to_image.generate(model, params, config.diffusion, prompts, tokenizer, config.data.context_length,
+                                  method="ddim", steps=3, guidance_scale=3.0, seed=0, min_timestep=15)
+  np.testing.assert_array_equal(sample(15), images_lib.to_uint8(np.asarray(direct)))
+  assert not np.array_equal(sample(15), sample(0))
 
 
 def test_bits_per_dim_of_the_trained_model_is_its_variational_bound(trained):
