@@ -5,7 +5,12 @@ the scene's canonical caption, and with captions where exactly one attribute (co
 size, position) names another value. error(swapped) / error(true) is 1.0 for a word the model
 ignores and grows with how much it relies on it at that noise level. The probe needs no sampling,
 so it reads a checkpoint in seconds and shows an attribute taking hold hundreds of steps before
-the sampled images follow it (experiments/shapes_default):
+the sampled images follow it (experiments/shapes_default).
+
+For two-object scenes the binding probe asks which object is which: the caption with the relation
+flipped (the mirror scene), with the two objects' colours swapped, and with their shapes swapped.
+The last two hold exactly the words of the true caption, so a model that reads the caption as a bag
+of words scores 1.00 on them however well it draws one object (experiments/shapes_full):
 
   python -m t2i_jax.eval.attribute_probe --workdir=runs/demo [--step=1200] [--raw]
 """
@@ -47,21 +52,69 @@ def swap_attribute(scene: captions.Scene, field: str, rng: np.random.Generator) 
   return captions.Scene((dataclasses.replace(obj, center=None, **{field: value}),))
 
 
+def pair_probe_scenes(num: int, seed: int = 0) -> List[captions.Scene]:
+  """The first `num` two-object scenes of the test stream whose objects differ in colour and in shape."""
+  scenes, index = [], 0
+  while len(scenes) < num:
+    scene, _ = shapes.sample_scene("test", seed, index)
+    index += 1
+    if len(scene.objects) == 2 and all(getattr(scene.objects[0], f) != getattr(scene.objects[1], f)
+                                       for f in ("color", "shape")):
+      scenes.append(scene)
+  return scenes
+
+
+# Left of <-> right of, above <-> below.
+_MIRROR = {0: 1, 1: 0, 2: 3, 3: 2}
+
+
+def swap_binding(scene: captions.Scene, kind: str) -> captions.Scene:
+  """A two-object scene (for its caption) with "relation" flipped, or "color" / "shape" swapped between objects."""
+  a, b = (dataclasses.replace(o, center=None) for o in scene.objects)
+  if kind == "relation":
+    return captions.Scene((a, b), _MIRROR[scene.relation])
+  if kind not in BINDING_SWAPS:
+    raise ValueError(f"kind={kind!r}; the binding probe swaps one of {BINDING_SWAPS}.")
+  return captions.Scene((dataclasses.replace(a, **{kind: getattr(b, kind)}),
+                         dataclasses.replace(b, **{kind: getattr(a, kind)})), scene.relation)
+
+
+BINDING_SWAPS = ("relation", "color", "shape")
+
+
+def _errors(predict_x0: PredictX0, schedule, x0: jax.Array, prompts: Dict[str, List[str]],
+            timesteps: Sequence[int], seed: int) -> Dict[int, Dict[str, float]]:
+  out = {}
+  for t_value in timesteps:
+    t = jnp.full((x0.shape[0],), t_value, jnp.int32)
+    noise = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), t_value), x0.shape)
+    x_t = gaussian.q_sample(schedule, x0, t, noise)
+    out[int(t_value)] = {k: float(jnp.mean((predict_x0(x_t, t, p) - x0) ** 2)) for k, p in prompts.items()}
+  return out
+
+
 def x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions.Scene], image_size: int,
               timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0) -> Dict[int, Dict[str, float]]:
-  """{t: {"true" | attribute: mean squared x0 error}} over the scenes, one noise draw per t shared by all captions."""
+  """{t: {"true" | attribute: mean squared x0 error}} over one-object scenes, one noise draw per t shared
+  by all captions."""
   x0 = jnp.asarray(shapes.to_float(np.stack([shapes.render(s.objects, image_size=image_size) for s in scenes])))
   rng = np.random.default_rng(seed)
   prompts = {"true": [captions.caption_for(s) for s in scenes]}
   for field, _ in ATTRIBUTES:
     prompts[field] = [captions.caption_for(swap_attribute(s, field, rng)) for s in scenes]
-  out = {}
-  for t_value in timesteps:
-    t = jnp.full((len(scenes),), t_value, jnp.int32)
-    noise = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), t_value), x0.shape)
-    x_t = gaussian.q_sample(schedule, x0, t, noise)
-    out[int(t_value)] = {k: float(jnp.mean((predict_x0(x_t, t, p) - x0) ** 2)) for k, p in prompts.items()}
-  return out
+  return _errors(predict_x0, schedule, x0, prompts, timesteps, seed)
+
+
+def binding_x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions.Scene], image_size: int,
+                      timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0) -> Dict[int, Dict[str, float]]:
+  """{t: {"true" | "relation" | "color" | "shape": mean squared x0 error}} over two-object scenes
+  (`pair_probe_scenes`), each rendered in its own layout, the captions canonical."""
+  x0 = jnp.asarray(shapes.to_float(np.stack([shapes.render(s.objects, s.relation, image_size) for s in scenes])))
+  plain = [captions.Scene(tuple(dataclasses.replace(o, center=None) for o in s.objects), s.relation) for s in scenes]
+  prompts = {"true": [captions.caption_for(s) for s in plain]}
+  for kind in BINDING_SWAPS:
+    prompts[kind] = [captions.caption_for(swap_binding(s, kind)) for s in plain]
+  return _errors(predict_x0, schedule, x0, prompts, timesteps, seed)
 
 
 def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, context_length: int) -> PredictX0:
@@ -82,8 +135,8 @@ def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, conte
 
 
 def format_table(errors: Dict[int, Dict[str, float]]) -> str:
-  """Markdown: per t, the true caption's x0 error and each swapped attribute's error ratio."""
-  fields = [f for f, _ in ATTRIBUTES]
+  """Markdown: per t, the true caption's x0 error and each swap's error ratio (the columns of `errors`)."""
+  fields = [f for f in next(iter(errors.values())) if f != "true"]
   lines = ["| t | x0 error, true caption | " + " | ".join(f"{f} swapped / true" for f in fields) + " |",
            "|" + "---|" * (2 + len(fields))]
   for t, row in errors.items():
@@ -91,8 +144,13 @@ def format_table(errors: Dict[int, Dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
-def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int = 0) -> Dict[int, Dict[str, float]]:
-  """Probes a training workdir's checkpoint (the latest, or `step`) with its own config.json."""
+def run(workdir: str, step=None, use_ema: bool = True, num: int = 96,
+        seed: int = 0) -> Dict[str, Dict[int, Dict[str, float]]]:
+  """Probes a training workdir's checkpoint (the latest, or `step`) with its own config.json.
+
+  Returns {"attributes": x0_errors over one-object scenes, "binding": binding_x0_errors over two-object
+  scenes}, `num` scenes each; prints both tables.
+  """
   from t2i_jax.data import tokenizer as tokenizer_lib
   from t2i_jax.train import checkpoint, tasks
 
@@ -105,9 +163,12 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
   schedule = tasks.build_schedule(config.diffusion)
   predict = model_predict_x0(model, params, config.diffusion, schedule, tokenizer, config.data.context_length)
   errors = x0_errors(predict, schedule, probe_scenes(num, seed), config.model.image_size, seed=seed)
+  binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), config.model.image_size, seed=seed)
   print(f"{workdir} step {got} ({'EMA' if use_ema else 'raw'} params), {num} one-object test scenes")
   print(format_table(errors))
-  return errors
+  print(f"\n{num} two-object test scenes: relation flipped, colours swapped, shapes swapped between the objects")
+  print(format_table(binding))
+  return {"attributes": errors, "binding": binding}
 
 
 if __name__ == "__main__":

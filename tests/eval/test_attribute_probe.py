@@ -1,5 +1,6 @@
 """The attribute probe: x0 error with the true caption against captions with one attribute swapped."""
 
+import dataclasses
 import itertools
 
 import jax.numpy as jnp
@@ -56,3 +57,49 @@ def test_a_model_that_reads_every_word_scores_above_one_and_a_caption_blind_one_
     assert len(set(row.values())) == 1 and row["true"] > 0.1
   table = attribute_probe.format_table(blind)
   assert "| 500 |" in table and "| 1.00 | 1.00 | 1.00 | 1.00 |" in table
+
+
+def test_binding_swaps_keep_the_words_and_a_bag_of_words_model_scores_exactly_one():
+  scenes = attribute_probe.pair_probe_scenes(12)
+  assert len(scenes) == 12 and all(len(s.objects) == 2 for s in scenes)
+  plain = [captions.Scene(tuple(dataclasses.replace(o, center=None) for o in s.objects), s.relation) for s in scenes]
+  for scene in plain:
+    true = captions.caption_for(scene)
+    for kind in attribute_probe.BINDING_SWAPS:
+      swapped = captions.caption_for(attribute_probe.swap_binding(scene, kind))
+      assert swapped != true
+      # Colour and shape swaps keep the bag of words; the mirror changes one relation word.
+      same_words = sorted(swapped.split()) == sorted(true.split())
+      assert same_words == (kind != "relation"), (kind, true, swapped)
+  mirrored = attribute_probe.swap_binding(plain[0], "relation")
+  assert {plain[0].relation, mirrored.relation} in ({0, 1}, {2, 3})
+  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
+  renders = {captions.caption_for(p): shapes.to_float(shapes.render(s.objects, s.relation, 16))
+             for p, s in zip(plain, scenes)}
+
+  def binds(x_t, t, prompts):
+    # Draws the named scene: the probe's own layout for its true caption, else the canonical layout.
+    out = []
+    for prompt in prompts:
+      if prompt in renders:
+        out.append(renders[prompt])
+        continue
+      scene = next(attribute_probe.swap_binding(s, k) for s in plain for k in attribute_probe.BINDING_SWAPS
+                   if captions.caption_for(attribute_probe.swap_binding(s, k)) == prompt)
+      out.append(shapes.to_float(shapes.render(scene.objects, scene.relation, 16)))
+    return jnp.asarray(np.stack(out))
+
+  bag = {" ".join(sorted(captions.caption_for(s).split())): renders[captions.caption_for(s)] for s in plain}
+
+  def bag_of_words(x_t, t, prompts):
+    # Reads only which words occur: the true scene for any caption with its words.
+    return jnp.asarray(np.stack([bag.get(" ".join(sorted(p.split())), np.zeros((16, 16, 3), np.float32))
+                                 for p in prompts]))
+
+  errors = attribute_probe.binding_x0_errors(binds, schedule, scenes, 16, timesteps=(850,))
+  assert errors[850]["true"] == 0.0 and all(errors[850][k] > 0.01 for k in attribute_probe.BINDING_SWAPS)
+  blind = attribute_probe.binding_x0_errors(bag_of_words, schedule, scenes, 16, timesteps=(850,))[850]
+  assert blind["true"] == blind["color"] == blind["shape"] == 0.0 and blind["relation"] > 0.01
+  table = attribute_probe.format_table({850: dict(true=0.5, relation=1.0, color=0.5, shape=0.75)})
+  assert "| relation swapped / true | color swapped / true | shape swapped / true |" in table
+  assert "| 850 | 0.5000 | 2.00 | 1.00 | 1.50 |" in table
