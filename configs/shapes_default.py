@@ -34,7 +34,7 @@ def get_config(arg=None):
       num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(6, 3), num_head_channels=32,
       dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, patch_size=2, coord_channels=True,
       text=dict(vocab_size=64, context_length=20, width=128, layers=2, heads=4, final_ln=True,
-                padding_embedding=True, pool="bow"),
+                padding_embedding=True, pool="bow", position_init_std=1.0, pool_dropout=0.0),
       dtype="float32", remat=False,
   ))
   # v-prediction: in x0 terms its loss weighs each timestep by SNR + 1, so the high-noise steps

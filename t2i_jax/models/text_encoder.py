@@ -48,21 +48,37 @@ class GlideTextEncoder(nn.Module):
   # tokens' final states; "bow" sums their word embeddings over sqrt(count) (a bag of words, which
   # tells captions apart from the first step on, before the transformer has learned anything).
   pool: str = "last"
+  # The std of the learned position table at init. Unit, like the tokens (see __call__); CLIP's 0.01
+  # against unit tokens leaves the encoder a bag of words.
+  position_init_std: float = 1.0
+  # In training, the probability of zeroing an example's pooled vector, so that the caption must also
+  # reach the U-Net through the tokens' keys/values (the only path that can say which word belongs to
+  # which object; with a bag-of-words pool the shapes U-Net left that path unused, experiments/shapes_full).
+  # Not rescaled: at sampling the pooled vector is always there.
+  pool_dropout: float = 0.0
   remat: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, mask=None):
-    """Encodes tokens [B, L]; mask bool [B, L] (True = real token). Returns ([B, L, W], [B, W])."""
+  def __call__(self, tokens, mask=None, deterministic: bool = True):
+    """Encodes tokens [B, L]; mask bool [B, L] (True = real token). Returns ([B, L, W], [B, W]).
+
+    deterministic=False applies pool_dropout (needs a "dropout" rng).
+    """
     check_tokens(tokens, self.context_length)
+    if not 0.0 <= self.pool_dropout < 1.0:
+      raise ValueError(f"pool_dropout={self.pool_dropout!r} must be in [0, 1): the probability of dropping "
+                       "the pooled caption vector in training.")
     length = tokens.shape[1]
-    # Tokens and positions both start at unit scale (torch.nn.Embedding's N(0, 1), GLIDE's token
-    # init). With CLIP's 0.01 for positions against unit tokens, a position was 1% of the encoder's
-    # input: the transformer stayed a bag of words, and "a red circle left of a blue square" read
-    # exactly as "a blue circle left of a red square" after 16,000 steps (experiments/shapes_full).
-    unit = nn.initializers.normal(1.0)
-    words = nn.Embed(self.vocab_size, self.width, embedding_init=unit, name="token_embedding")(tokens)
-    x = words + self.param("positional_embedding", unit, (self.context_length, self.width))[None, :length]
+    # Tokens start at unit scale (torch.nn.Embedding's N(0, 1), GLIDE's token init), and by default
+    # so do positions. With CLIP's 0.01 for positions against unit tokens, a position was 1% of the
+    # encoder's input: the transformer stayed a bag of words, and "a red circle left of a blue square"
+    # read exactly as "a blue circle left of a red square" after 16,000 steps (experiments/shapes_full).
+    words = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(1.0),
+                     name="token_embedding")(tokens)
+    positions = self.param("positional_embedding", nn.initializers.normal(self.position_init_std),
+                           (self.context_length, self.width))
+    x = words + positions[None, :length]
     if self.padding_embedding:
       if mask is None:
         raise ValueError("this text encoder learns a padding embedding: pass the token mask (True = real token).")
@@ -73,17 +89,24 @@ class GlideTextEncoder(nn.Module):
         x.astype(self.dtype))
     if self.final_ln:
       x = layers.LayerNorm32(self.dtype, name="final_ln")(x)
+    pooled = self._pool(x, words, mask)
+    if self.pool_dropout and not deterministic:
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.pool_dropout, (x.shape[0], 1))
+      pooled = pooled * keep.astype(pooled.dtype)
+    return x, pooled
+
+  def _pool(self, x, words, mask):
     if self.pool == "last":
-      return x, x[:, -1]
+      return x[:, -1]
     if self.pool not in ("mean", "bow"):
       raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE), 'mean' (masked mean of the real tokens' "
                        "states) or 'bow' (their word embeddings summed over sqrt(count)).")
     weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
     count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
     if self.pool == "mean":
-      return x, jnp.sum(x * weights, axis=1) / count
+      return jnp.sum(x * weights, axis=1) / count
     # The words' own embeddings, without their positions (which would add an offset set by the
     # caption's length). Sum / sqrt(count): the bag keeps the unit scale of one embedding, so swapping
     # one word moves it as much as a class label moves ADM's timestep embedding (a mean would shrink
     # that by the length).
-    return x, jnp.sum(words.astype(x.dtype) * weights, axis=1) / jnp.sqrt(count)
+    return jnp.sum(words.astype(x.dtype) * weights, axis=1) / jnp.sqrt(count)

@@ -181,7 +181,7 @@ class UNet(nn.Module):
                            name="label_emb")(y).astype(dtype)
     if self.text is not None:
       context, last = GlideTextEncoder(**self.text, remat=self.remat, dtype=dtype, name="text_encoder")(
-          tokens, token_mask)
+          tokens, token_mask, deterministic)
       emb = emb + nn.Dense(emb_dim, dtype=dtype, name="text_proj")(last)
       context_mask = None  # GLIDE attends to every position; padding has its own embedding
     if self.clip_dim is not None:

@@ -291,6 +291,26 @@ def test_text_encoder_reads_word_order_from_its_first_step():
   assert same_word > 0.5 and caption > 0.1, (same_word, caption)
 
 
+def test_pool_dropout_zeroes_whole_pooled_vectors_in_training_only():
+  from t2i_jax.models.text_encoder import GlideTextEncoder
+
+  encoder = GlideTextEncoder(vocab_size=50, context_length=6, width=32, layers=1, heads=2, pool="bow",
+                             pool_dropout=0.5)
+  tokens = jnp.tile(jnp.array([[3, 4, 5, 0, 0, 0]]), (64, 1))
+  mask = tokens > 0
+  variables = encoder.init(jax.random.PRNGKey(0), tokens, mask)
+  states, pooled = encoder.apply(variables, tokens, mask)
+  train_states, dropped = encoder.apply(variables, tokens, mask, deterministic=False,
+                                        rngs={"dropout": jax.random.PRNGKey(1)})
+  np.testing.assert_array_equal(np.asarray(train_states), np.asarray(states))  # the tokens' path is untouched
+  zero = np.all(np.asarray(dropped) == 0, axis=1)
+  kept = np.all(np.isclose(np.asarray(dropped), np.asarray(pooled)), axis=1)
+  assert np.all(zero | kept) and 16 < zero.sum() < 48, zero.sum()  # whole vectors, about half, not rescaled
+  with pytest.raises(ValueError, match="pool_dropout=1.0 must be in"):
+    GlideTextEncoder(vocab_size=50, context_length=6, width=32, layers=1, heads=2, pool_dropout=1.0).init(
+        jax.random.PRNGKey(0), tokens, mask)
+
+
 def test_coord_channels_give_the_network_each_pixels_position():
   # CoordConv: a U-Net is translation-equivariant up to its zero padding, so it cannot tell "top left"
   # from "center" by what it sees; two input channels with the pixel's (x, y) let it.
