@@ -10,14 +10,17 @@ the sampled images follow it (experiments/shapes_default).
 For two-object scenes the binding probe asks which object is which: the caption with the relation
 flipped (the mirror scene), with the two objects' colours swapped, and with their shapes swapped.
 The last two hold exactly the words of the true caption, so a model that reads the caption as a bag
-of words scores 1.00 on them however well it draws one object (experiments/shapes_full):
+of words scores 1.00 on them however well it draws one object (experiments/shapes_full). Both
+tables add the true caption's error with the U-Net's text keys/values zeroed: near 1.00, the
+caption reaches the network only through the pooled vector.
 
   python -m t2i_jax.eval.attribute_probe --workdir=runs/demo [--step=1200] [--raw]
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,39 +85,60 @@ def swap_binding(scene: captions.Scene, kind: str) -> captions.Scene:
 BINDING_SWAPS = ("relation", "color", "shape")
 
 
+# The column of `ablated`: the true caption with the model's text keys/values removed.
+ABLATED = "no token keys/values"
+
+
 def _errors(predict_x0: PredictX0, schedule, x0: jax.Array, prompts: Dict[str, List[str]],
-            timesteps: Sequence[int], seed: int) -> Dict[int, Dict[str, float]]:
+            timesteps: Sequence[int], seed: int, ablated: Optional[PredictX0]) -> Dict[int, Dict[str, float]]:
   out = {}
   for t_value in timesteps:
     t = jnp.full((x0.shape[0],), t_value, jnp.int32)
     noise = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), t_value), x0.shape)
     x_t = gaussian.q_sample(schedule, x0, t, noise)
     out[int(t_value)] = {k: float(jnp.mean((predict_x0(x_t, t, p) - x0) ** 2)) for k, p in prompts.items()}
+    if ablated is not None:
+      out[int(t_value)][ABLATED] = float(jnp.mean((ablated(x_t, t, prompts["true"]) - x0) ** 2))
   return out
 
 
+def without_token_keys_values(params):
+  """The U-Net's params with every attention layer's text keys/values (GLIDE's `encoder_kv`) zeroed.
+
+  The tokens' keys and values become 0, so the image attends partly to nothing and the caption reaches
+  the network only through the pooled vector: x0 error ratio ≈ 1 means the tokens' path is unused.
+  """
+  flat = flax.traverse_util.flatten_dict(params)
+  if not any("encoder_kv" in k for k in flat):
+    raise ValueError("these params have no encoder_kv layers: the model does not attend to text tokens.")
+  return flax.traverse_util.unflatten_dict({k: jnp.zeros_like(v) if "encoder_kv" in k else v
+                                            for k, v in flat.items()})
+
+
 def x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions.Scene], image_size: int,
-              timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0) -> Dict[int, Dict[str, float]]:
+              timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0,
+              ablated: Optional[PredictX0] = None) -> Dict[int, Dict[str, float]]:
   """{t: {"true" | attribute: mean squared x0 error}} over one-object scenes, one noise draw per t shared
-  by all captions."""
+  by all captions; with `ablated` (e.g. the model without its token keys/values) also its error, ABLATED."""
   x0 = jnp.asarray(shapes.to_float(np.stack([shapes.render(s.objects, image_size=image_size) for s in scenes])))
   rng = np.random.default_rng(seed)
   prompts = {"true": [captions.caption_for(s) for s in scenes]}
   for field, _ in ATTRIBUTES:
     prompts[field] = [captions.caption_for(swap_attribute(s, field, rng)) for s in scenes]
-  return _errors(predict_x0, schedule, x0, prompts, timesteps, seed)
+  return _errors(predict_x0, schedule, x0, prompts, timesteps, seed, ablated)
 
 
 def binding_x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions.Scene], image_size: int,
-                      timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0) -> Dict[int, Dict[str, float]]:
-  """{t: {"true" | "relation" | "color" | "shape": mean squared x0 error}} over two-object scenes
-  (`pair_probe_scenes`), each rendered in its own layout, the captions canonical."""
+                      timesteps: Sequence[int] = DEFAULT_TIMESTEPS, seed: int = 0,
+                      ablated: Optional[PredictX0] = None) -> Dict[int, Dict[str, float]]:
+  """{t: {"true" | "relation" | "color" | "shape" [| ABLATED]: mean squared x0 error}} over two-object
+  scenes (`pair_probe_scenes`), each rendered in its own layout, the captions canonical."""
   x0 = jnp.asarray(shapes.to_float(np.stack([shapes.render(s.objects, s.relation, image_size) for s in scenes])))
   plain = [captions.Scene(tuple(dataclasses.replace(o, center=None) for o in s.objects), s.relation) for s in scenes]
   prompts = {"true": [captions.caption_for(s) for s in plain]}
   for kind in BINDING_SWAPS:
     prompts[kind] = [captions.caption_for(swap_binding(s, kind)) for s in plain]
-  return _errors(predict_x0, schedule, x0, prompts, timesteps, seed)
+  return _errors(predict_x0, schedule, x0, prompts, timesteps, seed, ablated)
 
 
 def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, context_length: int) -> PredictX0:
@@ -137,7 +161,8 @@ def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, conte
 def format_table(errors: Dict[int, Dict[str, float]]) -> str:
   """Markdown: per t, the true caption's x0 error and each swap's error ratio (the columns of `errors`)."""
   fields = [f for f in next(iter(errors.values())) if f != "true"]
-  lines = ["| t | x0 error, true caption | " + " | ".join(f"{f} swapped / true" for f in fields) + " |",
+  name = lambda f: f if f == ABLATED else f"{f} swapped"
+  lines = ["| t | x0 error, true caption | " + " | ".join(f"{name(f)} / true" for f in fields) + " |",
            "|" + "---|" * (2 + len(fields))]
   for t, row in errors.items():
     lines.append(f"| {t} | {row['true']:.4f} | " + " | ".join(f"{row[f] / row['true']:.2f}" for f in fields) + " |")
@@ -162,8 +187,11 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96,
   tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   schedule = tasks.build_schedule(config.diffusion)
   predict = model_predict_x0(model, params, config.diffusion, schedule, tokenizer, config.data.context_length)
-  errors = x0_errors(predict, schedule, probe_scenes(num, seed), config.model.image_size, seed=seed)
-  binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), config.model.image_size, seed=seed)
+  ablated = model_predict_x0(model, without_token_keys_values(params), config.diffusion, schedule, tokenizer,
+                             config.data.context_length)
+  errors = x0_errors(predict, schedule, probe_scenes(num, seed), config.model.image_size, seed=seed, ablated=ablated)
+  binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), config.model.image_size, seed=seed,
+                              ablated=ablated)
   print(f"{workdir} step {got} ({'EMA' if use_ema else 'raw'} params), {num} one-object test scenes")
   print(format_table(errors))
   print(f"\n{num} two-object test scenes: relation flipped, colours swapped, shapes swapped between the objects")

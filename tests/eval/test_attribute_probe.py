@@ -5,6 +5,7 @@ import itertools
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from t2i_jax.data import captions, shapes
 from t2i_jax.diffusion import schedules
@@ -103,3 +104,31 @@ def test_binding_swaps_keep_the_words_and_a_bag_of_words_model_scores_exactly_on
   table = attribute_probe.format_table({850: dict(true=0.5, relation=1.0, color=0.5, shape=0.75)})
   assert "| relation swapped / true | color swapped / true | shape swapped / true |" in table
   assert "| 850 | 0.5000 | 2.00 | 1.00 | 1.50 |" in table
+
+
+def test_the_token_path_ablation_zeroes_only_the_text_keys_values_and_is_reported():
+  import jax
+
+  from t2i_jax.models.unet import UNet
+
+  model = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(8,),
+               num_head_channels=32, text=dict(vocab_size=20, context_length=6, width=16, layers=1, heads=1,
+                                               pool="bow"))
+  x, t = jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,), jnp.int32)
+  tokens = jnp.array([[3, 4, 5, 0, 0, 0]])
+  params = model.init(jax.random.PRNGKey(0), x, t, tokens=tokens, token_mask=tokens > 0)["params"]
+  ablated = attribute_probe.without_token_keys_values(params)
+  flat, flat_ablated = (dict(jax.tree_util.tree_leaves_with_path(p)) for p in (params, ablated))
+  zeroed = [k for k in flat if "encoder_kv" in jax.tree_util.keystr(k)]
+  assert len(zeroed) == 4 * 2  # kernel and bias of the attention layers: down, middle, two up
+  for k, v in flat.items():
+    assert np.all(np.asarray(flat_ablated[k]) == 0) if k in zeroed else np.array_equal(flat_ablated[k], v)
+  with pytest.raises(ValueError, match="no encoder_kv"):
+    attribute_probe.without_token_keys_values({"conv": {"kernel": jnp.ones(3)}})
+  scenes = attribute_probe.pair_probe_scenes(4)
+  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
+  half = lambda x_t, t, prompts: 0.5 * jnp.clip(x_t, -1, 1)
+  blind = lambda x_t, t, prompts: jnp.clip(x_t, -1, 1)
+  errors = attribute_probe.binding_x0_errors(blind, schedule, scenes, 16, timesteps=(500,), ablated=half)
+  assert errors[500][attribute_probe.ABLATED] != errors[500]["true"]
+  assert "| no token keys/values / true |" in attribute_probe.format_table(errors)
