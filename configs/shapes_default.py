@@ -7,7 +7,8 @@ from the first step on), v-prediction, timesteps drawn narrowly logit-normal aro
 noise levels where the caption's shape is decided and drawn, learned variance with the hybrid loss,
 classifier-free guidance (10% of captions dropped), batch 16, samples from the raw params, with the
 samplers stopping at t = 150 (the narrow timestep density leaves the steps below all but untrained).
-`:full` trains the same run ~5× longer (experiments/shapes_default, experiments/shapes_full).
+`:full` trains ~5× longer with a word-order-aware caption vector (experiments/shapes_default,
+experiments/shapes_full).
 Everything is generated locally; nothing is downloaded.
 
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
@@ -34,7 +35,7 @@ def get_config(arg=None):
       num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(6, 3), num_head_channels=32,
       dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, patch_size=2, coord_channels=True,
       text=dict(vocab_size=64, context_length=20, width=128, layers=2, heads=4, final_ln=True,
-                padding_embedding=True, pool="bow", position_init_std=1.0, pool_dropout=0.0),
+                padding_embedding=True, pool="bow", position_init_std=0.01, pool_dropout=0.0),
       dtype="float32", remat=False,
   ))
   # v-prediction: in x0 terms its loss weighs each timestep by SNR + 1, so the high-noise steps
@@ -83,8 +84,14 @@ def get_config(arg=None):
       settings=("dpm++2m:20:3", "dpm++2m:20:1"),
   ))
   if "full" in flags:
-    # experiments/shapes_full: the same run 5× longer (~50 min); the constant learning rate makes its
-    # step-3200 checkpoint the default's final state, so both are read from one run.
+    # experiments/shapes_full: 5× longer (~50 min), and a text path that can tell which word belongs to
+    # which object. The default's bag of words and its 0.01 positions make the encoder blind to word
+    # order, and its U-Net never uses the tokens' keys/values: attempt 11's :full read "a red circle
+    # left of a blue square" exactly as "a blue circle left of a red square" (binding 17%, half its 33%
+    # of scenes with the right two objects). Unit positions and the mean of the transformer's states
+    # as the pooled vector: after 3,200 steps swapping the objects' colours raises the x0 error by up
+    # to 9% (bag of words: 0%), at the cost of a slower start on one-object prompts (experiments/shapes_full).
+    config.model.text.update(dict(pool="mean", position_init_std=1.0))
     config.train.update(dict(num_steps=16_000, checkpoint_every=3200, max_to_keep=6, sample_every=0))
     config.sample.use_ema = True
   if "runlocal" in flags:

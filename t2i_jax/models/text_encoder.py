@@ -45,7 +45,7 @@ class GlideTextEncoder(nn.Module):
   padding_embedding: bool = True
   # The pooled vector added to the timestep embedding: "last" is GLIDE's (the final position's
   # state, padding when the caption is shorter than the context); "mean" averages the real
-  # tokens' final states; "bow" sums their word embeddings over sqrt(count) (a bag of words, which
+  # tokens' final states; "bow" sums their input embeddings over sqrt(count) (a bag of words, which
   # tells captions apart from the first step on, before the transformer has learned anything).
   pool: str = "last"
   # The std of the learned position table at init. Unit, like the tokens (see __call__); CLIP's 0.01
@@ -78,7 +78,7 @@ class GlideTextEncoder(nn.Module):
                      name="token_embedding")(tokens)
     positions = self.param("positional_embedding", nn.initializers.normal(self.position_init_std),
                            (self.context_length, self.width))
-    x = words + positions[None, :length]
+    x = inputs = words + positions[None, :length]
     if self.padding_embedding:
       if mask is None:
         raise ValueError("this text encoder learns a padding embedding: pass the token mask (True = real token).")
@@ -89,24 +89,24 @@ class GlideTextEncoder(nn.Module):
         x.astype(self.dtype))
     if self.final_ln:
       x = layers.LayerNorm32(self.dtype, name="final_ln")(x)
-    pooled = self._pool(x, words, mask)
+    pooled = self._pool(x, inputs, mask)
     if self.pool_dropout and not deterministic:
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.pool_dropout, (x.shape[0], 1))
       pooled = pooled * keep.astype(pooled.dtype)
     return x, pooled
 
-  def _pool(self, x, words, mask):
+  def _pool(self, x, inputs, mask):
     if self.pool == "last":
       return x[:, -1]
     if self.pool not in ("mean", "bow"):
       raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE), 'mean' (masked mean of the real tokens' "
-                       "states) or 'bow' (their word embeddings summed over sqrt(count)).")
+                       "states) or 'bow' (their input embeddings summed over sqrt(count)).")
     weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
     count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
     if self.pool == "mean":
       return jnp.sum(x * weights, axis=1) / count
-    # The words' own embeddings, without their positions (which would add an offset set by the
-    # caption's length). Sum / sqrt(count): the bag keeps the unit scale of one embedding, so swapping
-    # one word moves it as much as a class label moves ADM's timestep embedding (a mean would shrink
-    # that by the length).
-    return jnp.sum(words.astype(x.dtype) * weights, axis=1) / jnp.sqrt(count)
+    # The input embeddings (token + position; with unit positions the positions add an offset set by
+    # the caption's length). Sum / sqrt(count): the bag keeps the unit scale of one embedding, so
+    # swapping one word moves it as much as a class label moves ADM's timestep embedding (a mean would
+    # shrink that by the length).
+    return jnp.sum(inputs.astype(x.dtype) * weights, axis=1) / jnp.sqrt(count)

@@ -257,12 +257,13 @@ def test_label_and_token_embeddings_start_at_unit_scale_and_mean_pooling_ignores
   assert float(jnp.std(variables["params"]["token_embedding"]["embedding"])) == pytest.approx(1.0, rel=0.1)
   states, pooled = encoder.apply(variables, tokens, mask)
   np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(states[0, :3].mean(0)), rtol=1e-5, atol=1e-6)
-  # "bow": the real tokens' word embeddings (no positions), before the transformer, summed over
+  # "bow": the real tokens' input embeddings (token + position), before the transformer, summed over
   # sqrt(3): unit scale like one embedding, so one word's swap is not diluted by the caption's length.
   bow = GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="bow")
   _, pooled = bow.apply(variables, tokens, mask)
-  words = variables["params"]["token_embedding"]["embedding"][tokens[0, :3]]
-  np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(words.sum(0) / np.sqrt(3)), rtol=1e-5, atol=1e-6)
+  p = variables["params"]
+  inputs = p["token_embedding"]["embedding"][tokens[0, :3]] + p["positional_embedding"][:3]
+  np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(inputs.sum(0) / np.sqrt(3)), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="pool='max'"):
     GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="max").init(
         jax.random.PRNGKey(1), tokens, mask)
@@ -273,22 +274,29 @@ def test_text_encoder_reads_word_order_from_its_first_step():
   # only positions tell them apart. Positions start at the tokens' unit scale: at init the encoder's
   # states already differ by a large fraction between the two orders (with CLIP's 0.01 positions they
   # differed by ~1%, and the shapes U-Net never learned which object is which). The bag of words is
-  # order-free by design.
+  # order-free by design (a sum over the caption's words and over its positions).
   from t2i_jax.models.text_encoder import GlideTextEncoder
 
   encoder = GlideTextEncoder(vocab_size=50, context_length=8, width=64, layers=2, heads=2, pool="bow")
   tokens = jnp.array([[3, 4, 5, 6, 7, 8, 0, 0], [7, 4, 5, 6, 3, 8, 0, 0]])  # words 3 and 7 swapped
   mask = tokens > 0
   variables = encoder.init(jax.random.PRNGKey(0), tokens, mask)
-  p = variables["params"]
-  assert float(jnp.std(p["positional_embedding"])) == pytest.approx(1.0, rel=0.1)
-  states, bag = encoder.apply(variables, tokens, mask)
-  np.testing.assert_allclose(np.asarray(bag[0]), np.asarray(bag[1]), rtol=1e-5, atol=1e-6)
-  # The state of word 3 at position 0 against word 3 at position 4, and the masked mean over the caption.
-  same_word = float(jnp.linalg.norm(states[0, 0] - states[1, 4]) / jnp.linalg.norm(states[0, 0]))
-  mean = states[:, :6].mean(1)
-  caption = float(jnp.linalg.norm(mean[0] - mean[1]) / jnp.linalg.norm(mean[0]))
+  assert float(jnp.std(variables["params"]["positional_embedding"])) == pytest.approx(1.0, rel=0.1)
+
+  def order_effect(encoder):
+    variables = encoder.init(jax.random.PRNGKey(0), tokens, mask)
+    states, bag = encoder.apply(variables, tokens, mask)
+    np.testing.assert_allclose(np.asarray(bag[0]), np.asarray(bag[1]), rtol=1e-5, atol=1e-5)
+    # The state of word 3 at position 0 against word 3 at position 4, and the mean over the caption.
+    same_word = float(jnp.linalg.norm(states[0, 0] - states[1, 4]) / jnp.linalg.norm(states[0, 0]))
+    mean = states[:, :6].mean(1)
+    return same_word, float(jnp.linalg.norm(mean[0] - mean[1]) / jnp.linalg.norm(mean[0]))
+
+  same_word, caption = order_effect(encoder)
   assert same_word > 0.5 and caption > 0.1, (same_word, caption)
+  # position_init_std=0.01 (the 10-minute shapes default's, kept for its one-object prompts): ~1%.
+  same_word, caption = order_effect(encoder.clone(position_init_std=0.01))
+  assert same_word < 0.03 and caption < 0.01, (same_word, caption)
 
 
 def test_pool_dropout_zeroes_whole_pooled_vectors_in_training_only():
