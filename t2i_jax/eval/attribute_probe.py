@@ -14,7 +14,7 @@ of words scores 1.00 on them however well it draws one object (experiments/shape
 tables add the true caption's error with the U-Net's text keys/values zeroed: near 1.00, the
 caption reaches the network only through the pooled vector.
 
-  python -m t2i_jax.eval.attribute_probe --workdir=runs/demo [--step=1200] [--raw]
+  python -m t2i_jax.eval.attribute_probe --workdir=runs/demo [--step=1200] [--raw] [--timesteps=500,850,950]
 """
 
 import dataclasses
@@ -169,8 +169,8 @@ def format_table(errors: Dict[int, Dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
-def run(workdir: str, step=None, use_ema: bool = True, num: int = 96,
-        seed: int = 0) -> Dict[str, Dict[int, Dict[str, float]]]:
+def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int = 0,
+        timesteps: Sequence[int] = DEFAULT_TIMESTEPS) -> Dict[str, Dict[int, Dict[str, float]]]:
   """Probes a training workdir's checkpoint (the latest, or `step`) with its own config.json.
 
   Returns {"attributes": x0_errors over one-object scenes, "binding": binding_x0_errors over two-object
@@ -189,9 +189,11 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96,
   predict = model_predict_x0(model, params, config.diffusion, schedule, tokenizer, config.data.context_length)
   ablated = model_predict_x0(model, without_token_keys_values(params), config.diffusion, schedule, tokenizer,
                              config.data.context_length)
-  errors = x0_errors(predict, schedule, probe_scenes(num, seed), config.model.image_size, seed=seed, ablated=ablated)
-  binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), config.model.image_size, seed=seed,
-                              ablated=ablated)
+  if not timesteps or not all(0 <= t < schedule.num_timesteps for t in timesteps):
+    raise ValueError(f"timesteps={tuple(timesteps)}: give one or more in [0, {schedule.num_timesteps}).")
+  size = config.model.image_size
+  errors = x0_errors(predict, schedule, probe_scenes(num, seed), size, timesteps, seed, ablated)
+  binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), size, timesteps, seed, ablated)
   print(f"{workdir} step {got} ({'EMA' if use_ema else 'raw'} params), {num} one-object test scenes")
   print(format_table(errors))
   print(f"\n{num} two-object test scenes: relation flipped, colours swapped, shapes swapped between the objects")
@@ -207,5 +209,7 @@ if __name__ == "__main__":
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
   parser.add_argument("--raw", action="store_true", help="the raw params instead of the EMA")
   parser.add_argument("--num", type=int, default=96)
+  parser.add_argument("--timesteps", default=",".join(map(str, DEFAULT_TIMESTEPS)),
+                      help="comma-separated noise levels to probe (default: %(default)s)")
   args = parser.parse_args()
-  run(args.workdir, args.step, not args.raw, args.num)
+  run(args.workdir, args.step, not args.raw, args.num, timesteps=[int(t) for t in args.timesteps.split(",")])
