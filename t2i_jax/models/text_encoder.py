@@ -53,7 +53,7 @@ class GlideTextEncoder(nn.Module):
   position_init_std: float = 1.0
   # In training, the probability of zeroing an example's pooled vector, so that the caption must also
   # reach the U-Net through the tokens' keys/values (the only path that can say which word belongs to
-  # which object; with a bag-of-words pool the shapes U-Net left that path unused, experiments/shapes_full).
+  # which object; with a bag-of-words pool the shapes U-Net left that path unused, experiments/shapes_default).
   # Not rescaled: at sampling the pooled vector is always there.
   pool_dropout: float = 0.0
   remat: bool = False
