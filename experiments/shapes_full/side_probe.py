@@ -1,0 +1,78 @@
+"""Can a linear read-out tell, from a caption's text features, which side its first-named object is on?
+
+For two-object training captions with two different colours, the label is whether the object whose
+colour is named first sits left of (or above) the other. A logistic regression (2,000 captions,
+L2 1e-3, 2,000 full-batch steps) is fitted on the text encoder's pooled vector (what the U-Net's
+timestep embedding receives) and on all its token states flattened, and scored on 1,000 others.
+`random` replaces the trained encoder by a fresh initialisation of the same config.
+
+  PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py runs/full13 16000 [random]
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
+from t2i_jax.models.text_encoder import GlideTextEncoder
+from t2i_jax.pipelines import text_to_image
+from t2i_jax.train import checkpoint
+
+
+def side_examples(num: int):
+  """(captions, labels): label 1 where the first-named colour's object is left of / above the other."""
+  texts, labels, index = [], [], 0
+  while len(texts) < num:
+    scene, caption = shapes.sample_scene("train", 0, index)
+    index += 1
+    if len(scene.objects) != 2 or scene.objects[0].color == scene.objects[1].color:
+      continue
+    a, b = scene.objects
+    first, other = (a, b) if caption.find(captions.COLORS[a.color]) < caption.find(captions.COLORS[b.color]) else (b, a)
+    axis = 0 if scene.relation in (0, 1) else 1  # x for left/right, y (down) for above/below
+    texts.append(caption)
+    labels.append(float(first.center[axis] < other.center[axis]))
+  return texts, np.asarray(labels)
+
+
+def linear_accuracy(features: np.ndarray, labels: np.ndarray, num_train: int = 2000) -> tuple:
+  """(train, held-out) accuracy of an L2-regularised logistic regression on standardised features."""
+  x = (features - features[:num_train].mean(0)) / (features[:num_train].std(0) + 1e-6)
+
+  def loss(p, x, y):
+    z = x @ p[0] + p[1]
+    return jnp.mean(jnp.logaddexp(0.0, z) - y * z) + 1e-3 * jnp.sum(p[0] ** 2)
+
+  grad = jax.jit(jax.grad(loss))
+  p = (jnp.zeros(x.shape[1]), jnp.zeros(()))
+  for _ in range(2000):
+    g = grad(p, x[:num_train], labels[:num_train])
+    p = (p[0] - 0.1 * g[0], p[1] - 0.1 * g[1])
+  hits = ((x @ np.asarray(p[0]) + float(p[1])) > 0) == labels
+  return float(hits[:num_train].mean()), float(hits[num_train:].mean())
+
+
+def main(workdir: str, step: int, random_encoder: bool = False) -> None:
+  config = checkpoint.read_config(workdir)
+  _, params, _ = checkpoint.load_params(config, workdir, True, step)
+  encoder = GlideTextEncoder(**config.model.text)
+  length = config.data.context_length
+  text_params = params["text_encoder"]
+  if random_encoder:
+    text_params = encoder.init(jax.random.PRNGKey(1), jnp.zeros((1, length), jnp.int32),
+                               jnp.ones((1, length), bool))["params"]
+  texts, labels = side_examples(3000)
+  cond = text_to_image.text_cond(texts, tokenizer_lib.load_tokenizer(config.data.tokenizer), length)
+  states, pooled = jax.jit(lambda t, m: encoder.apply({"params": text_params}, t, m))(
+      jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]))
+  print(f"{workdir} step {step}, {'random' if random_encoder else 'trained'} encoder; label base rate "
+        f"{labels.mean():.3f}")
+  for name, features in (("pooled", np.asarray(pooled)), ("token states", np.asarray(states).reshape(len(texts), -1))):
+    train, heldout = linear_accuracy(features, labels)
+    print(f"  {name}: train {train:.3f}, held-out {heldout:.3f}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3 and sys.argv[3] == "random")
