@@ -67,22 +67,19 @@ def pair_probe_scenes(num: int, seed: int = 0) -> List[captions.Scene]:
   return scenes
 
 
-# Left of <-> right of, above <-> below.
-_MIRROR = {0: 1, 1: 0, 2: 3, 3: 2}
+BINDING_SWAPS = ("relation", "color", "shape")
 
 
 def swap_binding(scene: captions.Scene, kind: str) -> captions.Scene:
   """A two-object scene (for its caption) with "relation" flipped, or "color" / "shape" swapped between objects."""
   a, b = (dataclasses.replace(o, center=None) for o in scene.objects)
   if kind == "relation":
-    return captions.Scene((a, b), _MIRROR[scene.relation])
+    # RELATIONS pairs each with its mirror: left of / right of (0, 1), above / below (2, 3).
+    return captions.Scene((a, b), scene.relation ^ 1)
   if kind not in BINDING_SWAPS:
     raise ValueError(f"kind={kind!r}; the binding probe swaps one of {BINDING_SWAPS}.")
   return captions.Scene((dataclasses.replace(a, **{kind: getattr(b, kind)}),
                          dataclasses.replace(b, **{kind: getattr(a, kind)})), scene.relation)
-
-
-BINDING_SWAPS = ("relation", "color", "shape")
 
 
 # The column of `ablated`: the true caption with the model's text keys/values removed.
@@ -141,8 +138,10 @@ def binding_x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions
   return _errors(predict_x0, schedule, x0, prompts, timesteps, seed, ablated)
 
 
-def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, context_length: int) -> PredictX0:
-  """A text U-Net's x0 estimate (clipped to [-1, 1], as the samplers do) for x0_errors."""
+def model_predictors(model, params_sets: Sequence, diffusion_config, schedule, tokenizer,
+                     context_length: int) -> List[PredictX0]:
+  """A text U-Net's x0 estimate (clipped to [-1, 1], as the samplers do), one PredictX0 per params set
+  (e.g. the checkpoint's and `without_token_keys_values` of it), all sharing one compiled function."""
   from t2i_jax.pipelines import text_to_image
 
   @jax.jit
@@ -151,11 +150,18 @@ def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, conte
     return gaussian.p_mean_variance(schedule, out, x_t, t, mean_type=diffusion_config.mean_type,
                                     var_type=diffusion_config.var_type, clip_denoised=True)["pred_x0"]
 
-  def predict(x_t, t, prompts):
-    cond = text_to_image.text_cond(prompts, tokenizer, context_length)
-    return pred(params, x_t, t, jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]))
+  def bind(params) -> PredictX0:
+    def predict(x_t, t, prompts):
+      cond = text_to_image.text_cond(prompts, tokenizer, context_length)
+      return pred(params, x_t, t, jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]))
+    return predict
 
-  return predict
+  return [bind(params) for params in params_sets]
+
+
+def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, context_length: int) -> PredictX0:
+  """A text U-Net's x0 estimate (clipped to [-1, 1], as the samplers do) for x0_errors."""
+  return model_predictors(model, [params], diffusion_config, schedule, tokenizer, context_length)[0]
 
 
 def format_table(errors: Dict[int, Dict[str, float]]) -> str:
@@ -183,14 +189,14 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
   if config.model.name != "unet" or config.model.get("text") is None or config.data.name not in (
       "shapes", "shapes_rendered"):
     raise ValueError("the attribute probe reads a text-conditional U-Net trained on captioned shapes.")
-  model, params, got = checkpoint.load_params(config, workdir, use_ema, step)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   schedule = tasks.build_schedule(config.diffusion)
-  predict = model_predict_x0(model, params, config.diffusion, schedule, tokenizer, config.data.context_length)
-  ablated = model_predict_x0(model, without_token_keys_values(params), config.diffusion, schedule, tokenizer,
-                             config.data.context_length)
+  # Checked before the checkpoint is read, so a bad level costs nothing.
   if not timesteps or not all(0 <= t < schedule.num_timesteps for t in timesteps):
     raise ValueError(f"timesteps={tuple(timesteps)}: give one or more in [0, {schedule.num_timesteps}).")
+  model, params, got = checkpoint.load_params(config, workdir, use_ema, step)
+  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+  predict, ablated = model_predictors(model, [params, without_token_keys_values(params)], config.diffusion,
+                                      schedule, tokenizer, config.data.context_length)
   size = config.model.image_size
   errors = x0_errors(predict, schedule, probe_scenes(num, seed), size, timesteps, seed, ablated)
   binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), size, timesteps, seed, ablated)

@@ -127,8 +127,14 @@ def test_the_token_path_ablation_zeroes_only_the_text_keys_values_and_is_reporte
     attribute_probe.without_token_keys_values({"conv": {"kernel": jnp.ones(3)}})
   scenes = attribute_probe.pair_probe_scenes(4)
   schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
-  half = lambda x_t, t, prompts: 0.5 * jnp.clip(x_t, -1, 1)
+  # The ablated model is asked with the true captions (and only those draw the scene exactly).
+  plain = [captions.Scene(tuple(dataclasses.replace(o, center=None) for o in s.objects), s.relation) for s in scenes]
+  renders = {captions.caption_for(p): shapes.to_float(shapes.render(s.objects, s.relation, 16))
+             for p, s in zip(plain, scenes)}
+  exact_for_true = lambda x_t, t, prompts: jnp.asarray(np.stack([renders.get(p, np.zeros((16, 16, 3), np.float32))
+                                                                 for p in prompts]))
   blind = lambda x_t, t, prompts: jnp.clip(x_t, -1, 1)
-  errors = attribute_probe.binding_x0_errors(blind, schedule, scenes, 16, timesteps=(500,), ablated=half)
-  assert errors[500][attribute_probe.ABLATED] != errors[500]["true"]
-  assert "| no token keys/values / true |" in attribute_probe.format_table(errors)
+  errors = attribute_probe.binding_x0_errors(blind, schedule, scenes, 16, timesteps=(500,), ablated=exact_for_true)
+  assert errors[500][attribute_probe.ABLATED] == 0.0 and errors[500]["true"] > 0.01
+  assert "| no token keys/values / true |" in attribute_probe.format_table({500: dict(true=0.5, **{
+      attribute_probe.ABLATED: 0.5})})

@@ -314,6 +314,16 @@ def test_pool_dropout_zeroes_whole_pooled_vectors_in_training_only():
   zero = np.all(np.asarray(dropped) == 0, axis=1)
   kept = np.all(np.isclose(np.asarray(dropped), np.asarray(pooled)), axis=1)
   assert np.all(zero | kept) and 16 < zero.sum() < 48, zero.sum()  # whole vectors, about half, not rescaled
+  # The U-Net hands its `deterministic` to the encoder: in training its output moves, at sampling not.
+  model = UNet(**dict(TINY, text=dict(TEXT, pool="bow", pool_dropout=0.5)))
+  x, t = jnp.ones((64, 16, 16, 3)), jnp.full((64,), 500, jnp.int32)
+  cond = dict(tokens=jnp.tile(jnp.array([[3, 4, 5, 0, 0, 0, 0, 0]]), (64, 1)))
+  cond["token_mask"] = cond["tokens"] > 0
+  unet_params = random_params(model, jax.random.PRNGKey(2), x, t, **cond)
+  sampled = model.apply(unet_params, x, t, **cond)
+  trained = model.apply(unet_params, x, t, **cond, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+  moved = np.any(np.asarray(trained) != np.asarray(sampled), axis=(1, 2, 3))
+  assert 16 < moved.sum() < 48, moved.sum()  # the examples whose pooled caption was dropped
   with pytest.raises(ValueError, match="pool_dropout=1.0 must be in"):
     GlideTextEncoder(vocab_size=50, context_length=6, width=32, layers=1, heads=2, pool_dropout=1.0).init(
         jax.random.PRNGKey(0), tokens, mask)
