@@ -33,7 +33,8 @@ def data(name: str, image_size: int, **overrides) -> ml_collections.ConfigDict:
   """The data section (input_pipeline.make_source): name, image_size, data_dir (None: TFDS's default)."""
   return ml_collections.ConfigDict(dict(dict(
       name=name, image_size=image_size, data_dir=_STR(), seed=0, num_train=50_000, random_crop=False,
-      random_flip=False, tokenizer=_STR(), context_length=_INT(), label_key="label"), **overrides))
+      random_flip=False, tokenizer=_STR(), context_length=_INT(), label_key="label", pair_fraction=_FLOAT()),
+      **overrides))
 
 
 def optim(lr: float, **overrides) -> ml_collections.ConfigDict:

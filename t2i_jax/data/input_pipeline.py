@@ -108,6 +108,52 @@ class ShapesSource:
             f"image_size={self.image_size})")
 
 
+class PairFractionSource:
+  """A captioned-shapes source re-balanced so that a given fraction of its examples are two-object scenes.
+
+  The dataset draws one or two objects with probability 1/2 each. Binding (which colour and shape sit on
+  which side of the relation) is only learned from two-object scenes, so a run can ask for more of
+  them: the first round(n * pair_fraction) positions read the source's two-object examples, the others
+  its one-object examples, each kind spread evenly (repeated where it has fewer examples than
+  positions, thinned where more). The length stays n, so a shuffled epoch holds exactly that fraction
+  of two-object scenes.
+
+  Args:
+    source: a captioned-shapes source (`ShapesSource` or the TFDS one from `make_source`).
+    split, seed: the split and stream it holds, which tell each example's object count without
+      rendering or reading it (`shapes.sample_scene`).
+    pair_fraction: in (0, 1).
+  """
+
+  def __init__(self, source, split: str, seed: int, pair_fraction: float):
+    if isinstance(pair_fraction, bool) or not isinstance(pair_fraction, (int, float)) or not 0 < pair_fraction < 1:
+      raise ValueError(f"data.pair_fraction={pair_fraction!r} must lie strictly between 0 and 1 (the share of "
+                       "two-object scenes); leave it None for the dataset's own ~0.5.")
+    count = np.array([len(shapes.sample_scene(split, seed, i)[0].objects) for i in range(len(source))])
+    self.pairs, self.singles = np.flatnonzero(count == 2), np.flatnonzero(count == 1)
+    if not len(self.pairs) or not len(self.singles):
+      raise ValueError(f"a source of {len(source)} examples holds {len(self.pairs)} two-object and "
+                       f"{len(self.singles)} one-object scenes; pair_fraction needs both, so use a larger source.")
+    self.source, self.pair_fraction = source, float(pair_fraction)
+    self.num_pair_slots = int(round(len(source) * self.pair_fraction))
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index) -> Dict[str, np.ndarray]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} is out of range for a PairFractionSource of {len(self)} examples.")
+    if index < self.num_pair_slots:
+      items, slot, slots = self.pairs, index, self.num_pair_slots
+    else:
+      items, slot, slots = self.singles, index - self.num_pair_slots, len(self) - self.num_pair_slots
+    # Spread the slots evenly over the items: each is read floor or ceil(slots / len(items)) times.
+    return self.source[int(items[slot * len(items) // slots])]
+
+  def __repr__(self) -> str:
+    return f"PairFractionSource({self.source!r}, pair_fraction={self.pair_fraction})"
+
+
 # This project's split names -> captioned-shapes splits; "validation" is the in-distribution test split.
 SHAPES_SPLITS = {"train": "train", "test": "test", "heldout": "heldout", "validation": "test"}
 # Captioned-shapes split sizes when the data config leaves them out: test and heldout only feed
@@ -136,7 +182,9 @@ def make_source(data_config, split: str = "train"):
         `create_iterator(image_size=...)` resizes and crops them;
       data_dir (optional): TFDS data directory, default $TFDS_DATA_DIR or ~/tensorflow_datasets;
       seed (optional, shapes): the example stream, default 0 (not the shuffle seed);
-      num_train, num_test, num_heldout (optional, shapes): split sizes, default 2000 / 500 / 500.
+      num_train, num_test, num_heldout (optional, shapes): split sizes, default 2000 / 500 / 500;
+      pair_fraction (optional, shapes): the share of two-object scenes in the train split
+        (`PairFractionSource`); None keeps the dataset's ~1/2.
     split: "train", "test" or "validation" (each dataset maps these to its own
       splits, see `tfds_sources.open_source`); shapes also has "heldout"
       (held-out colour-shape pairs), and validation means test.
@@ -167,14 +215,20 @@ def make_source(data_config, split: str = "train"):
   seed = _config_get(data_config, "seed", 0)
   sizes = {k: _config_get(data_config, k, v) for k, v in SHAPES_DEFAULT_SIZES.items()}
   if name == "shapes_rendered":
-    return ShapesSource(split, seed=seed, num_examples=sizes[f"num_{split}"], image_size=image_size)
-  # shapes_tfds imports this module, so it is imported here rather than at the top.
-  from t2i_jax.data import shapes_tfds  # pylint: disable=g-import-not-at-top
+    source = ShapesSource(split, seed=seed, num_examples=sizes[f"num_{split}"], image_size=image_size)
+  else:
+    # shapes_tfds imports this module, so it is imported here rather than at the top.
+    from t2i_jax.data import shapes_tfds  # pylint: disable=g-import-not-at-top
 
-  sources = shapes_tfds.build_if_missing(data_dir, image_size=image_size, seed=seed, **sizes)
-  if split not in sources:
-    raise ValueError(f"split={split!r} is empty in this config (data.num_{split}=0); give it a positive size.")
-  return sources[split]
+    sources = shapes_tfds.build_if_missing(data_dir, image_size=image_size, seed=seed, **sizes)
+    if split not in sources:
+      raise ValueError(f"split={split!r} is empty in this config (data.num_{split}=0); give it a positive size.")
+    source = sources[split]
+  pair_fraction = _config_get(data_config, "pair_fraction")
+  # Only training is re-balanced: the test and held-out splits keep the dataset's own mix.
+  if pair_fraction is not None and split == "train":
+    source = PairFractionSource(source, split, seed, pair_fraction)
+  return source
 
 
 def _derived_seed(seed: int, stream: int) -> int:
@@ -402,5 +456,5 @@ def create_iterator(source, *, batch_size: int, seed: int, shuffle: bool = True,
       prefetch_buffer_size=prefetch_buffer_size, image_size=image_size, random_crop=random_crop))
 
 
-__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "SHAPES_DEFAULT_SIZES", "SHAPES_SPLITS", "SOURCE_NAMES", "ShapesSource",
+__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "SHAPES_DEFAULT_SIZES", "SHAPES_SPLITS", "SOURCE_NAMES", "PairFractionSource", "ShapesSource",
            "create_dataset", "create_iterator", "example_dict", "make_source", "resize_and_crop"]

@@ -8,7 +8,7 @@ import difflib
 
 SECTIONS = {
     "data": {"name", "image_size", "data_dir", "seed", "num_train", "random_crop", "random_flip", "tokenizer",
-             "context_length", "label_key"},
+             "context_length", "label_key", "pair_fraction"},
     "diffusion": {"schedule", "num_timesteps", "mean_type", "var_type", "loss_type", "timestep_sampler",
                   "logit_mean", "logit_std", "logit_uniform_fraction", "min_snr_gamma", "p_uncond"},
     "optim": {"lr", "warmup_steps", "schedule", "total_steps", "cooldown_steps", "weight_decay", "b1", "b2",

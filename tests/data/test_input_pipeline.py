@@ -319,3 +319,32 @@ def test_random_crop_is_a_function_of_seed_and_position():
   restored = create_iterator(src, **kwargs)
   restored.set_state(json.loads(json.dumps(it.get_state())))
   assert_batches_equal(take(restored, 3), batches[3:])
+
+
+def test_pair_fraction_source_rebalances_the_train_split_only():
+  config = dict(name="shapes_rendered", image_size=SIZE, num_train=40, seed=3, pair_fraction=0.75)
+  src = input_pipeline.make_source(config)
+  plain = ShapesSource("train", seed=3, num_examples=40, image_size=SIZE)
+  assert isinstance(src, input_pipeline.PairFractionSource) and len(src) == 40
+  counts = np.array([int(src[i]["num_objects"]) for i in range(40)])
+  assert (counts == 2).sum() == 30 and (counts == 1).sum() == 10
+  # Each kind's examples are spread evenly: every two-object example of the plain source is read
+  # floor or ceil(30 / its count) times, and the examples are the plain source's, byte for byte.
+  pairs = [i for i in range(40) if int(plain[i]["num_objects"]) == 2]
+  reads = np.bincount([int(src[i]["index"]) for i in range(30)], minlength=40)[pairs]
+  assert reads.min() == 30 // len(pairs) and reads.max() == -(-30 // len(pairs))
+  # Thinned, the one-object examples are still drawn from the whole source, not its first ten.
+  singles = [i for i in range(40) if int(plain[i]["num_objects"]) == 1]
+  read_singles = {int(src[i]["index"]) for i in range(30, 40)}
+  assert len(read_singles) == 10 and max(read_singles) >= singles[len(singles) * 3 // 4]
+  for k, v in plain[int(src[7]["index"])].items():
+    np.testing.assert_array_equal(src[7][k], v, err_msg=k)
+  # A shuffled epoch holds exactly that fraction; evaluation splits keep the dataset's own mix.
+  batches = list(create_iterator(src, batch_size=8, seed=0, num_epochs=1))
+  assert sum(int((b["num_objects"] == 2).sum()) for b in batches) == 30
+  assert isinstance(input_pipeline.make_source(config, "test"), ShapesSource)
+  for bad in (0.0, 1.0, 1.5, True, "0.5"):
+    with pytest.raises(ValueError, match="pair_fraction"):
+      input_pipeline.make_source(dict(config, pair_fraction=bad))
+  with pytest.raises(IndexError):
+    src[40]
