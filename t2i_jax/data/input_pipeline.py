@@ -122,20 +122,22 @@ class PairFractionSource:
     source: a captioned-shapes source (`ShapesSource` or the TFDS one from `make_source`).
     split, seed: the split and stream it holds, which tell each example's object count without
       rendering or reading it (`shapes.sample_scene`).
-    pair_fraction: in (0, 1).
+    pair_fraction: in [0, 1]; 1 trains on two-object scenes only.
   """
 
   def __init__(self, source, split: str, seed: int, pair_fraction: float):
-    if isinstance(pair_fraction, bool) or not isinstance(pair_fraction, (int, float)) or not 0 < pair_fraction < 1:
-      raise ValueError(f"data.pair_fraction={pair_fraction!r} must lie strictly between 0 and 1 (the share of "
-                       "two-object scenes); leave it None for the dataset's own ~0.5.")
+    if isinstance(pair_fraction, bool) or not isinstance(pair_fraction, (int, float)) or not 0 <= pair_fraction <= 1:
+      raise ValueError(f"data.pair_fraction={pair_fraction!r} must lie in [0, 1] (the share of two-object "
+                       "scenes); leave it None for the dataset's own ~0.5.")
     count = np.array([len(shapes.sample_scene(split, seed, i)[0].objects) for i in range(len(source))])
     self.pairs, self.singles = np.flatnonzero(count == 2), np.flatnonzero(count == 1)
-    if not len(self.pairs) or not len(self.singles):
-      raise ValueError(f"a source of {len(source)} examples holds {len(self.pairs)} two-object and "
-                       f"{len(self.singles)} one-object scenes; pair_fraction needs both, so use a larger source.")
     self.source, self.pair_fraction = source, float(pair_fraction)
     self.num_pair_slots = int(round(len(source) * self.pair_fraction))
+    for kind, items, slots in (("two-object", self.pairs, self.num_pair_slots),
+                               ("one-object", self.singles, len(source) - self.num_pair_slots)):
+      if slots and not len(items):
+        raise ValueError(f"pair_fraction={pair_fraction} asks for {slots} {kind} scenes, but this source of "
+                         f"{len(source)} examples holds none; use a larger source.")
 
   def __len__(self) -> int:
     return len(self.source)

@@ -343,8 +343,12 @@ def test_pair_fraction_source_rebalances_the_train_split_only():
   batches = list(create_iterator(src, batch_size=8, seed=0, num_epochs=1))
   assert sum(int((b["num_objects"] == 2).sum()) for b in batches) == 30
   assert isinstance(input_pipeline.make_source(config, "test"), ShapesSource)
-  for bad in (0.0, 1.0, 1.5, True, "0.5"):
+  only_pairs = input_pipeline.make_source(dict(config, pair_fraction=1.0))
+  assert sorted({int(only_pairs[i]["index"]) for i in range(40)}) == pairs
+  for bad in (-0.1, 1.5, True, "0.5"):
     with pytest.raises(ValueError, match="pair_fraction"):
       input_pipeline.make_source(dict(config, pair_fraction=bad))
+  with pytest.raises(ValueError, match="holds none"):  # example 0 of seed 3 has one object
+    input_pipeline.make_source(dict(config, num_train=1, pair_fraction=1.0))
   with pytest.raises(IndexError):
     src[40]
