@@ -205,7 +205,11 @@ def make_source(data_config, split: str = "train"):
   if name not in SOURCE_NAMES:
     raise ValueError(f"data.name={name!r} is not a dataset this pipeline reads; use one of {list(SOURCE_NAMES)}.")
   data_dir = _config_get(data_config, "data_dir") or tfds_sources.default_data_dir()
+  pair_fraction = _config_get(data_config, "pair_fraction")
   if name in tfds_sources.SUPPORTED:
+    if pair_fraction is not None:
+      raise ValueError(f"data.pair_fraction={pair_fraction!r} re-balances captioned shapes by object count; "
+                       f"{name!r} has no such count, so leave it None.")
     return tfds_sources.open_source(name, split, data_dir)
 
   if split not in SHAPES_SPLITS:
@@ -226,7 +230,6 @@ def make_source(data_config, split: str = "train"):
     if split not in sources:
       raise ValueError(f"split={split!r} is empty in this config (data.num_{split}=0); give it a positive size.")
     source = sources[split]
-  pair_fraction = _config_get(data_config, "pair_fraction")
   # Only training is re-balanced: the test and held-out splits keep the dataset's own mix.
   if pair_fraction is not None and split == "train":
     source = PairFractionSource(source, split, seed, pair_fraction)
@@ -458,5 +461,6 @@ def create_iterator(source, *, batch_size: int, seed: int, shuffle: bool = True,
       prefetch_buffer_size=prefetch_buffer_size, image_size=image_size, random_crop=random_crop))
 
 
-__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "SHAPES_DEFAULT_SIZES", "SHAPES_SPLITS", "SOURCE_NAMES", "PairFractionSource", "ShapesSource",
-           "create_dataset", "create_iterator", "example_dict", "make_source", "resize_and_crop"]
+__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "SHAPES_DEFAULT_SIZES", "SHAPES_SPLITS", "SOURCE_NAMES",
+           "PairFractionSource", "ShapesSource", "create_dataset", "create_iterator", "example_dict", "make_source",
+           "resize_and_crop"]

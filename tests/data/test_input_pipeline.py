@@ -348,6 +348,8 @@ def test_pair_fraction_source_rebalances_the_train_split_only():
   for bad in (-0.1, 1.5, True, "0.5"):
     with pytest.raises(ValueError, match="pair_fraction"):
       input_pipeline.make_source(dict(config, pair_fraction=bad))
+  with pytest.raises(ValueError, match="pair_fraction.*'cifar10'"):  # refused, not silently ignored
+    input_pipeline.make_source(dict(name="cifar10", pair_fraction=0.75))
   with pytest.raises(ValueError, match="holds none"):  # example 0 of seed 3 has one object
     input_pipeline.make_source(dict(config, num_train=1, pair_fraction=1.0))
   with pytest.raises(IndexError):
