@@ -36,9 +36,9 @@ def main(workdir: str, step: int) -> None:
   config = checkpoint.read_config(workdir)
   schedule = tasks.build_schedule(config.diffusion)
   model, params, _ = checkpoint.load_params(config, workdir, True, step)
-  predict = attribute_probe.model_predict_x0(model, params, config.diffusion, schedule,
-                                             tokenizer_lib.load_tokenizer(config.data.tokenizer),
-                                             config.data.context_length)
+  predict, = attribute_probe.model_predictors(model, [params], config.diffusion, schedule,
+                                              tokenizer_lib.load_tokenizer(config.data.tokenizer),
+                                              config.data.context_length)
   size = config.model.image_size
   print(f"{workdir} step {step} (EMA): x0 squared error at t = {TIMESTEPS}, {NUM_LAYOUTS} layouts per scene")
   print("| caption | side-aware optimum | side-blind optimum | " + " | ".join(

@@ -74,6 +74,16 @@ def example_dict(example: shapes.Example) -> Dict[str, np.ndarray]:
   }
 
 
+def _check_index(source, index) -> int:
+  """index as an int, or a TypeError / IndexError naming the source."""
+  name = type(source).__name__
+  if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+    raise TypeError(f"{name} indices are integers, got {index!r}.")
+  if not 0 <= index < len(source):
+    raise IndexError(f"index {index} is out of range for a {name} of {len(source)} examples.")
+  return int(index)
+
+
 class ShapesSource:
   """Random-access captioned-shapes source: example i is rendered when asked for (grain RandomAccessDataSource).
 
@@ -97,11 +107,8 @@ class ShapesSource:
     return self.num_examples
 
   def __getitem__(self, index) -> Dict[str, np.ndarray]:
-    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-      raise TypeError(f"ShapesSource indices are integers, got {index!r}.")
-    if not 0 <= index < self.num_examples:
-      raise IndexError(f"index {index} is out of range for a ShapesSource of {self.num_examples} examples.")
-    return example_dict(shapes.sample_example(self.split, self.seed, int(index), self.image_size))
+    index = _check_index(self, index)
+    return example_dict(shapes.sample_example(self.split, self.seed, index, self.image_size))
 
   def __repr__(self) -> str:
     return (f"ShapesSource(split={self.split!r}, seed={self.seed}, num_examples={self.num_examples}, "
@@ -143,8 +150,7 @@ class PairFractionSource:
     return len(self.source)
 
   def __getitem__(self, index) -> Dict[str, np.ndarray]:
-    if not 0 <= index < len(self):
-      raise IndexError(f"index {index} is out of range for a PairFractionSource of {len(self)} examples.")
+    index = _check_index(self, index)
     if index < self.num_pair_slots:
       items, slot, slots = self.pairs, index, self.num_pair_slots
     else:

@@ -159,10 +159,6 @@ def model_predictors(model, params_sets: Sequence, diffusion_config, schedule, t
   return [bind(params) for params in params_sets]
 
 
-def model_predict_x0(model, params, diffusion_config, schedule, tokenizer, context_length: int) -> PredictX0:
-  """A text U-Net's x0 estimate (clipped to [-1, 1], as the samplers do) for x0_errors."""
-  return model_predictors(model, [params], diffusion_config, schedule, tokenizer, context_length)[0]
-
 
 def format_table(errors: Dict[int, Dict[str, float]]) -> str:
   """Markdown: per t, the true caption's x0 error and each swap's error ratio (the columns of `errors`)."""

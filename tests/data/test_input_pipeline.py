@@ -354,3 +354,5 @@ def test_pair_fraction_source_rebalances_the_train_split_only():
     input_pipeline.make_source(dict(config, num_train=1, pair_fraction=1.0))
   with pytest.raises(IndexError):
     src[40]
+  with pytest.raises(TypeError, match="PairFractionSource indices are integers"):
+    src[3.5]
