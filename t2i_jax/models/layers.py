@@ -150,10 +150,16 @@ class AttentionBlock(nn.Module):
   Encoder states [B, S, E] (GLIDE's text tokens, unCLIP's CLIP tokens, or any
   text encoder's output for cross-attention) are projected to per-head keys and
   values and prepended to the spatial ones, as GLIDE does.
+
+  position_embedding: a learned [H·W, 2, C] table added to the spatial queries
+  and keys (not the values), so that a place can ask for a word and a word's key
+  can single out places. ADM and GLIDE have none: there a query knows its place
+  only through what the convolutions left in its features.
   """
 
   num_heads: int
   dtype: Dtype = jnp.float32
+  position_embedding: bool = False
 
   @nn.compact
   def __call__(self, x, context=None, context_mask=None):
@@ -162,6 +168,11 @@ class AttentionBlock(nn.Module):
     h = GroupNorm32(self.dtype, name="norm")(x).reshape(b, hgt * wid, c)
     qkv = nn.Dense(3 * c, dtype=self.dtype, name="qkv")(h).reshape(b, hgt * wid, heads, 3, head_dim)
     q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+    if self.position_embedding:
+      # Unit std, the scale of q and k at init (unit features through a LeCun-normal projection).
+      table = self.param("position_embedding", nn.initializers.normal(1.0), (hgt * wid, 2, c))
+      table = table.astype(self.dtype).reshape(1, hgt * wid, 2, heads, head_dim)
+      q, k = q + table[:, :, 0], k + table[:, :, 1]
     mask = None
     if context is not None:
       kv = nn.Dense(2 * c, dtype=self.dtype, name="encoder_kv")(context.astype(self.dtype))

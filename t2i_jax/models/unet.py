@@ -60,6 +60,9 @@ class UNet(nn.Module):
   # Convolutions are translation-equivariant, so without them "top left" can only be located from
   # the zero padding, which a U-Net learns slowly.
   coord_channels: bool = False
+  # A learned position table on every attention layer's queries and keys (layers.AttentionBlock), so
+  # that text keys can meet places directly; the table is tied to the feature maps' size.
+  attention_position_embedding: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -206,7 +209,8 @@ class UNet(nn.Module):
       return block(h, emb, deterministic)
 
     def attn(h, name):
-      return attn_cls(self._heads(h.shape[-1]), dtype, name=name)(h, context, context_mask)
+      return attn_cls(self._heads(h.shape[-1]), dtype, self.attention_position_embedding, name=name)(
+          h, context, context_mask)
 
     h = self._assemble_input(x.astype(dtype), low_res, inpaint_image, inpaint_mask)
     h = space_to_depth(h, self.patch_size)

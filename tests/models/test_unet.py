@@ -356,3 +356,43 @@ def test_coord_channels_give_the_network_each_pixels_position():
   no_coords = jax.tree.map(lambda a: a, params)
   no_coords["params"]["input_conv"]["kernel"] = kernel.reshape(3, 3, 4, 5, 32).at[:, :, :, 3:].set(0).reshape(kernel.shape)
   assert float(jnp.max(jnp.abs(model.apply(no_coords, x, t) - out))) > 1e-3
+
+
+def test_attention_position_embedding_moves_only_the_queries_and_keys():
+  # Self-attention is permutation-equivariant: a spatially constant input gives the same output at every
+  # place. The learned table on the queries and keys lets a place (and a word's key) tell places apart.
+  from t2i_jax.models import layers
+
+  b, hgt, wid, c, heads = 2, 3, 4, 32, 2
+  x = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (b, 1, 1, c)), (b, hgt, wid, c))
+  context = jax.random.normal(jax.random.PRNGKey(1), (b, 5, 16))
+  plain, placed = layers.AttentionBlock(heads), layers.AttentionBlock(heads, position_embedding=True)
+  params = random_params(placed, jax.random.PRNGKey(2), x, context, scale=0.5)
+  table = params["params"]["position_embedding"]
+  assert table.shape == (hgt * wid, 2, c)
+  init_table = placed.init(jax.random.PRNGKey(3), x, context)["params"]["position_embedding"]
+  assert 0.8 < float(jnp.std(init_table)) < 1.2  # unit scale, like q and k at init
+  without = {"params": {k: v for k, v in params["params"].items() if k != "position_embedding"}}
+  out_plain = plain.apply(without, x, context)
+  np.testing.assert_allclose(np.asarray(out_plain), np.asarray(out_plain[:, :1, :1]).repeat(hgt, 1).repeat(wid, 2),
+                             atol=1e-5)
+  out = placed.apply(params, x, context)
+  assert float(jnp.min(jnp.std(out.reshape(b, hgt * wid, c), axis=1))) > 1e-3  # places now differ
+  # A zero table is the plain block.
+  zeroed = jax.tree.map(lambda a: a, params)
+  zeroed["params"]["position_embedding"] = jnp.zeros_like(table)
+  np.testing.assert_allclose(np.asarray(placed.apply(zeroed, x, context)), np.asarray(out_plain), atol=1e-6)
+  # By hand: the table's first half joins the queries, its second half the keys, the values stay as they were.
+  p = jax.tree.map(np.asarray, params["params"])
+  h = np.asarray(layers.GroupNorm32().apply({"params": params["params"]["norm"]}, x)).reshape(b, hgt * wid, c)
+  qkv = (h @ p["qkv"]["kernel"] + p["qkv"]["bias"]).reshape(b, hgt * wid, heads, 3, c // heads)
+  q = qkv[:, :, :, 0] + table[:, 0].reshape(1, hgt * wid, heads, -1)
+  k = qkv[:, :, :, 1] + table[:, 1].reshape(1, hgt * wid, heads, -1)
+  kv = (np.asarray(context) @ p["encoder_kv"]["kernel"] + p["encoder_kv"]["bias"]).reshape(b, 5, heads, 2, -1)
+  k, v = np.concatenate([kv[:, :, :, 0], k], 1), np.concatenate([kv[:, :, :, 1], qkv[:, :, :, 2]], 1)
+  logits = np.einsum("blhd,bshd->bhls", q, k) / np.sqrt(c // heads)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  att = np.einsum("bhls,bshd->blhd", weights, v).reshape(b, hgt * wid, c)
+  expected = np.asarray(x) + (att @ p["proj_out"]["kernel"] + p["proj_out"]["bias"]).reshape(b, hgt, wid, c)
+  np.testing.assert_allclose(np.asarray(out), expected, atol=1e-4)
