@@ -5,6 +5,10 @@ colour is named first sits left of (or above) the other. A logistic regression (
 L2 1e-3, 2,000 full-batch steps) is fitted on the text encoder's pooled vector (what the U-Net's
 timestep embedding receives) and on all its token states flattened, and scored on 1,000 others.
 `random` replaces the trained encoder by a fresh initialisation of the same config.
+A third read-out asks what an attention key would need: from the state of one colour word alone, is
+*that* colour's object left of / above the other (both colour words of each caption, so the base rate
+is 1/2). Unlike the caption-level label, this one is an exclusive-or of the word's place in the
+sentence and the relation, so no single word decides it.
 
 `supervised` asks whether the encoder could learn the side if it were told: a fresh encoder of the
 `:full` config, its pooled vector into a two-layer MLP, trained with Adam 1e-3 on batches of 64 of
@@ -44,6 +48,20 @@ def side_examples(num: int):
   return texts, np.asarray(labels)
 
 
+def colour_token_rows(texts, labels, tokens: np.ndarray, tokenizer) -> np.ndarray:
+  """[2·N, 3] rows (caption, token position, label) for both colour words of each caption; the label is 1
+  where that word's object is left of / above the other (the first-named colour's label is the caption's,
+  the second's its complement)."""
+  colour_ids = {int(tokenizer_lib.tokenize(tokenizer, [c], 4)[0][0, 0]): c for c in captions.COLORS}
+  rows = []
+  for i, text in enumerate(texts):
+    found = [(j, colour_ids[int(t)]) for j, t in enumerate(tokens[i]) if int(t) in colour_ids]
+    assert len(found) == 2, text  # side_examples keeps captions with two different colours
+    for rank, (j, _) in enumerate(found):
+      rows.append((i, j, labels[i] if rank == 0 else 1.0 - labels[i]))
+  return np.asarray(rows)
+
+
 def linear_accuracy(features: np.ndarray, labels: np.ndarray, num_train: int = 2000) -> tuple:
   """(train, held-out) accuracy of an L2-regularised logistic regression on standardised features."""
   x = (features - features[:num_train].mean(0)) / (features[:num_train].std(0) + 1e-6)
@@ -71,7 +89,8 @@ def main(workdir: str, step: int, random_encoder: bool = False) -> None:
     text_params = encoder.init(jax.random.PRNGKey(1), jnp.zeros((1, length), jnp.int32),
                                jnp.ones((1, length), bool))["params"]
   texts, labels = side_examples(3000)
-  cond = text_to_image.text_cond(texts, tokenizer_lib.load_tokenizer(config.data.tokenizer), length)
+  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+  cond = text_to_image.text_cond(texts, tokenizer, length)
   states, pooled = jax.jit(lambda t, m: encoder.apply({"params": text_params}, t, m))(
       jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]))
   print(f"{workdir} step {step}, {'random' if random_encoder else 'trained'} encoder; label base rate "
@@ -79,6 +98,11 @@ def main(workdir: str, step: int, random_encoder: bool = False) -> None:
   for name, features in (("pooled", np.asarray(pooled)), ("token states", np.asarray(states).reshape(len(texts), -1))):
     train, heldout = linear_accuracy(features, labels)
     print(f"  {name}: train {train:.3f}, held-out {heldout:.3f}")
+  # Rows come caption by caption, so the first 4,000 (2,000 captions) train and the rest are held out.
+  rows = colour_token_rows(texts, labels, cond["tokens"], tokenizer)
+  word_states = np.asarray(states)[rows[:, 0].astype(int), rows[:, 1].astype(int)]
+  train, heldout = linear_accuracy(word_states, rows[:, 2], num_train=4000)
+  print(f"  one colour word's state, its own object's side: train {train:.3f}, held-out {heldout:.3f}")
 
 
 class SideClassifier(nn.Module):
