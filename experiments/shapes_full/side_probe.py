@@ -10,14 +10,25 @@ A third read-out asks what an attention key would need: from the state of one co
 is 1/2). Unlike the caption-level label, this one is an exclusive-or of the word's place in the
 sentence and the relation, so no single word decides it.
 
+`places` asks the same of the U-Net's task at pure noise without the layout's blur: regress the colour of
+the left/top and of the right/bottom object from the caption, through two place queries attending to
+the token states (the U-Net's attention with its position table) or through the pooled vector and an
+MLP (its timestep-embedding path); optionally starting from a run's trained encoder. `image` regresses
+the whole 24 × 24 render (the layout's blur included) through a 6 × 6 grid of places with the U-Net's
+attention and position table, and scores whether each prediction is nearer its scene than the same
+scene with the objects' sides exchanged.
+
 `supervised` asks whether the encoder could learn the side if it were told: a fresh encoder of the
 `:full` config, its pooled vector into a two-layer MLP, trained with Adam 1e-3 on batches of 64 of
 10,000 captions to predict the label, and scored on 2,000 others.
 
   PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py runs/full13 16000 [random]
   PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py supervised
+  PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py places attention|pooled [runs/full16@16000]
+  PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py image 16|64
 """
 
+import dataclasses
 import sys
 
 import flax.linen as nn
@@ -27,6 +38,7 @@ import numpy as np
 import optax
 
 from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
+from t2i_jax.models import layers
 from t2i_jax.models.text_encoder import GlideTextEncoder
 from t2i_jax.pipelines import text_to_image
 from t2i_jax.train import checkpoint
@@ -115,38 +127,159 @@ class SideClassifier(nn.Module):
     return nn.Dense(1)(nn.silu(nn.Dense(256)(nn.silu(nn.Dense(256)(pooled)))))[:, 0]
 
 
-def supervised(num_train: int = 10_000, num_heldout: int = 2_000, steps: int = 1000) -> None:
+class PlaceColours(nn.Module):
+  """Caption tokens [B, L] -> RGB of the left/top and the right/bottom object [B, 6], the U-Net's two text
+  paths in miniature: "attention" (two learned place queries attend to the token states, as the U-Net's
+  places do through its position table) or "pooled" (the pooled vector through an MLP)."""
+  text: dict
+  route: str
+
+  @nn.compact
+  def __call__(self, tokens, mask):
+    states, pooled = GlideTextEncoder(**self.text, name="text_encoder")(tokens, mask)
+    if self.route == "pooled":
+      return nn.Dense(6)(nn.silu(nn.Dense(256)(pooled)))
+    places = self.param("places", nn.initializers.normal(1.0), (2, 64))
+    x = jnp.broadcast_to(places[None, :, None, :], (tokens.shape[0], 2, 1, 64))  # a 2 × 1 feature map
+    out = layers.AttentionBlock(2)(x, states)
+    return nn.Dense(3)(out.reshape(-1, 2, 64)).reshape(-1, 6)
+
+
+class ImageFromCaption(nn.Module):
+  """Caption tokens [B, L] -> a 24 × 24 image [B, 24, 24, 3]: a 6 × 6 grid of learned places, two attention
+  layers with the U-Net's position table over them and the token states, each place decoding its 4 × 4
+  pixels. The U-Net's task at pure noise with nothing else in the way: no noisy input, no convolutions."""
+  text: dict
+
+  @nn.compact
+  def __call__(self, tokens, mask):
+    states, _ = GlideTextEncoder(**self.text, name="text_encoder")(tokens, mask)
+    x = jnp.broadcast_to(self.param("places", nn.initializers.normal(1.0), (6, 6, 64))[None], (tokens.shape[0], 6, 6, 64))
+    for i in range(2):
+      x = layers.AttentionBlock(2, position_embedding=True, name=f"attention_{i}")(x, states)
+    pixels = nn.Dense(4 * 4 * 3)(x).reshape(-1, 6, 6, 4, 4, 3)
+    return pixels.transpose(0, 1, 3, 2, 4, 5).reshape(-1, 24, 24, 3)
+
+
+def image_examples(num: int):
+  """(captions, images [N, 2, 24, 24, 3] in [-1, 1]): each scene's render, and the render with the two
+  objects' places along the relation's axis exchanged (the same scene on the wrong sides)."""
+  texts, images, index = [], [], 0
+  while len(texts) < num:
+    example = shapes.sample_example("train", 0, index, 24)
+    index += 1
+    if len(example.objects) != 2 or example.objects[0].color == example.objects[1].color:
+      continue
+    a, b = example.objects
+    axis = 0 if example.relation in (0, 1) else 1
+
+    def moved(obj, other):
+      center = list(obj.center)
+      center[axis] = other.center[axis]
+      return dataclasses.replace(obj, center=tuple(center))
+
+    wrong = shapes.render([moved(a, b), moved(b, a)], example.relation ^ 1, 24)
+    texts.append(example.caption)
+    images.append(np.stack([shapes.to_float(example.image), shapes.to_float(wrong)]))
+  return texts, np.stack(images).astype(np.float32)
+
+
+def place_colour_examples(num: int):
+  """(captions, targets [N, 6]): the left/top object's RGB then the right/bottom one's, in [-1, 1]."""
+  texts, targets, index = [], [], 0
+  while len(texts) < num:
+    scene, caption = shapes.sample_scene("train", 0, index)
+    index += 1
+    if len(scene.objects) != 2 or scene.objects[0].color == scene.objects[1].color:
+      continue
+    axis = 0 if scene.relation in (0, 1) else 1
+    near, far = sorted(scene.objects, key=lambda o: o.center[axis])
+    texts.append(caption)
+    targets.append(np.concatenate([shapes.COLOR_RGB[near.color], shapes.COLOR_RGB[far.color]]) / 127.5 - 1)
+  return texts, np.asarray(targets, np.float32)
+
+
+def fit_readout(net, texts, targets, loss, score, num_train: int, steps: int = 1000, encoder=None,
+                batch_size: int = 64) -> None:
+  """Trains `net` (text encoder inside) with Adam 1e-3 on batches of the first num_train captions and prints
+  score(predictions, targets) on the rest at a few steps. encoder: text-encoder params to start from."""
   from configs import shapes_default  # pylint: disable=g-import-not-at-top
 
   config = shapes_default.get_config("full")
-  texts, labels = side_examples(num_train + num_heldout)
   cond = text_to_image.text_cond(texts, tokenizer_lib.load_tokenizer(config.data.tokenizer),
                                  config.data.context_length)
-  tokens, mask, labels = jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]), jnp.asarray(labels)
-  net = SideClassifier(dict(config.model.text, pool_dropout=0.0))
+  tokens, mask, targets = jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]), jnp.asarray(targets)
   params = net.init(jax.random.PRNGKey(0), tokens[:2], mask[:2])
+  if encoder is not None:
+    params = {"params": dict(params["params"], text_encoder=encoder)}
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
 
   @jax.jit
   def step(params, opt_state, idx):
-    def loss(p):
-      return optax.sigmoid_binary_cross_entropy(net.apply(p, tokens[idx], mask[idx]), labels[idx]).mean()
-    grads = jax.grad(loss)(params)
+    grads = jax.grad(lambda p: loss(net.apply(p, tokens[idx], mask[idx]), targets[idx]))(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  accuracy = jax.jit(lambda p: jnp.mean((net.apply(p, tokens[num_train:], mask[num_train:]) > 0) == labels[num_train:]))
+  held_out = jax.jit(lambda p: score(net.apply(p, tokens[num_train:], mask[num_train:]), targets[num_train:]))
   rng = np.random.default_rng(0)
-  print(f"fresh :full text encoder + MLP, trained on the side label; base rate {float(labels.mean()):.3f}")
   for i in range(steps + 1):
-    if i in (0, 100, 250, 500, steps):
-      print(f"  step {i}: held-out accuracy {float(accuracy(params)):.3f}")
-    params, opt_state = step(params, opt_state, jnp.asarray(rng.integers(0, num_train, 64)))
+    if i in (0, 100, 250, 500, 1000, 2000, 3000, steps):
+      print(f"  step {i}: held-out {float(held_out(params)):.3f}")
+    params, opt_state = step(params, opt_state, jnp.asarray(rng.integers(0, num_train, batch_size)))
+
+
+def full_text_config() -> dict:
+  from configs import shapes_default  # pylint: disable=g-import-not-at-top
+
+  return dict(shapes_default.get_config("full").model.text, pool_dropout=0.0)
+
+
+def supervised(num_train: int = 10_000, num_heldout: int = 2_000) -> None:
+  texts, labels = side_examples(num_train + num_heldout)
+  print(f"fresh :full text encoder + MLP, trained on the side label; base rate {labels.mean():.3f}; accuracy")
+  fit_readout(SideClassifier(full_text_config()), texts, labels.astype(np.float32),
+              lambda logits, y: optax.sigmoid_binary_cross_entropy(logits, y).mean(),
+              lambda logits, y: jnp.mean((logits > 0) == y), num_train)
+
+
+def places(route: str, start: str = "", num_train: int = 10_000, num_heldout: int = 2_000) -> None:
+  """Regresses each place's colour from the caption alone (the U-Net's task at pure noise, without the
+  layout's blur); start = "workdir@step" starts from that run's trained text encoder (EMA)."""
+  encoder = None
+  if start:
+    workdir, step = start.split("@")
+    encoder = checkpoint.load_params(checkpoint.read_config(workdir), workdir, True, int(step))[1]["text_encoder"]
+  texts, targets = place_colour_examples(num_train + num_heldout)
+
+  def right_way_round(pred, y):
+    pred, y = pred.reshape(-1, 2, 3), y.reshape(-1, 2, 3)
+    return jnp.mean(jnp.sum((pred - y) ** 2, (1, 2)) < jnp.sum((pred - y[:, ::-1]) ** 2, (1, 2)))
+
+  print(f"{route} read-out, text encoder {start or 'fresh'}; share of captions whose colours come out on "
+        "the right sides")
+  fit_readout(PlaceColours(full_text_config(), route), texts, targets, lambda pred, y: jnp.mean((pred - y) ** 2),
+              right_way_round, num_train, encoder=encoder)
+
+
+def image(batch_size: int, steps: int = 3000, num_train: int = 10_000, num_heldout: int = 2_000) -> None:
+  texts, images = image_examples(num_train + num_heldout)
+
+  def right_sides(pred, y):  # closer to the scene than to the scene with its objects' sides exchanged
+    return jnp.mean(jnp.sum((pred - y[:, 0]) ** 2, (1, 2, 3)) < jnp.sum((pred - y[:, 1]) ** 2, (1, 2, 3)))
+
+  print(f"24 × 24 image regressed from the caption, batch {batch_size}; share of held-out captions whose "
+        "prediction is nearer the scene than the scene with the sides exchanged")
+  fit_readout(ImageFromCaption(full_text_config()), texts, images, lambda pred, y: jnp.mean((pred - y[:, 0]) ** 2),
+              right_sides, num_train, steps, batch_size=batch_size)
 
 
 if __name__ == "__main__":
   if sys.argv[1] == "supervised":
     supervised()
+  elif sys.argv[1] == "image":
+    image(int(sys.argv[2]))
+  elif sys.argv[1] == "places":
+    places(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
   else:
     main(sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3 and sys.argv[3] == "random")
