@@ -44,17 +44,25 @@ from t2i_jax.pipelines import text_to_image
 from t2i_jax.train import checkpoint
 
 
+def two_colour_scenes(num: int):
+  """The first `num` two-object training scenes whose objects differ in colour, as (scene, caption, axis):
+  axis 0 (x) for left/right, 1 (y, downwards) for above/below."""
+  index = 0
+  for _ in range(num):
+    while True:
+      scene, caption = shapes.sample_scene("train", 0, index)
+      index += 1
+      if len(scene.objects) == 2 and scene.objects[0].color != scene.objects[1].color:
+        break
+    yield scene, caption, 0 if scene.relation in (0, 1) else 1
+
+
 def side_examples(num: int):
   """(captions, labels): label 1 where the first-named colour's object is left of / above the other."""
-  texts, labels, index = [], [], 0
-  while len(texts) < num:
-    scene, caption = shapes.sample_scene("train", 0, index)
-    index += 1
-    if len(scene.objects) != 2 or scene.objects[0].color == scene.objects[1].color:
-      continue
+  texts, labels = [], []
+  for scene, caption, axis in two_colour_scenes(num):
     a, b = scene.objects
     first, other = (a, b) if caption.find(captions.COLORS[a.color]) < caption.find(captions.COLORS[b.color]) else (b, a)
-    axis = 0 if scene.relation in (0, 1) else 1  # x for left/right, y (down) for above/below
     texts.append(caption)
     labels.append(float(first.center[axis] < other.center[axis]))
   return texts, np.asarray(labels)
@@ -164,35 +172,26 @@ class ImageFromCaption(nn.Module):
 def image_examples(num: int):
   """(captions, images [N, 2, 24, 24, 3] in [-1, 1]): each scene's render, and the render with the two
   objects' places along the relation's axis exchanged (the same scene on the wrong sides)."""
-  texts, images, index = [], [], 0
-  while len(texts) < num:
-    example = shapes.sample_example("train", 0, index, 24)
-    index += 1
-    if len(example.objects) != 2 or example.objects[0].color == example.objects[1].color:
-      continue
-    a, b = example.objects
-    axis = 0 if example.relation in (0, 1) else 1
+  texts, images = [], []
+  for scene, caption, axis in two_colour_scenes(num):
+    a, b = scene.objects
 
     def moved(obj, other):
       center = list(obj.center)
       center[axis] = other.center[axis]
       return dataclasses.replace(obj, center=tuple(center))
 
-    wrong = shapes.render([moved(a, b), moved(b, a)], example.relation ^ 1, 24)
-    texts.append(example.caption)
-    images.append(np.stack([shapes.to_float(example.image), shapes.to_float(wrong)]))
+    right = shapes.render(scene.objects, scene.relation, 24)
+    wrong = shapes.render([moved(a, b), moved(b, a)], scene.relation ^ 1, 24)
+    texts.append(caption)
+    images.append(np.stack([shapes.to_float(right), shapes.to_float(wrong)]))
   return texts, np.stack(images).astype(np.float32)
 
 
 def place_colour_examples(num: int):
   """(captions, targets [N, 6]): the left/top object's RGB then the right/bottom one's, in [-1, 1]."""
-  texts, targets, index = [], [], 0
-  while len(texts) < num:
-    scene, caption = shapes.sample_scene("train", 0, index)
-    index += 1
-    if len(scene.objects) != 2 or scene.objects[0].color == scene.objects[1].color:
-      continue
-    axis = 0 if scene.relation in (0, 1) else 1
+  texts, targets = [], []
+  for scene, caption, axis in two_colour_scenes(num):
     near, far = sorted(scene.objects, key=lambda o: o.center[axis])
     texts.append(caption)
     targets.append(np.concatenate([shapes.COLOR_RGB[near.color], shapes.COLOR_RGB[far.color]]) / 127.5 - 1)
