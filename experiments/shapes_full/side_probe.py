@@ -1,4 +1,4 @@
-"""Can a linear read-out tell, from a caption's text features, which side its first-named object is on?
+"""Which part of the text path can tell which side of a two-object caption's relation each object is on?
 
 For two-object training captions with two different colours, the label is whether the object whose
 colour is named first sits left of (or above) the other. A logistic regression (2,000 captions,
@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
-from t2i_jax.models import layers
+from t2i_jax.models import layers, unet
 from t2i_jax.models.text_encoder import GlideTextEncoder
 from t2i_jax.pipelines import text_to_image
 from t2i_jax.train import checkpoint
@@ -165,8 +165,7 @@ class ImageFromCaption(nn.Module):
     x = jnp.broadcast_to(self.param("places", nn.initializers.normal(1.0), (6, 6, 64))[None], (tokens.shape[0], 6, 6, 64))
     for i in range(2):
       x = layers.AttentionBlock(2, position_embedding=True, name=f"attention_{i}")(x, states)
-    pixels = nn.Dense(4 * 4 * 3)(x).reshape(-1, 6, 6, 4, 4, 3)
-    return pixels.transpose(0, 1, 3, 2, 4, 5).reshape(-1, 24, 24, 3)
+    return unet.depth_to_space(nn.Dense(4 * 4 * 3)(x), 4)
 
 
 def image_examples(num: int):
