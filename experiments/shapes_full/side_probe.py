@@ -197,13 +197,23 @@ def place_colour_examples(num: int):
   return texts, np.asarray(targets, np.float32)
 
 
+def full_config():
+  """configs/shapes_default.py:full, whose tokenizer, context and text encoder every read-out uses."""
+  from configs import shapes_default  # pylint: disable=g-import-not-at-top
+
+  return shapes_default.get_config("full")
+
+
+def full_text_config() -> dict:
+  """The :full text encoder's fields, without pool_dropout (the read-outs train it deterministically)."""
+  return dict(full_config().model.text, pool_dropout=0.0)
+
+
 def fit_readout(net, texts, targets, loss, score, num_train: int, steps: int = 1000, encoder=None,
                 batch_size: int = 64) -> None:
   """Trains `net` (text encoder inside) with Adam 1e-3 on batches of the first num_train captions and prints
   score(predictions, targets) on the rest at a few steps. encoder: text-encoder params to start from."""
-  from configs import shapes_default  # pylint: disable=g-import-not-at-top
-
-  config = shapes_default.get_config("full")
+  config = full_config()
   cond = text_to_image.text_cond(texts, tokenizer_lib.load_tokenizer(config.data.tokenizer),
                                  config.data.context_length)
   tokens, mask, targets = jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]), jnp.asarray(targets)
@@ -225,12 +235,6 @@ def fit_readout(net, texts, targets, loss, score, num_train: int, steps: int = 1
     if i in (0, 100, 250, 500, 1000, 2000, 3000, steps):
       print(f"  step {i}: held-out {float(held_out(params)):.3f}")
     params, opt_state = step(params, opt_state, jnp.asarray(rng.integers(0, num_train, batch_size)))
-
-
-def full_text_config() -> dict:
-  from configs import shapes_default  # pylint: disable=g-import-not-at-top
-
-  return dict(shapes_default.get_config("full").model.text, pool_dropout=0.0)
 
 
 def supervised(num_train: int = 10_000, num_heldout: int = 2_000) -> None:

@@ -159,7 +159,6 @@ def model_predictors(model, params_sets: Sequence, diffusion_config, schedule, t
   return [bind(params) for params in params_sets]
 
 
-
 def format_table(errors: Dict[int, Dict[str, float]]) -> str:
   """Markdown: per t, the true caption's x0 error and each swap's error ratio (the columns of `errors`)."""
   fields = [f for f in next(iter(errors.values())) if f != "true"]

@@ -396,3 +396,18 @@ def test_attention_position_embedding_moves_only_the_queries_and_keys():
   att = np.einsum("bhls,bshd->blhd", weights, v).reshape(b, hgt * wid, c)
   expected = np.asarray(x) + (att @ p["proj_out"]["kernel"] + p["proj_out"]["bias"]).reshape(b, hgt, wid, c)
   np.testing.assert_allclose(np.asarray(out), expected, atol=1e-4)
+  # The U-Net's flag reaches every attention layer, each with a table for its own feature map.
+  fields = dict(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(4, 2),
+                num_head_channels=16, patch_size=2)
+  x8, t = jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,), jnp.int32)
+  for flag in (False, True):
+    abstract = jax.eval_shape(lambda: UNet(**fields, attention_position_embedding=flag).init(jax.random.PRNGKey(0), x8, t))
+    attention = {k: v for k, v in abstract["params"].items() if "attn" in k}
+    assert len(attention) == 7  # one per down level, the middle, two per up level
+    tables = {k: v["position_embedding"].shape for k, v in attention.items() if "position_embedding" in v}
+    if not flag:
+      assert tables == {}
+    else:
+      channels = {k: v["qkv"]["kernel"].shape[0] for k, v in attention.items()}
+      sides = {k: 4 if k.startswith(("down_0", "up_0")) else 2 for k in attention}
+      assert tables == {k: (sides[k] ** 2, 2, channels[k]) for k in attention}
