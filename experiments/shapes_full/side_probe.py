@@ -16,7 +16,10 @@ the token states (the U-Net's attention with its position table) or through the 
 MLP (its timestep-embedding path); optionally starting from a run's trained encoder. `image` regresses
 the whole 24 × 24 render (the layout's blur included) through a 6 × 6 grid of places with the U-Net's
 attention and position table, and scores whether each prediction is nearer its scene than the same
-scene with the objects' sides exchanged.
+scene with the objects' sides exchanged; its parts (`pooled`, `resblocks`, ...) add the U-Net's pieces back.
+`unet` fits the same target with the `:full` U-Net itself at t = 990 on an input of zeros or of noise,
+with parts changed or taken away (`one-level`, `nopool`, `noss`, ...): which of its pieces keeps the side
+from being learned.
 
 `supervised` asks whether the encoder could learn the side if it were told: a fresh encoder of the
 `:full` config, its pooled vector into a two-layer MLP, trained with Adam 1e-3 on batches of 64 of
@@ -25,11 +28,13 @@ scene with the objects' sides exchanged.
   PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py runs/full13 16000 [random]
   PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py supervised
   PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py places attention|pooled [runs/full16@16000]
-  PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py image 16|64
+  PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py image 16|64 [pooled resblocks coords ...]
+  PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py unet zeros|noise [one-level nopool ...] [steps=2000]
 """
 
 import dataclasses
 import sys
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,6 +43,7 @@ import numpy as np
 import optax
 
 from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
+from t2i_jax import models
 from t2i_jax.models import layers, unet
 from t2i_jax.models.text_encoder import GlideTextEncoder
 from t2i_jax.pipelines import text_to_image
@@ -156,16 +162,49 @@ class PlaceColours(nn.Module):
 class ImageFromCaption(nn.Module):
   """Caption tokens [B, L] -> a 24 × 24 image [B, 24, 24, 3]: a 6 × 6 grid of learned places, two attention
   layers with the U-Net's position table over them and the token states, each place decoding its 4 × 4
-  pixels. The U-Net's task at pure noise with nothing else in the way: no noisy input, no convolutions."""
+  pixels. The U-Net's task at pure noise with nothing else in the way: no noisy input, no convolutions.
+  The flags add the U-Net's parts back one at a time (`side_probe.py image 16 <part> ...`)."""
   text: dict
+  pooled: bool = False  # also add the pooled vector, projected, to every place (the U-Net's timestep-embedding path)
+  resblocks: bool = False  # an ADM ResBlock (embedding: the pooled vector) before each attention layer
+  coord_places: bool = False  # places from their coordinates through a Dense layer (the U-Net's CoordConv)
+  adm_output: bool = False  # decode as ADM's output: GroupNorm, SiLU, a zero-initialised 3 × 3 conv
+  depth: int = 2  # attention layers
 
   @nn.compact
   def __call__(self, tokens, mask):
-    states, _ = GlideTextEncoder(**self.text, name="text_encoder")(tokens, mask)
-    x = jnp.broadcast_to(self.param("places", nn.initializers.normal(1.0), (6, 6, 64))[None], (tokens.shape[0], 6, 6, 64))
-    for i in range(2):
+    states, pooled = GlideTextEncoder(**self.text, name="text_encoder")(tokens, mask)
+    if self.coord_places:
+      places = nn.Dense(64)(unet.pixel_coordinates(6, 6))
+    else:
+      places = self.param("places", nn.initializers.normal(1.0), (6, 6, 64))
+    x = jnp.broadcast_to(places[None], (tokens.shape[0], 6, 6, 64))
+    if self.pooled:
+      x = x + nn.Dense(64)(pooled)[:, None, None]
+    for i in range(self.depth):
+      if self.resblocks:
+        x = layers.ResBlock(64, name=f"res_{i}")(x, nn.Dense(256, name="emb")(pooled))
       x = layers.AttentionBlock(2, position_embedding=True, name=f"attention_{i}")(x, states)
-    return unet.depth_to_space(nn.Dense(4 * 4 * 3)(x), 4)
+    if self.adm_output:
+      out = layers.conv3x3(4 * 4 * 3, jnp.float32, zero=True)(nn.silu(layers.GroupNorm32()(x)))
+    else:
+      out = nn.Dense(4 * 4 * 3)(x)
+    return unet.depth_to_space(out, 4)
+
+
+class UNetFromCaption(nn.Module):
+  """Caption tokens [B, L] -> a 24 × 24 image [B, 24, 24, 3] through the `:full` U-Net itself at t = 990,
+  its mean channels read as the image: ImageFromCaption's task with the U-Net in the way. x_t is all zeros
+  ("zeros") or standard normal ("noise", what the U-Net sees at pure noise; a "noise" rng)."""
+  model: dict
+  x_t: str
+
+  @nn.compact
+  def __call__(self, tokens, mask):
+    net = models.build(self.model)
+    shape = (tokens.shape[0], net.image_size, net.image_size, net.in_channels)
+    x = jnp.zeros(shape) if self.x_t == "zeros" else jax.random.normal(self.make_rng("noise"), shape)
+    return net(x, jnp.full((tokens.shape[0],), 990, jnp.int32), tokens=tokens, token_mask=mask)[..., :3]
 
 
 def image_examples(num: int):
@@ -217,24 +256,27 @@ def fit_readout(net, texts, targets, loss, score, num_train: int, steps: int = 1
   cond = text_to_image.text_cond(texts, tokenizer_lib.load_tokenizer(config.data.tokenizer),
                                  config.data.context_length)
   tokens, mask, targets = jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]), jnp.asarray(targets)
-  params = net.init(jax.random.PRNGKey(0), tokens[:2], mask[:2])
+  # A "noise" rng for read-outs that draw x_t (UNetFromCaption); the others ignore it.
+  params = net.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, tokens[:2], mask[:2])
   if encoder is not None:
     params = {"params": dict(params["params"], text_encoder=encoder)}
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
 
   @jax.jit
-  def step(params, opt_state, idx):
-    grads = jax.grad(lambda p: loss(net.apply(p, tokens[idx], mask[idx]), targets[idx]))(params)
+  def step(params, opt_state, idx, key):
+    grads = jax.grad(lambda p: loss(net.apply(p, tokens[idx], mask[idx], rngs={"noise": key}), targets[idx]))(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  held_out = jax.jit(lambda p: score(net.apply(p, tokens[num_train:], mask[num_train:]), targets[num_train:]))
+  held_out = jax.jit(lambda p: score(net.apply(p, tokens[num_train:], mask[num_train:],
+                                               rngs={"noise": jax.random.PRNGKey(2)}), targets[num_train:]))
   rng = np.random.default_rng(0)
   for i in range(steps + 1):
     if i in (0, 100, 250, 500, 1000, 2000, 3000, steps):
       print(f"  step {i}: held-out {float(held_out(params)):.3f}")
-    params, opt_state = step(params, opt_state, jnp.asarray(rng.integers(0, num_train, batch_size)))
+    params, opt_state = step(params, opt_state, jnp.asarray(rng.integers(0, num_train, batch_size)),
+                             jax.random.PRNGKey(3 + i))
 
 
 def supervised(num_train: int = 10_000, num_heldout: int = 2_000) -> None:
@@ -264,23 +306,75 @@ def places(route: str, start: str = "", num_train: int = 10_000, num_heldout: in
               right_way_round, num_train, encoder=encoder)
 
 
-def image(batch_size: int, steps: int = 3000, num_train: int = 10_000, num_heldout: int = 2_000) -> None:
+class PlainBlock(nn.Module):
+  """layers.ResBlock's interface without its work: a 1 × 1 conv where the width changes, else the identity
+  (no norm, no convolution, no embedding). For the `plain` U-Net part below."""
+  out_channels: int
+  dropout: float = 0.0
+  use_scale_shift_norm: bool = True
+  up: bool = False
+  down: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb, deterministic: bool = True):
+    del emb, deterministic
+    return nn.Conv(self.out_channels, (1, 1))(x) if x.shape[-1] != self.out_channels else x
+
+
+# Changes to the :full U-Net for `side_probe.py unet zeros|noise <part> ...`; "text.<field>" is a text-encoder field.
+UNET_PARTS = {
+    "one-level": dict(patch_size=4, channel_mult=(1,), attention_resolutions=(6,)),  # one 6 × 6 level, 64 channels
+    "r0": dict(num_res_blocks=0),  # only the middle block's and the up path's ResBlocks
+    "nopool": {"text.pool": "none"},  # no pooled caption vector in the timestep embedding
+    "noss": dict(use_scale_shift_norm=False),  # the embedding added to the features, not scaling them (AdaGN)
+    "plain": {},  # every ResBlock a PlainBlock
+}
+IMAGE_PARTS = ("pooled", "resblocks", "coords", "adm-output", "deep")
+
+
+def image(batch_size: int, parts=(), x_t: str = "", steps: int = 3000, num_train: int = 10_000,
+          num_heldout: int = 2_000) -> None:
+  """Fits ImageFromCaption with `parts` (IMAGE_PARTS), or with x_t "zeros" / "noise" UNetFromCaption with
+  `parts` (UNET_PARTS), and prints the share of held-out captions drawn on the right sides."""
   texts, images = image_examples(num_train + num_heldout)
+  if x_t:
+    model = full_config().model.to_dict()
+    for part in parts:
+      for key, value in UNET_PARTS[part].items():
+        (model["text"] if key.startswith("text.") else model)[key.removeprefix("text.")] = value
+    if "plain" in parts:
+      layers.ResBlock = PlainBlock  # unet.py looks it up at call time; this process only runs this read-out
+    net = UNetFromCaption(model, x_t)
+  else:
+    unknown = set(parts) - set(IMAGE_PARTS)
+    if unknown:
+      raise ValueError(f"unknown ImageFromCaption parts {sorted(unknown)}; use {IMAGE_PARTS}.")
+    net = ImageFromCaption(full_text_config(), pooled="pooled" in parts, resblocks="resblocks" in parts,
+                           coord_places="coords" in parts, adm_output="adm-output" in parts,
+                           depth=4 if "deep" in parts else 2)
 
   def right_sides(pred, y):  # closer to the scene than to the scene with its objects' sides exchanged
     return jnp.mean(jnp.sum((pred - y[:, 0]) ** 2, (1, 2, 3)) < jnp.sum((pred - y[:, 1]) ** 2, (1, 2, 3)))
 
-  print(f"24 × 24 image regressed from the caption, batch {batch_size}; share of held-out captions whose "
-        "prediction is nearer the scene than the scene with the sides exchanged")
-  fit_readout(ImageFromCaption(full_text_config()), texts, images, lambda pred, y: jnp.mean((pred - y[:, 0]) ** 2),
+  print(f"24 × 24 image regressed from the caption by {type(net).__name__} {x_t} {' '.join(parts)}, batch "
+        f"{batch_size}, {steps} steps; share of held-out captions whose prediction is nearer the scene than the "
+        "scene with the sides exchanged")
+  fit_readout(net, texts, images, lambda pred, y: jnp.mean((pred - y[:, 0]) ** 2),
               right_sides, num_train, steps, batch_size=batch_size)
 
 
 if __name__ == "__main__":
   if sys.argv[1] == "supervised":
     supervised()
-  elif sys.argv[1] == "image":
-    image(int(sys.argv[2]))
+  elif sys.argv[1] in ("image", "unet"):
+    # image <batch> [part ...] | unet zeros|noise [part ...] [steps=N]
+    args = [a for a in sys.argv[3:] if not a.startswith("steps=")]
+    steps = int(next((a[6:] for a in sys.argv[3:] if a.startswith("steps=")), 3000))
+    if sys.argv[1] == "image":
+      image(int(sys.argv[2]), args, steps=steps)
+    else:
+      image(16, args, sys.argv[2], steps)
   elif sys.argv[1] == "places":
     places(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
   else:

@@ -46,7 +46,8 @@ class GlideTextEncoder(nn.Module):
   # The pooled vector added to the timestep embedding: "last" is GLIDE's (the final position's
   # state, padding when the caption is shorter than the context); "mean" averages the real
   # tokens' final states; "bow" sums their input embeddings over sqrt(count) (a bag of words, which
-  # tells captions apart from the first step on, before the transformer has learned anything).
+  # tells captions apart from the first step on, before the transformer has learned anything);
+  # "none" is zeros, so the caption reaches a U-Net through its attention layers only.
   pool: str = "last"
   # The std of the learned position table at init. Unit, like the tokens (see __call__); CLIP's 0.01
   # against unit tokens leaves the encoder a bag of words.
@@ -98,9 +99,11 @@ class GlideTextEncoder(nn.Module):
   def _pool(self, x, inputs, mask):
     if self.pool == "last":
       return x[:, -1]
+    if self.pool == "none":
+      return jnp.zeros_like(x[:, 0])
     if self.pool not in ("mean", "bow"):
       raise ValueError(f"pool={self.pool!r}; use 'last' (GLIDE), 'mean' (masked mean of the real tokens' "
-                       "states) or 'bow' (their input embeddings summed over sqrt(count)).")
+                       "states), 'bow' (their input embeddings summed over sqrt(count)) or 'none' (zeros).")
     weights = mask.astype(x.dtype)[..., None] if mask is not None else jnp.ones(x.shape[:2] + (1,), x.dtype)
     count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
     if self.pool == "mean":

@@ -264,9 +264,28 @@ def test_label_and_token_embeddings_start_at_unit_scale_and_mean_pooling_ignores
   p = variables["params"]
   inputs = p["token_embedding"]["embedding"][tokens[0, :3]] + p["positional_embedding"][:3]
   np.testing.assert_allclose(np.asarray(pooled[0]), np.asarray(inputs.sum(0) / np.sqrt(3)), rtol=1e-5, atol=1e-6)
+  # "none": no pooled vector (zeros); the caption reaches a U-Net only through its attention layers.
+  states_none, pooled = encoder.clone(pool="none").apply(variables, tokens, mask)
+  np.testing.assert_array_equal(np.asarray(states_none), np.asarray(states))
+  np.testing.assert_array_equal(np.asarray(pooled), np.zeros((1, 64)))
   with pytest.raises(ValueError, match="pool='max'"):
     GlideTextEncoder(vocab_size=50, context_length=6, width=64, layers=1, heads=2, pool="max").init(
         jax.random.PRNGKey(1), tokens, mask)
+
+
+@pytest.mark.parametrize("pool, caption_matters", [("mean", True), ("none", False)])
+def test_pool_none_leaves_the_caption_to_the_attention_layers(pool, caption_matters):
+  # With the tokens' keys/values zeroed the pooled vector is a text U-Net's only way to the caption: two
+  # captions give different outputs with "mean" and identical ones with "none".
+  from t2i_jax.eval.attribute_probe import without_token_keys_values
+
+  model = UNet(**dict(TINY, text=dict(TEXT, pool=pool)))
+  x, t = jnp.ones((2, 16, 16, 3)), jnp.full((2,), 500, jnp.int32)
+  cond = dict(tokens=jnp.array([[3, 4, 5, 0, 0, 0, 0, 0], [6, 7, 8, 9, 0, 0, 0, 0]]))
+  cond["token_mask"] = cond["tokens"] > 0
+  params = without_token_keys_values(random_params(model, jax.random.PRNGKey(0), x, t, **cond))
+  out = np.asarray(model.apply(params, x, t, **cond))
+  assert (np.abs(out[0] - out[1]).max() > 1e-3) == caption_matters, np.abs(out[0] - out[1]).max()
 
 
 def test_text_encoder_reads_word_order_from_its_first_step():
