@@ -181,9 +181,10 @@ class ImageFromCaption(nn.Module):
     x = jnp.broadcast_to(places[None], (tokens.shape[0], 6, 6, 64))
     if self.pooled:
       x = x + nn.Dense(64)(pooled)[:, None, None]
+    emb = nn.Dense(256, name="emb")(pooled) if self.resblocks else None
     for i in range(self.depth):
       if self.resblocks:
-        x = layers.ResBlock(64, name=f"res_{i}")(x, nn.Dense(256, name="emb")(pooled))
+        x = layers.ResBlock(64, name=f"res_{i}")(x, emb)
       x = layers.AttentionBlock(2, position_embedding=True, name=f"attention_{i}")(x, states)
     if self.adm_output:
       out = layers.conv3x3(4 * 4 * 3, jnp.float32, zero=True)(nn.silu(layers.GroupNorm32()(x)))
@@ -325,6 +326,10 @@ class PlainBlock(nn.Module):
 # Changes to the :full U-Net for `side_probe.py unet zeros|noise <part> ...`; "text.<field>" is a text-encoder field.
 UNET_PARTS = {
     "one-level": dict(patch_size=4, channel_mult=(1,), attention_resolutions=(6,)),  # one 6 × 6 level, 64 channels
+    "one-level-12": dict(channel_mult=(1,), attention_resolutions=(12,)),  # one 12 × 12 level, 64 channels
+    "two-levels": dict(channel_mult=(1, 2), attention_resolutions=(6,)),  # 12 × 12 and 6 × 6, no 3 × 3 level
+    "wide": dict(model_channels=128),
+    "attention-12": dict(attention_resolutions=(12, 6, 3)),  # attention on the 12 × 12 level as well
     "r0": dict(num_res_blocks=0),  # only the middle block's and the up path's ResBlocks
     "nopool": {"text.pool": "none"},  # no pooled caption vector in the timestep embedding
     "noss": dict(use_scale_shift_norm=False),  # the embedding added to the features, not scaling them (AdaGN)
