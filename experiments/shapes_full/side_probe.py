@@ -34,7 +34,6 @@ from being learned.
 
 import dataclasses
 import sys
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
 from t2i_jax import models
+from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
 from t2i_jax.models import layers, unet
 from t2i_jax.models.text_encoder import GlideTextEncoder
 from t2i_jax.pipelines import text_to_image
@@ -307,15 +306,9 @@ def places(route: str, start: str = "", num_train: int = 10_000, num_heldout: in
               right_way_round, num_train, encoder=encoder)
 
 
-class PlainBlock(nn.Module):
-  """layers.ResBlock's interface without its work: a 1 × 1 conv where the width changes, else the identity
+class PlainBlock(layers.ResBlock):
+  """layers.ResBlock's fields without its work: a 1 × 1 conv where the width changes, else the identity
   (no norm, no convolution, no embedding). For the `plain` U-Net part below."""
-  out_channels: int
-  dropout: float = 0.0
-  use_scale_shift_norm: bool = True
-  up: bool = False
-  down: bool = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb, deterministic: bool = True):
@@ -330,6 +323,8 @@ UNET_PARTS = {
     "two-levels": dict(channel_mult=(1, 2), attention_resolutions=(6,)),  # 12 × 12 and 6 × 6, no 3 × 3 level
     "wide": dict(model_channels=128),
     "attention-12": dict(attention_resolutions=(12, 6, 3)),  # attention on the 12 × 12 level as well
+    "attention-top": dict(attention_resolutions=(12,)),  # attention on the 12 × 12 level only (after two-levels)
+    "resample-no-conv": dict(conv_resample=False),  # 2 × 2 average pooling down, nearest-neighbour up
     "r0": dict(num_res_blocks=0),  # only the middle block's and the up path's ResBlocks
     "nopool": {"text.pool": "none"},  # no pooled caption vector in the timestep embedding
     "noss": dict(use_scale_shift_norm=False),  # the embedding added to the features, not scaling them (AdaGN)
@@ -343,7 +338,13 @@ def image(batch_size: int, parts=(), x_t: str = "", steps: int = 3000, num_train
   """Fits ImageFromCaption with `parts` (IMAGE_PARTS), or with x_t "zeros" / "noise" UNetFromCaption with
   `parts` (UNET_PARTS), and prints the share of held-out captions drawn on the right sides."""
   texts, images = image_examples(num_train + num_heldout)
+  known = UNET_PARTS if x_t else IMAGE_PARTS
+  unknown = sorted(set(parts) - set(known))
+  if unknown:
+    raise ValueError(f"unknown {'unet' if x_t else 'image'} parts {unknown}; use {sorted(known)}.")
   if x_t:
+    if x_t not in ("zeros", "noise"):
+      raise ValueError(f"x_t={x_t!r}; the U-Net read-out takes an input of 'zeros' or 'noise'.")
     model = full_config().model.to_dict()
     for part in parts:
       for key, value in UNET_PARTS[part].items():
@@ -352,9 +353,6 @@ def image(batch_size: int, parts=(), x_t: str = "", steps: int = 3000, num_train
       layers.ResBlock = PlainBlock  # unet.py looks it up at call time; this process only runs this read-out
     net = UNetFromCaption(model, x_t)
   else:
-    unknown = set(parts) - set(IMAGE_PARTS)
-    if unknown:
-      raise ValueError(f"unknown ImageFromCaption parts {sorted(unknown)}; use {IMAGE_PARTS}.")
     net = ImageFromCaption(full_text_config(), pooled="pooled" in parts, resblocks="resblocks" in parts,
                            coord_places="coords" in parts, adm_output="adm-output" in parts,
                            depth=4 if "deep" in parts else 2)
