@@ -337,7 +337,6 @@ def image(batch_size: int, parts=(), x_t: str = "", steps: int = 3000, num_train
           num_heldout: int = 2_000) -> None:
   """Fits ImageFromCaption with `parts` (IMAGE_PARTS), or with x_t "zeros" / "noise" UNetFromCaption with
   `parts` (UNET_PARTS), and prints the share of held-out captions drawn on the right sides."""
-  texts, images = image_examples(num_train + num_heldout)
   known = UNET_PARTS if x_t else IMAGE_PARTS
   unknown = sorted(set(parts) - set(known))
   if unknown:
@@ -357,6 +356,8 @@ def image(batch_size: int, parts=(), x_t: str = "", steps: int = 3000, num_train
                            coord_places="coords" in parts, adm_output="adm-output" in parts,
                            depth=4 if "deep" in parts else 2)
 
+  texts, images = image_examples(num_train + num_heldout)  # after the checks: 12,000 renders take a while
+
   def right_sides(pred, y):  # closer to the scene than to the scene with its objects' sides exchanged
     return jnp.mean(jnp.sum((pred - y[:, 0]) ** 2, (1, 2, 3)) < jnp.sum((pred - y[:, 1]) ** 2, (1, 2, 3)))
 
@@ -373,7 +374,7 @@ if __name__ == "__main__":
   elif sys.argv[1] in ("image", "unet"):
     # image <batch> [part ...] | unet zeros|noise [part ...] [steps=N]
     args = [a for a in sys.argv[3:] if not a.startswith("steps=")]
-    steps = int(next((a[6:] for a in sys.argv[3:] if a.startswith("steps=")), 3000))
+    steps = int(next((a.removeprefix("steps=") for a in sys.argv[3:] if a.startswith("steps=")), 3000))
     if sys.argv[1] == "image":
       image(int(sys.argv[2]), args, steps=steps)
     else:
