@@ -33,8 +33,8 @@ def get_config(arg=None):
   config.model = ml_collections.ConfigDict(dict(
       name="unet", image_size=24, in_channels=3, out_channels=3, learn_sigma=True, model_channels=64,
       num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(6, 3), num_head_channels=32,
-      dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, patch_size=2, coord_channels=True,
-      attention_position_embedding=False,
+      dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, conv_resample=True, patch_size=2,
+      coord_channels=True, attention_position_embedding=False,
       text=dict(vocab_size=64, context_length=20, width=128, layers=2, heads=4, final_ln=True,
                 padding_embedding=True, pool="bow", position_init_std=0.01, pool_dropout=0.0),
       dtype="float32", remat=False,
