@@ -25,7 +25,8 @@ def diffusion(**overrides) -> ml_collections.ConfigDict:
   """The diffusion section: the improved-diffusion hybrid-loss setup unless overridden."""
   return ml_collections.ConfigDict(dict(dict(
       schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range", loss_type="rescaled_mse",
-      timestep_sampler="uniform", logit_mean=0.0, logit_std=1.0, logit_uniform_fraction=0.0, min_snr_gamma=_FLOAT(),
+      timestep_sampler="uniform", logit_mean=0.0, logit_std=1.0, logit_uniform_fraction=0.0,
+      logit_tail_fraction=0.0, logit_tail_mean=4.0, logit_tail_std=0.3, min_snr_gamma=_FLOAT(),
       p_uncond=0.0), **overrides))
 
 

@@ -68,7 +68,7 @@ def sample_uniform(key: jax.Array, batch_size: int, num_timesteps: int):
 
 
 def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mean=0.0, std=1.0,
-                        uniform_fraction=0.0):
+                        uniform_fraction=0.0, tail_fraction=0.0, tail_mean=4.0, tail_std=0.3):
   """Draws timesteps whose fraction t/T is logit-normal: sigmoid(N(mean, std²)) (Esser et al., 2024).
 
   Unlike the other samplers this one *reweights the objective* (weights are 1):
@@ -76,7 +76,13 @@ def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mea
   often than the nearly clean and the nearly pure-noise ends. mean > 0 shifts
   the mass toward noisier steps. A narrow std starves both ends, so
   `uniform_fraction` of the draws (in expectation) can come from the uniform
-  distribution instead: p(t) = (1 − u)·logit-normal + u/T.
+  distribution instead: p(t) = (1 − u)·logit-normal + u/T. A second, "tail"
+  logit-normal component of weight h trains a band of noise levels on its own:
+  p(t) = (1 − u − h)·logit-normal(mean, std) + u/T + h·logit-normal(tail_mean, tail_std).
+  Its defaults, sigmoid(N(4, 0.3²)), put t/T in [0.96, 0.99]: x_t is nearly pure
+  noise and the x0 target is the caption's mean image, where the layout a caption
+  names (which object goes on which side) has to come from the caption alone and
+  a narrow main component trains almost never (experiments/shapes_full, attempt 18).
 
   Args:
     key: a PRNG key.
@@ -85,25 +91,44 @@ def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mea
     mean, std: the normal distribution of logit(t/T); std > 0.
     uniform_fraction: u in [0, 1], the weight of the uniform component (0: none,
       and the draws are those of the pure logit-normal sampler on the same key).
+    tail_fraction: h in [0, 1 − u], the weight of the tail component (0: none, and
+      the draws are those of the two-component sampler on the same key).
+    tail_mean, tail_std: the normal distribution of logit(t/T) in the tail; tail_std > 0.
 
   Returns:
     (t, weights): int32 [B] indices in 0..T-1 and float32 [B] ones.
   """
   batch_size = _check_positive_int("batch_size", batch_size)
   num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
-  std_value = checks.concrete_or_none(std)
-  if std_value is not None and not float(std_value) > 0:
-    raise ValueError(f"the logit-normal timestep sampler needs std > 0, got {std!r} (Esser et al. use 1.0).")
+  for name, value in (("std", std), ("tail_std", tail_std)):
+    concrete = checks.concrete_or_none(value)
+    if concrete is not None and not float(concrete) > 0:
+      raise ValueError(f"the logit-normal timestep sampler needs {name} > 0, got {value!r} (Esser et al. use std 1.0).")
   u_value = checks.concrete_or_none(uniform_fraction)
   if u_value is not None and not 0.0 <= float(u_value) <= 1.0:
     raise ValueError(f"uniform_fraction must lie in [0, 1], got {uniform_fraction!r} (0 turns the mixture off).")
-  mixed = u_value is None or float(u_value) > 0
+  h_value = checks.concrete_or_none(tail_fraction)
+  if h_value is not None and not 0.0 <= float(h_value) <= 1.0 - float(u_value if u_value is not None else 0.0):
+    raise ValueError(f"tail_fraction must lie in [0, 1 − uniform_fraction], got {tail_fraction!r} with "
+                     f"uniform_fraction={uniform_fraction!r} (0 turns the tail off).")
+  with_tail = h_value is None or float(h_value) > 0
+  mixed = u_value is None or float(u_value) > 0 or with_tail
   normal_key, uniform_key, choice_key = jax.random.split(key, 3) if mixed else (key, None, None)
-  fraction = jax.nn.sigmoid(mean + std * jax.random.normal(normal_key, (batch_size,), jnp.float32))
-  t = jnp.clip(jnp.floor(fraction * num_timesteps), 0, num_timesteps - 1).astype(jnp.int32)
+
+  def draw(key, mean, std):
+    fraction = jax.nn.sigmoid(mean + std * jax.random.normal(key, (batch_size,), jnp.float32))
+    return jnp.clip(jnp.floor(fraction * num_timesteps), 0, num_timesteps - 1).astype(jnp.int32)
+
+  t = draw(normal_key, mean, std)
   if mixed:
+    # One uniform number picks each draw's component: [0, u) uniform, [u, u + h) tail, the rest the
+    # main one; with h = 0 the draws are the two-component sampler's on the same key.
+    choice = jax.random.uniform(choice_key, (batch_size,))
     uniform_t = jax.random.randint(uniform_key, (batch_size,), 0, num_timesteps)
-    t = jnp.where(jax.random.uniform(choice_key, (batch_size,)) < uniform_fraction, uniform_t, t)
+    if with_tail:
+      tail_t = draw(jax.random.fold_in(key, 3), tail_mean, tail_std)
+      t = jnp.where((choice >= uniform_fraction) & (choice < uniform_fraction + tail_fraction), tail_t, t)
+    t = jnp.where(choice < uniform_fraction, uniform_t, t)
   return t, jnp.ones((batch_size,), dtype=jnp.float32)
 
 
@@ -283,6 +308,9 @@ def sample_timesteps(
     logit_mean=0.0,
     logit_std=1.0,
     logit_uniform_fraction=0.0,
+    logit_tail_fraction=0.0,
+    logit_tail_mean=4.0,
+    logit_tail_std=0.3,
 ):
   """Draws (t int32 [B], weights float32 [B]) with the sampler named by a config.
 
@@ -295,12 +323,14 @@ def sample_timesteps(
     uniform_prob: u for "loss-second-moment", see `loss_aware_probs`.
     logit_mean, logit_std: the distribution of logit(t/T) for "logit-normal".
     logit_uniform_fraction: the weight of its uniform component, see `sample_logit_normal`.
+    logit_tail_fraction, logit_tail_mean, logit_tail_std: its tail component, see `sample_logit_normal`.
   """
   checks.check_choice("timestep sampler name", name, SAMPLER_NAMES)
   if name == "uniform":
     return sample_uniform(key, batch_size, num_timesteps)
   if name == "logit-normal":
-    return sample_logit_normal(key, batch_size, num_timesteps, logit_mean, logit_std, logit_uniform_fraction)
+    return sample_logit_normal(key, batch_size, num_timesteps, logit_mean, logit_std, logit_uniform_fraction,
+                               logit_tail_fraction, logit_tail_mean, logit_tail_std)
   if state is None:
     raise ValueError(
         "sample_timesteps('loss-second-moment', ...) needs state=LossHistoryState; create one with "

@@ -28,10 +28,11 @@ def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
 def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_timesteps: int, loss_history=None):
   """(t int32 [B], weights float32 [B]) from the diffusion section's timestep_sampler (and its parameters).
 
-  A section without logit_mean / logit_std / logit_uniform_fraction (an older config.json) gets the
-  sampler's own defaults.
+  A section without logit_mean / logit_std / logit_uniform_fraction / logit_tail_* (an older config.json)
+  gets the sampler's own defaults.
   """
-  params = {k: config[k] for k in ("logit_mean", "logit_std", "logit_uniform_fraction") if k in config}
+  params = {k: config[k] for k in ("logit_mean", "logit_std", "logit_uniform_fraction", "logit_tail_fraction",
+                                   "logit_tail_mean", "logit_tail_std") if k in config}
   return timestep_sampling.sample_timesteps(
       config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history, **params)
 
@@ -41,7 +42,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
 
   config (the diffusion section): mean_type, var_type, loss_type, timestep_sampler
   ("uniform" | "loss-second-moment" | "logit-normal", with logit_mean,
-  logit_std and logit_uniform_fraction for the last), min_snr_gamma (None or γ), p_uncond (the
+  logit_std, logit_uniform_fraction and logit_tail_* for the last), min_snr_gamma (None or γ), p_uncond (the
   probability of dropping the condition, for classifier-free guidance).
   """
   null = model.null_condition() if config.p_uncond > 0 else {}

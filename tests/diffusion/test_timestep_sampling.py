@@ -57,16 +57,23 @@ def test_uniform_covers_range_with_unit_weights():
   np.testing.assert_allclose(counts, B / T, atol=6 * np.sqrt(B * (1 / T) * (1 - 1 / T)))
 
 
-@pytest.mark.parametrize("mean, std, u", [(0.0, 1.0, 0.0), (0.8, 0.6, 0.0), (0.0, 0.5, 0.3)])
-def test_logit_normal_matches_its_distribution(mean, std, u):
-  # P(t = k) = (1 − u)·[Φ((logit((k+1)/T) − m)/s) − Φ((logit(k/T) − m)/s)] + u/T: the bins of
-  # sigmoid(N(m, s²)), mixed with the uniform distribution.
-  t, w = ts.sample_logit_normal(jax.random.key(1), B, T, mean, std, u)
+def _normal_cdf(z):
+  return np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])
+
+
+@pytest.mark.parametrize("mean, std, u, h", [(0.0, 1.0, 0.0, 0.0), (0.8, 0.6, 0.0, 0.0), (0.0, 0.5, 0.3, 0.0),
+                                             (0.0, 0.5, 0.3, 0.25), (0.0, 0.5, 0.0, 0.5)])
+def test_logit_normal_matches_its_distribution(mean, std, u, h):
+  # P(t = k) = (1 − u − h)·[Φ((logit((k+1)/T) − m)/s) − Φ((logit(k/T) − m)/s)] + u/T + h·(the same
+  # with the tail's m = 1.5, s = 0.4): the bins of sigmoid(N(m, s²)), mixed with the uniform
+  # distribution and the tail.
+  t, w = ts.sample_logit_normal(jax.random.key(1), B, T, mean, std, u, h, tail_mean=1.5, tail_std=0.4)
   assert t.dtype == jnp.int32 and np.all(np.asarray(w) == 1.0)
   edges = np.arange(T + 1) / T
   with np.errstate(divide="ignore"):
-    z = (np.log(edges) - np.log1p(-edges) - mean) / std
-  cdf = (1 - u) * np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z]) + u * edges
+    logits = np.log(edges) - np.log1p(-edges)
+  cdf = ((1 - u - h) * _normal_cdf((logits - mean) / std) + u * edges
+         + h * _normal_cdf((logits - 1.5) / 0.4))
   expected = B * np.diff(cdf)
   counts = np.bincount(np.asarray(t), minlength=T)
   assert counts.size == T
@@ -74,9 +81,13 @@ def test_logit_normal_matches_its_distribution(mean, std, u):
   assert np.all(np.abs(counts - expected) <= 6 * np.sqrt(expected) + 1), (counts, expected.round())
   middle = counts[T // 4: 3 * T // 4].sum() / B
   assert middle == pytest.approx(cdf[3 * T // 4] - cdf[T // 4], abs=0.03)
-  if mean == 0.0:
+  if mean == 0.0 and h == 0.0:
     # Centred, the middle half of the range gets far more than half the draws (uniform: 50%).
     assert middle > 0.7
+  if h > 0:
+    # sigmoid(N(1.5, 0.4²)) > 0.75 for 90% of the tail's draws; the main component puts ~1% there.
+    assert np.mean(np.asarray(t) >= 3 * T // 4) == pytest.approx(1 - cdf[3 * T // 4], abs=0.03)
+    assert np.mean(np.asarray(t) >= 3 * T // 4) > 0.85 * h
   if u > 0:
     # The uniform part alone reaches the ends: sigmoid(N(0, 0.5²)) puts ~3e-8 of its draws in the last
     # bin (logit(15/16) = 5.4 std), the mixture u/T = 1.9%.
@@ -315,6 +326,15 @@ def test_sample_timesteps_by_name():
   mixed = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7, logit_uniform_fraction=0.2)[0]
   np.testing.assert_array_equal(mixed, ts.sample_logit_normal(key, B, T, 0.5, 0.7, 0.2)[0])
   assert not np.array_equal(mixed, t)
+  # The tail's weight reaches the sampler; at weight 0 the draws are the two-component sampler's.
+  tailed = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7, logit_uniform_fraction=0.2,
+                               logit_tail_fraction=0.3, logit_tail_mean=3.0, logit_tail_std=0.2)[0]
+  np.testing.assert_array_equal(tailed, ts.sample_logit_normal(key, B, T, 0.5, 0.7, 0.2, 0.3, 3.0, 0.2)[0])
+  np.testing.assert_array_equal(mixed, ts.sample_logit_normal(key, B, T, 0.5, 0.7, 0.2, 0.0)[0])
+  # Only the tail's share of the draws moves, each to sigmoid(3 ± 4·0.2) ∈ [0.90, 0.98].
+  moved = np.asarray(tailed) != np.asarray(mixed)
+  assert np.mean(moved) == pytest.approx(0.3, abs=0.05)
+  assert np.all((np.asarray(tailed)[moved] >= int(0.9 * T)) & (np.asarray(tailed)[moved] < T))
 
 
 def test_bad_name_and_missing_state_raise():
@@ -348,6 +368,10 @@ def test_bad_name_and_missing_state_raise():
         (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, std=0.0), "logit-normal timestep sampler needs std > 0"),
         (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, uniform_fraction=1.5),
          r"uniform_fraction must lie in \[0, 1\], got 1.5"),
+        (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, tail_std=-0.1),
+         "logit-normal timestep sampler needs tail_std > 0, got -0.1"),
+        (lambda: ts.sample_logit_normal(jax.random.key(0), 4, 10, uniform_fraction=0.3, tail_fraction=0.8),
+         r"tail_fraction must lie in \[0, 1 − uniform_fraction\], got 0.8 with uniform_fraction=0.3"),
     ],
 )
 def test_bad_inputs_raise(call, message):

@@ -174,6 +174,12 @@ def test_training_timesteps_follow_the_configured_sampler():
   mixed = _diffusion_config(timestep_sampler="logit-normal", logit_mean=1.5, logit_std=0.3, logit_uniform_fraction=0.5)
   np.testing.assert_array_equal(diffusion_loss.sample_training_timesteps(mixed, key, 64, 100)[0],
                                 timestep_sampling.sample_logit_normal(key, 64, 100, 1.5, 0.3, 0.5)[0])
+  tailed = _diffusion_config(timestep_sampler="logit-normal", logit_mean=1.5, logit_std=0.3, logit_uniform_fraction=0.2,
+                             logit_tail_fraction=0.4, logit_tail_mean=-2.0, logit_tail_std=0.5)
+  tailed_t = np.asarray(diffusion_loss.sample_training_timesteps(tailed, key, 64, 100)[0])
+  np.testing.assert_array_equal(tailed_t, timestep_sampling.sample_logit_normal(key, 64, 100, 1.5, 0.3, 0.2, 0.4,
+                                                                                 -2.0, 0.5)[0])
+  assert np.mean(tailed_t < 30) > 0.2  # the tail's sigmoid(N(−2, 0.5²)) < 0.3; the main component never is
   # sigmoid(1.5 ± 3·0.3) lies in [0.65, 0.92]: every draw is a noisy step, unlike the uniform ones.
   assert draws["logit-normal"].min() >= 65 and draws["logit-normal"].max() <= 92
   assert draws["uniform"].min() < 65
