@@ -115,8 +115,8 @@ def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mea
   mixed = u_value is None or float(u_value) > 0 or with_tail
   normal_key, uniform_key, choice_key = jax.random.split(key, 3) if mixed else (key, None, None)
 
-  def draw(key, mean, std):
-    fraction = jax.nn.sigmoid(mean + std * jax.random.normal(key, (batch_size,), jnp.float32))
+  def draw(component_key, loc, scale):  # t with t/T = sigmoid(N(loc, scale²)), binned
+    fraction = jax.nn.sigmoid(loc + scale * jax.random.normal(component_key, (batch_size,), jnp.float32))
     return jnp.clip(jnp.floor(fraction * num_timesteps), 0, num_timesteps - 1).astype(jnp.int32)
 
   t = draw(normal_key, mean, std)
