@@ -36,6 +36,13 @@ from t2i_jax.diffusion import checks
 SAMPLER_NAMES = ("uniform", "loss-second-moment", "logit-normal")
 DEFAULT_HISTORY_PER_TERM = 10
 DEFAULT_UNIFORM_PROB = 0.001
+# The tail component's default: t/T = sigmoid(N(4, 0.3²)) ∈ [0.96, 0.99], the nearly-pure-noise levels.
+DEFAULT_TAIL_MEAN = 4.0
+DEFAULT_TAIL_STD = 0.3
+# The logit-normal sampler's parameters as `sample_timesteps` takes them, which is also their name in a
+# config's diffusion section (train.diffusion_loss reads them, train.config_keys accepts them).
+LOGIT_NORMAL_KEYS = ("logit_mean", "logit_std", "logit_uniform_fraction", "logit_tail_fraction", "logit_tail_mean",
+                     "logit_tail_std")
 
 
 def _check_positive_int(arg_name: str, value) -> int:
@@ -68,7 +75,8 @@ def sample_uniform(key: jax.Array, batch_size: int, num_timesteps: int):
 
 
 def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mean=0.0, std=1.0,
-                        uniform_fraction=0.0, tail_fraction=0.0, tail_mean=4.0, tail_std=0.3):
+                        uniform_fraction=0.0, tail_fraction=0.0, tail_mean=DEFAULT_TAIL_MEAN,
+                        tail_std=DEFAULT_TAIL_STD):
   """Draws timesteps whose fraction t/T is logit-normal: sigmoid(N(mean, std²)) (Esser et al., 2024).
 
   Unlike the other samplers this one *reweights the objective* (weights are 1):
@@ -309,8 +317,8 @@ def sample_timesteps(
     logit_std=1.0,
     logit_uniform_fraction=0.0,
     logit_tail_fraction=0.0,
-    logit_tail_mean=4.0,
-    logit_tail_std=0.3,
+    logit_tail_mean=DEFAULT_TAIL_MEAN,
+    logit_tail_std=DEFAULT_TAIL_STD,
 ):
   """Draws (t int32 [B], weights float32 [B]) with the sampler named by a config.
 

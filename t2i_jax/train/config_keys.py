@@ -6,12 +6,13 @@ other sections against the sets below (what loop, tasks, state and the samplers 
 
 import difflib
 
+from t2i_jax.diffusion import timestep_sampling
+
 SECTIONS = {
     "data": {"name", "image_size", "data_dir", "seed", "num_train", "random_crop", "random_flip", "tokenizer",
              "context_length", "label_key", "pair_fraction"},
     "diffusion": {"schedule", "num_timesteps", "mean_type", "var_type", "loss_type", "timestep_sampler",
-                  "logit_mean", "logit_std", "logit_uniform_fraction", "logit_tail_fraction", "logit_tail_mean",
-                  "logit_tail_std", "min_snr_gamma", "p_uncond"},
+                  "min_snr_gamma", "p_uncond", *timestep_sampling.LOGIT_NORMAL_KEYS},
     "optim": {"lr", "warmup_steps", "schedule", "total_steps", "cooldown_steps", "weight_decay", "b1", "b2",
               "grad_clip"},
     "train": {"batch_size", "num_steps", "log_every", "checkpoint_every", "max_to_keep", "ema_rate", "ema_warmup",

@@ -31,8 +31,7 @@ def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_times
   A section without logit_mean / logit_std / logit_uniform_fraction / logit_tail_* (an older config.json)
   gets the sampler's own defaults.
   """
-  params = {k: config[k] for k in ("logit_mean", "logit_std", "logit_uniform_fraction", "logit_tail_fraction",
-                                   "logit_tail_mean", "logit_tail_std") if k in config}
+  params = {k: config[k] for k in timestep_sampling.LOGIT_NORMAL_KEYS if k in config}
   return timestep_sampling.sample_timesteps(
       config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history, **params)
 

@@ -1,5 +1,6 @@
 """Tests for uniform and loss-aware (Improved DDPM) timestep sampling."""
 
+import inspect
 import math
 
 import flax.serialization
@@ -326,6 +327,10 @@ def test_sample_timesteps_by_name():
   mixed = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7, logit_uniform_fraction=0.2)[0]
   np.testing.assert_array_equal(mixed, ts.sample_logit_normal(key, B, T, 0.5, 0.7, 0.2)[0])
   assert not np.array_equal(mixed, t)
+  # The config's names for the logit-normal parameters are sample_timesteps' keywords (diffusion_loss passes
+  # them through by name).
+  keywords = inspect.signature(ts.sample_timesteps).parameters
+  assert all(keywords[k].kind == inspect.Parameter.KEYWORD_ONLY for k in ts.LOGIT_NORMAL_KEYS)
   # The tail's weight reaches the sampler; at weight 0 the draws are the two-component sampler's.
   tailed = ts.sample_timesteps("logit-normal", key, B, T, logit_mean=0.5, logit_std=0.7, logit_uniform_fraction=0.2,
                                logit_tail_fraction=0.3, logit_tail_mean=3.0, logit_tail_std=0.2)[0]
