@@ -236,11 +236,21 @@ def place_colour_examples(num: int):
   return texts, np.asarray(targets, np.float32)
 
 
+# Attempt 15's `:full` (until commit 992a702), on which every read-out here was measured: the current `:full`
+# takes these away (attempt 20), and the read-outs' baseline and parts ("nopool", "noss", ...) assume them.
+ATTEMPT15_MODEL = dict(conv_resample=True, use_scale_shift_norm=True)
+ATTEMPT15_TEXT = dict(pool="mean", pool_dropout=0.5)
+
+
 def full_config():
-  """configs/shapes_default.py:full, whose tokenizer, context and text encoder every read-out uses."""
+  """Attempt 15's configs/shapes_default.py:full, whose tokenizer, context, text encoder and U-Net every
+  read-out uses."""
   from configs import shapes_default  # pylint: disable=g-import-not-at-top
 
-  return shapes_default.get_config("full")
+  config = shapes_default.get_config("full")
+  config.model.update(ATTEMPT15_MODEL)
+  config.model.text.update(ATTEMPT15_TEXT)
+  return config
 
 
 def full_text_config() -> dict:
