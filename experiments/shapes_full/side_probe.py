@@ -17,12 +17,12 @@ MLP (its timestep-embedding path); optionally starting from a run's trained enco
 the whole 24 × 24 render (the layout's blur included) through a 6 × 6 grid of places with the U-Net's
 attention and position table, and scores whether each prediction is nearer its scene than the same
 scene with the objects' sides exchanged; its parts (`pooled`, `resblocks`, ...) add the U-Net's pieces back.
-`unet` fits the same target with the `:full` U-Net itself at t = 990 on an input of zeros or of noise,
+`unet` fits the same target with attempt 15's `:full` U-Net itself at t = 990 on an input of zeros or of noise,
 with parts changed or taken away (`one-level`, `nopool`, `noss`, ...): which of its pieces keeps the side
 from being learned.
 
-`supervised` asks whether the encoder could learn the side if it were told: a fresh encoder of the
-`:full` config, its pooled vector into a two-layer MLP, trained with Adam 1e-3 on batches of 64 of
+`supervised` asks whether the encoder could learn the side if it were told: a fresh encoder of attempt
+15's `:full` config, its pooled vector into a two-layer MLP, trained with Adam 1e-3 on batches of 64 of
 10,000 captions to predict the label, and scored on 2,000 others.
 
   PYTHONPATH=. .venv/bin/python experiments/shapes_full/side_probe.py runs/full13 16000 [random]
@@ -193,7 +193,7 @@ class ImageFromCaption(nn.Module):
 
 
 class UNetFromCaption(nn.Module):
-  """Caption tokens [B, L] -> a 24 × 24 image [B, 24, 24, 3] through the `:full` U-Net itself at t = 990,
+  """Caption tokens [B, L] -> a 24 × 24 image [B, 24, 24, 3] through attempt 15's `:full` U-Net at t = 990,
   its mean channels read as the image: ImageFromCaption's task with the U-Net in the way. x_t is all zeros
   ("zeros") or standard normal ("noise", what the U-Net sees at pure noise; a "noise" rng)."""
   model: dict

@@ -37,7 +37,10 @@ def _check_samples(paths, num, size):
   assert os.path.getsize(paths["grid"]) > 100
 
 
-@pytest.mark.parametrize("spec", ["iddpm_cifar10:runlocal", "glide_base64:runlocal", "glide_upsample256:runlocal"])
+# shapes_default:full,runlocal: the :full variant's own pieces (no AdaGN or pooled caption, the attention's
+# position table, the timestep tail) through the loop at runlocal's size; the plain default is test_loop's.
+@pytest.mark.parametrize("spec", ["iddpm_cifar10:runlocal", "glide_base64:runlocal", "glide_upsample256:runlocal",
+                                  "shapes_default:full,runlocal"])
 def test_runlocal_unet_trains_and_samples(spec, tmp_path):
   config, _ = _train(spec, tmp_path)
   paths = sample_workdir.sample_to_files(config, str(tmp_path))
