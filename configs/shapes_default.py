@@ -13,7 +13,7 @@ attention, a U-Net without resampling convs or AdaGN and a quarter of its timest
 Everything is generated locally; nothing is downloaded.
 
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
-  python -m t2i_jax.main --config=configs/shapes_default.py:full --workdir=runs/shapes_full  # ~52 min
+  python -m t2i_jax.main --config=configs/shapes_default.py:full --workdir=runs/shapes_full  # ~53 min
   python -m t2i_jax.main --config=configs/shapes_default.py:runlocal --workdir=/tmp/shapes_runlocal
 """
 
@@ -86,16 +86,17 @@ def get_config(arg=None):
       settings=("dpm++2m:20:3", "dpm++2m:20:1"),
   ))
   if "full" in flags:
-    # experiments/shapes_full: 6× longer (~52 min) and a U-Net that places two objects by the caption.
+    # experiments/shapes_full: 6× longer (~53 min) and a U-Net that places two objects by the caption.
     # The default's bag of words and its 0.01 positions make the encoder blind to word order (attempt 11:
     # "a red circle left of a blue square" read exactly as "a blue circle left of a red square"); unit
     # positions fix that (attempt 12). Three quarters of the training scenes with two objects make the
     # tokens' keys/values carry colour and shape to each object (attempt 13), and a learned position table
     # on the attention queries and keys lets words meet places (attempt 15: caption 96.0%, binding 36%).
     # Which object goes on which side of the relation stayed a coin toss until two more changes: the
-    # levels joined without resampling convs and no AdaGN or pooled caption vector (a one-level read-out
-    # learns the side only so, attempts 16–17), and a quarter of the timesteps at nearly pure noise
-    # (t/T ∈ [0.96, 0.99]), the only levels where the caption alone must place the objects (attempt 18).
+    # levels joined without resampling convs and no AdaGN or pooled caption vector (only then does the U-Net,
+    # fitted as a caption-to-image read-out, learn the side; attempts 16–17), and a quarter of the timesteps
+    # at nearly pure noise (t/T ∈ [0.96, 0.99]), the only levels where the caption alone must place the
+    # objects (attempt 18).
     # Taken from the uniform draws (attempt 19), with 19,200 steps (attempt 20): binding 57%, 95% and 29%
     # on training seeds 0, 1 and 2 (sides right in 69%, 100% and 42% of drawn pairs: seed 2 had not learned
     # the relation by the last step), held-out caption 95.0%, 100% and 92.5%.
