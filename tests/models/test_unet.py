@@ -288,6 +288,23 @@ def test_pool_none_leaves_the_caption_to_the_attention_layers(pool, caption_matt
   assert (np.abs(out[0] - out[1]).max() > 1e-3) == caption_matters, np.abs(out[0] - out[1]).max()
 
 
+@pytest.mark.parametrize("pool, dropout_matters", [("mean", True), ("none", False)])
+def test_pool_dropout_acts_only_on_a_pooled_vector(pool, dropout_matters):
+  # In training mode pool_dropout zeroes the pooled vector of some examples: it changes a "mean" U-Net's
+  # output and leaves a "none" U-Net's (its pooled vector is already zero, and the U-Net draws no other
+  # "dropout" rng at dropout 0), which is why shapes :full could drop pool_dropout=0.5 with pool="none".
+  x, t = jnp.ones((4, 16, 16, 3)), jnp.full((4,), 500, jnp.int32)
+  cond = dict(tokens=jnp.array([[3, 4, 5, 0, 0, 0, 0, 0], [6, 7, 8, 9, 0, 0, 0, 0]] * 2))
+  cond["token_mask"] = cond["tokens"] > 0
+  outs = []
+  for pool_dropout in (0.0, 0.5):
+    model = UNet(**dict(TINY, text=dict(TEXT, pool=pool, pool_dropout=pool_dropout)))
+    params = random_params(model, jax.random.PRNGKey(0), x, t, **cond)
+    outs.append(np.asarray(model.apply(params, x, t, **cond, deterministic=False,
+                                       rngs={"dropout": jax.random.PRNGKey(1)})))
+  assert (np.abs(outs[0] - outs[1]).max() > 1e-4) == dropout_matters, np.abs(outs[0] - outs[1]).max()
+
+
 def test_text_encoder_reads_word_order_from_its_first_step():
   # "a red circle left of a blue square" and "a blue circle left of a red square" hold the same words;
   # only positions tell them apart. Positions start at the tokens' unit scale: at init the encoder's
