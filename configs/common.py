@@ -26,7 +26,8 @@ def diffusion(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(dict(
       schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range", loss_type="rescaled_mse",
       timestep_sampler="uniform", logit_mean=0.0, logit_std=1.0, logit_uniform_fraction=0.0,
-      logit_tail_fraction=0.0, logit_tail_mean=4.0, logit_tail_std=0.3, min_snr_gamma=_FLOAT(),
+      logit_tail_fraction=0.0, logit_tail_mean=4.0, logit_tail_std=0.3, early_tail_fraction=0.0, early_tail_steps=0,
+      min_snr_gamma=_FLOAT(),
       p_uncond=0.0), **overrides))
 
 

@@ -16,15 +16,15 @@ from t2i_jax.diffusion.schedules import Schedule
 
 
 def make_loss_fn(model, schedule: Schedule) -> Callable:
-  """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux): softmax cross-entropy on x_t.
+  """Builds loss_fn(params, batch, rng, loss_history=None, step=None) -> (loss, aux): softmax cross-entropy on x_t.
 
   aux["metrics"]: loss, accuracy (top-1) and loss_q0..loss_q3, the loss of the
   examples whose t falls in each quarter of [0, T) (guided-diffusion logs the
   same split: accuracy drops as t approaches T, where x_t holds little signal).
   """
 
-  def loss_fn(params, batch, rng, loss_history=None):
-    del loss_history  # the classifier always samples t uniformly
+  def loss_fn(params, batch, rng, loss_history=None, step=None):
+    del loss_history, step  # the classifier always samples t uniformly
     x0 = batch["image"].astype(jnp.float32)
     labels = batch["cond"]["y"]
     t_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)

@@ -17,7 +17,7 @@ from t2i_jax.models import clip
 
 
 def make_loss_fn(model, schedule: Optional[Schedule] = None) -> Callable:
-  """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux).
+  """Builds loss_fn(params, batch, rng, loss_history=None, step=None) -> (loss, aux).
 
   aux["metrics"]: loss, image_to_text_accuracy (top-1 retrieval of each image's
   caption within the batch) and temperature (exp(logit_scale), clipped at 100).
@@ -25,8 +25,8 @@ def make_loss_fn(model, schedule: Optional[Schedule] = None) -> Callable:
   if model.timestep_conditioned and schedule is None:
     raise ValueError("a timestep-conditioned (noised) CLIP needs the diffusion schedule; add a diffusion section.")
 
-  def loss_fn(params, batch, rng, loss_history=None):
-    del loss_history
+  def loss_fn(params, batch, rng, loss_history=None, step=None):
+    del loss_history, step
     images = batch["image"].astype(jnp.float32)
     t = None
     if model.timestep_conditioned:

@@ -48,19 +48,20 @@ def make_embed_fn(clip_model) -> Callable:
 
 
 def make_loss_fn(model, schedule: Schedule, config) -> Callable:
-  """Builds loss_fn(params, batch, rng, loss_history) -> (loss, aux) for the embedded batch.
+  """Builds loss_fn(params, batch, rng, loss_history=None, step=None) -> (loss, aux) for the embedded batch.
 
   config (the diffusion section): mean_type ("x0" in the paper), var_type,
   loss_type, timestep_sampler (as in diffusion_loss), min_snr_gamma, p_uncond
   (the probability of replacing the text by the learned null text, for
   classifier-free guidance).
   """
+  diffusion_loss.tail_fraction_at(config, 0)  # a bad early tail fails here, when the task is built
 
-  def loss_fn(params, batch, rng, loss_history=None):
+  def loss_fn(params, batch, rng, loss_history=None, step=None):
     z0 = batch["image_emb"]
     t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
     t, weights = diffusion_loss.sample_training_timesteps(config, t_rng, z0.shape[0], schedule.num_timesteps,
-                                                          loss_history)
+                                                          loss_history, step)
     noise = jax.random.normal(noise_rng, z0.shape)
     z_t = gaussian.q_sample(schedule, z0, t, noise)
     cond = dict(batch["cond"], drop_text=jax.random.uniform(drop_rng, (z0.shape[0],)) < config.p_uncond)

@@ -21,27 +21,28 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
                     ema_warmup: bool = True, grad_accum_steps: int = 1) -> Callable:
   """Builds train_step(state, batch, rng) -> (state, metrics).
 
-  loss_fn(params, batch, rng, loss_history) -> (loss, aux) with aux["metrics"]
-  (scalars) and, for the loss-aware sampler, aux["t"] and aux["per_example_loss"].
+  loss_fn(params, batch, rng, loss_history, step) -> (loss, aux) with aux["metrics"]
+  (scalars) and, for the loss-aware sampler, aux["t"] and aux["per_example_loss"]; step is the
+  state's (int32 [], before the update), for losses whose sampling changes over training.
   With grad_accum_steps = k the batch is split into k micro-batches along its
   leading axis and their gradients averaged (one optimizer update).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def micro_step(params, batch, rng, history):
-    (_, aux), grads = grad_fn(params, batch, rng, history)
+  def micro_step(params, batch, rng, history, step):
+    (_, aux), grads = grad_fn(params, batch, rng, history, step)
     return grads, aux
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     if grad_accum_steps == 1:
-      grads, aux = micro_step(state.params, batch, rng, state.loss_history)
+      grads, aux = micro_step(state.params, batch, rng, state.loss_history, state.step)
     else:
       micro = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:]), batch)
 
       def body(acc, inputs):
         i, mb = inputs
-        grads, aux = micro_step(state.params, mb, jax.random.fold_in(rng, i), state.loss_history)
+        grads, aux = micro_step(state.params, mb, jax.random.fold_in(rng, i), state.loss_history, state.step)
         return jax.tree.map(jnp.add, acc, grads), aux
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)

@@ -35,7 +35,7 @@ class Task:
 
   Attributes:
     model: the Flax module being trained.
-    loss_fn: (params, batch, rng, loss_history) -> (loss, aux), for step.make_train_step.
+    loss_fn: (params, batch, rng, loss_history, step) -> (loss, aux), for step.make_train_step.
     model_batch: host pipeline batch (dict of numpy) -> dict(image, cond) of numpy arrays.
     uses_text: whether batches need tokens (the loop then loads the tokenizer).
     schedule: the diffusion Schedule, or None (CLIP).

@@ -83,7 +83,7 @@ def test_fsdp_shards_large_params():
 
 def test_gradient_accumulation_averages_micro_batches():
   # A loss that ignores the rng, so the two paths see identical examples.
-  def loss_fn(params, batch, rng, history):
+  def loss_fn(params, batch, rng, history, step):
     per_example = jnp.sum((batch["x"] @ params["w"] - batch["y"]) ** 2, axis=-1)
     return jnp.mean(per_example), dict(metrics=dict(loss=jnp.mean(per_example)), t=jnp.zeros_like(per_example,
                                        jnp.int32), per_example_loss=per_example)
@@ -96,6 +96,56 @@ def test_gradient_accumulation_averages_micro_batches():
   accum = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=4)(st, batch, jax.random.PRNGKey(0))
   np.testing.assert_allclose(np.asarray(full[0].params["w"]), np.asarray(accum[0].params["w"]), rtol=1e-6)
   np.testing.assert_allclose(float(full[1]["loss"]), float(accum[1]["loss"]), rtol=1e-6)
+
+
+def test_the_step_reaches_the_loss_as_the_states_step():
+  # A loss scaled by (1 + step): the metric reads 1× the base loss at step 0 and 4× at step 3.
+  def loss_fn(params, batch, rng, history, step):
+    loss = jnp.mean((batch["x"] @ params["w"]) ** 2) * (1.0 + step)
+    return loss, dict(metrics=dict(loss=loss))
+
+  params = {"w": jnp.ones((3, 2))}
+  batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (8, 3))}
+  optimizer = optax.sgd(0.0)
+  base = float(jnp.mean((batch["x"] @ params["w"]) ** 2))
+  for accum in (1, 2):
+    st = state_lib.create_train_state(params, optimizer).replace(step=jnp.int32(3))
+    _, metrics = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=accum)(st, batch, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(float(metrics["loss"]), 4.0 * base, rtol=1e-5)
+
+
+def _tail_config(**overrides):
+  return _diffusion_config(**dict(dict(timestep_sampler="logit-normal", logit_mean=0.0, logit_std=0.6,
+                                       logit_uniform_fraction=0.05, logit_tail_fraction=0.25), **overrides))
+
+
+def test_an_early_tail_draws_its_own_weight_until_early_tail_steps():
+  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
+  batch, params = _batch(), _setup()[1].params
+  early = diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.9, early_tail_steps=5))
+  at = {h: diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(logit_tail_fraction=h)) for h in (0.9, 0.25)}
+  rng = jax.random.PRNGKey(7)
+  draws = {}
+  for step in (0, 4, 5, 100):
+    t = np.asarray(jax.jit(early)(params, batch, rng, None, jnp.int32(step))[1]["t"])
+    draws[step] = t
+    expected = at[0.9 if step < 5 else 0.25](params, batch, rng)[1]["t"]
+    np.testing.assert_array_equal(t, np.asarray(expected))
+  # The two weights draw differently on this key (else the check above could not tell them apart).
+  assert not np.array_equal(draws[4], draws[5])
+
+
+def test_a_bad_early_tail_fails_when_the_loss_is_built():
+  schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 100))
+  with pytest.raises(ValueError, match="early_tail_fraction=0.99 must lie in"):
+    diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.99, early_tail_steps=5))
+  with pytest.raises(ValueError, match="timestep_sampler='uniform'"):
+    diffusion_loss.make_loss_fn(MODEL, schedule, _diffusion_config(early_tail_fraction=0.5, early_tail_steps=5))
+  with pytest.raises(ValueError, match="non-negative int"):
+    diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.5, early_tail_steps=-1))
+  loss_fn = diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.5, early_tail_steps=5))
+  with pytest.raises(ValueError, match="call the loss with the optimizer step"):
+    loss_fn(_setup()[1].params, _batch(), jax.random.PRNGKey(0))
 
 
 def test_lr_schedules_warm_up_then_hold_decay_or_cool_down():
