@@ -26,6 +26,23 @@ def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
   return out
 
 
+def check_early_tail(config) -> None:
+  """Raises a ValueError unless the diffusion section's early tail (early_tail_steps, early_tail_fraction) is usable."""
+  early_steps = config.get("early_tail_steps", 0)
+  if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 0:
+    raise ValueError(f"diffusion.early_tail_steps={early_steps!r} must be a non-negative int (0: no early tail).")
+  if not early_steps:
+    return
+  sampler = config.get("timestep_sampler", "uniform")
+  if sampler != "logit-normal":
+    raise ValueError(f"diffusion.early_tail_steps={early_steps} sets the logit-normal sampler's tail, but "
+                     f"timestep_sampler={sampler!r}; use 'logit-normal' or set early_tail_steps=0.")
+  early, uniform = config.get("early_tail_fraction", 0.0), config.get("logit_uniform_fraction", 0.0)
+  if not 0.0 <= early <= 1.0 - uniform:
+    raise ValueError(f"diffusion.early_tail_fraction={early!r} must lie in [0, 1 − logit_uniform_fraction] = "
+                     f"[0, {1.0 - uniform:g}].")
+
+
 def tail_fraction_at(config, step):
   """The logit-normal tail's weight h at `step`: early_tail_fraction before early_tail_steps, then logit_tail_fraction.
 
@@ -33,27 +50,16 @@ def tail_fraction_at(config, step):
   the objects, before the middle levels (where x_t already shows the layout) take over: on captioned shapes a
   model that had not learned which object goes on which side in 22,400 steps of h = 0.25 learned it in the first
   1,600 steps of h = 0.9 (experiments/shapes_full). Returns a Python float without an early tail, else a
-  float32 [] array (the sampler accepts a traced weight).
+  float32 [] array (the sampler accepts a traced weight). step: int32 [] (the optimizer step).
   """
   tail = config.get("logit_tail_fraction", 0.0)
-  early_steps = config.get("early_tail_steps", 0)
-  if not early_steps:
+  if not config.get("early_tail_steps", 0):
     return tail
-  early = config.get("early_tail_fraction", 0.0)
-  uniform = config.get("logit_uniform_fraction", 0.0)
-  if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 0:
-    raise ValueError(f"diffusion.early_tail_steps={early_steps!r} must be a non-negative int (0: no early tail).")
-  if config.get("timestep_sampler", "uniform") != "logit-normal":
-    raise ValueError(f"diffusion.early_tail_steps={early_steps} sets the logit-normal sampler's tail, but "
-                     f"timestep_sampler={config.get('timestep_sampler', 'uniform')!r}; use 'logit-normal' or "
-                     "set early_tail_steps=0.")
-  if not 0.0 <= early <= 1.0 - uniform:
-    raise ValueError(f"diffusion.early_tail_fraction={early!r} must lie in [0, 1 − logit_uniform_fraction] = "
-                     f"[0, {1.0 - uniform:g}].")
   if step is None:
     raise ValueError("this diffusion section has an early tail (early_tail_steps > 0): call the loss with the "
                      "optimizer step, loss_fn(params, batch, rng, loss_history, step).")
-  return jnp.where(jnp.asarray(step) < early_steps, jnp.float32(early), jnp.float32(tail))
+  return jnp.where(jnp.asarray(step) < config.early_tail_steps, jnp.float32(config.early_tail_fraction),
+                   jnp.float32(tail))
 
 
 def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_timesteps: int, loss_history=None,
@@ -78,7 +84,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
   logit_std, logit_uniform_fraction, logit_tail_* and early_tail_* for the last), min_snr_gamma (None or γ),
   p_uncond (the probability of dropping the condition, for classifier-free guidance).
   """
-  tail_fraction_at(config, 0)  # a bad early tail fails here, when the task is built
+  check_early_tail(config)
   null = model.null_condition() if config.p_uncond > 0 else {}
 
   def loss_fn(params, batch, rng, loss_history=None, step=None):

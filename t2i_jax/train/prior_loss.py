@@ -55,7 +55,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
   (the probability of replacing the text by the learned null text, for
   classifier-free guidance).
   """
-  diffusion_loss.tail_fraction_at(config, 0)  # a bad early tail fails here, when the task is built
+  diffusion_loss.check_early_tail(config)
 
   def loss_fn(params, batch, rng, loss_history=None, step=None):
     z0 = batch["image_emb"]
