@@ -70,8 +70,7 @@ def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_times
   gets the sampler's own defaults. step (int32 []) picks the tail's weight when the section has an early tail.
   """
   params = {k: config[k] for k in timestep_sampling.LOGIT_NORMAL_KEYS if k in config}
-  if config.get("early_tail_steps", 0):
-    params["logit_tail_fraction"] = tail_fraction_at(config, step)
+  params["logit_tail_fraction"] = tail_fraction_at(config, step)
   return timestep_sampling.sample_timesteps(
       config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history, **params)
 
