@@ -122,12 +122,14 @@ def _tail_config(**overrides):
 def test_an_early_tail_draws_its_own_weight_until_early_tail_steps():
   schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
   batch, params = _batch(), _setup()[1].params
-  early = diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.9, early_tail_steps=5))
-  at = {h: diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(logit_tail_fraction=h)) for h in (0.9, 0.25)}
+  early = jax.jit(diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.9,
+                                                                             early_tail_steps=5)))
+  at = {h: jax.jit(diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(logit_tail_fraction=h)))
+        for h in (0.9, 0.25)}
   rng = jax.random.PRNGKey(7)
   draws = {}
   for step in (0, 4, 5, 100):
-    t = np.asarray(jax.jit(early)(params, batch, rng, None, jnp.int32(step))[1]["t"])
+    t = np.asarray(early(params, batch, rng, None, jnp.int32(step))[1]["t"])
     draws[step] = t
     expected = at[0.9 if step < 5 else 0.25](params, batch, rng)[1]["t"]
     np.testing.assert_array_equal(t, np.asarray(expected))
