@@ -37,10 +37,13 @@ def check_early_tail(config) -> None:
   if sampler != "logit-normal":
     raise ValueError(f"diffusion.early_tail_steps={early_steps} sets the logit-normal sampler's tail, but "
                      f"timestep_sampler={sampler!r}; use 'logit-normal' or set early_tail_steps=0.")
-  early, uniform = config.get("early_tail_fraction", 0.0), config.get("logit_uniform_fraction", 0.0)
-  if not 0.0 <= early <= 1.0 - uniform:
-    raise ValueError(f"diffusion.early_tail_fraction={early!r} must lie in [0, 1 − logit_uniform_fraction] = "
-                     f"[0, {1.0 - uniform:g}].")
+  uniform = config.get("logit_uniform_fraction", 0.0)
+  # Both weights reach the sampler as one traced value, which it cannot check, so both are checked here.
+  for key in ("early_tail_fraction", "logit_tail_fraction"):
+    value = config.get(key, 0.0)
+    if not 0.0 <= value <= 1.0 - uniform:
+      raise ValueError(f"diffusion.{key}={value!r} must lie in [0, 1 − logit_uniform_fraction] = "
+                       f"[0, {1.0 - uniform:g}].")
 
 
 def tail_fraction_at(config, step):

@@ -141,6 +141,9 @@ def test_a_bad_early_tail_fails_when_the_loss_is_built():
   schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 100))
   with pytest.raises(ValueError, match="early_tail_fraction=0.99 must lie in"):
     diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(early_tail_fraction=0.99, early_tail_steps=5))
+  with pytest.raises(ValueError, match="logit_tail_fraction=0.99 must lie in"):
+    diffusion_loss.make_loss_fn(MODEL, schedule, _tail_config(logit_tail_fraction=0.99, early_tail_fraction=0.5,
+                                                              early_tail_steps=5))
   with pytest.raises(ValueError, match="timestep_sampler='uniform'"):
     diffusion_loss.make_loss_fn(MODEL, schedule, _diffusion_config(early_tail_fraction=0.5, early_tail_steps=5))
   with pytest.raises(ValueError, match="non-negative int"):
