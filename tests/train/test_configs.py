@@ -38,7 +38,8 @@ def _check_samples(paths, num, size):
 
 
 # shapes_default:full,runlocal: the :full variant's own pieces (no AdaGN or pooled caption, the attention's
-# position table, the timestep tail) through the loop at runlocal's size; the plain default is test_loop's.
+# position table, the timestep tail and its early weight, which fails unless the loop's step reaches the loss)
+# through the loop at runlocal's size; the plain default is test_loop's.
 @pytest.mark.parametrize("spec", ["iddpm_cifar10:runlocal", "glide_base64:runlocal", "glide_upsample256:runlocal",
                                   "shapes_default:full,runlocal"])
 def test_runlocal_unet_trains_and_samples(spec, tmp_path):
