@@ -13,7 +13,7 @@ first 1,600 steps) at nearly pure noise (experiments/shapes_default, experiments
 Everything is generated locally; nothing is downloaded.
 
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo
-  python -m t2i_jax.main --config=configs/shapes_default.py:full --workdir=runs/shapes_full  # ~53–59 min
+  python -m t2i_jax.main --config=configs/shapes_default.py:full --workdir=runs/shapes_full  # ~55–60 min
   python -m t2i_jax.main --config=configs/shapes_default.py:runlocal --workdir=/tmp/shapes_runlocal
 """
 
@@ -86,7 +86,7 @@ def get_config(arg=None):
       settings=("dpm++2m:20:3", "dpm++2m:20:1"),
   ))
   if "full" in flags:
-    # experiments/shapes_full: 6× longer (~53–59 min) and a U-Net that places two objects by the caption.
+    # experiments/shapes_full: 6× longer (~55–60 min) and a U-Net that places two objects by the caption.
     # The default's bag of words and its 0.01 positions make the encoder blind to word order (attempt 11:
     # "a red circle left of a blue square" read exactly as "a blue circle left of a red square"); unit
     # positions fix that (attempt 12). Three quarters of the training scenes with two objects make the
@@ -100,8 +100,9 @@ def get_config(arg=None):
     # Taken from the uniform draws (attempt 19), with 19,200 steps (attempt 20): binding 57%, 95% and 29%
     # on training seeds 0, 1 and 2; seed 2 never learned the relation (sides right in 42% of drawn pairs, to
     # step 22,400). Nine tenths of the first 1,600 steps' draws in the tail (attempt 22) free it: the side is
-    # learned before the levels below teach the U-Net to read it from x_t (seed 2: binding 94%, sides right in
-    # every drawn pair, held-out caption 95.0%; 4,800 such steps, attempt 21, left small shapes as blobs).
+    # learned before the levels below teach the U-Net to read it from x_t (seeds 0, 1, 2: binding 93%, 92%, 94%,
+    # sides right in every drawn pair, held-out caption 95.0%, 92.5%, 95.0%, in 55–60 minutes; 4,800 such
+    # steps, attempt 21, left small shapes as blobs).
     config.data.pair_fraction = 0.75
     config.diffusion.update(dict(logit_uniform_fraction=0.05, logit_tail_fraction=0.25, early_tail_fraction=0.9,
                                  early_tail_steps=1600))
