@@ -1,11 +1,8 @@
 """Helpers shared by the experiment configs: argument parsing, the training sections, the CPU-test shrink."""
 
 import ml_collections
-from ml_collections import config_dict
 
-# Optional values are typed placeholders (None by default) so that --config.X=... can still set them.
-_STR, _INT, _FLOAT = (lambda: config_dict.placeholder(str)), (lambda: config_dict.placeholder(int)), (
-    lambda: config_dict.placeholder(float))
+from t2i_jax.train import config_keys
 
 # One level of one res block (plus attention and the middle block): every code path of the family,
 # compiled in a few seconds.
@@ -21,45 +18,35 @@ def parse_arg(arg, allowed=("runlocal",)):
   return flags
 
 
-def diffusion(**overrides) -> ml_collections.ConfigDict:
-  """The diffusion section: the improved-diffusion hybrid-loss setup unless overridden."""
-  return ml_collections.ConfigDict(dict(dict(
-      schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range", loss_type="rescaled_mse",
-      timestep_sampler="uniform", logit_mean=0.0, logit_std=1.0, logit_uniform_fraction=0.0,
-      logit_tail_fraction=0.0, logit_tail_mean=4.0, logit_tail_std=0.3, early_tail_fraction=0.0, early_tail_steps=0,
-      min_snr_gamma=_FLOAT(),
-      p_uncond=0.0), **overrides))
+# Each section is complete: every key with its default (t2i_jax/train/config_keys.py) unless given here.
+def diffusion(**values) -> ml_collections.ConfigDict:
+  """The diffusion section: Improved DDPM's hybrid-loss setup unless overridden."""
+  return config_keys.section("diffusion", **values)
 
 
-def data(name: str, image_size: int, **overrides) -> ml_collections.ConfigDict:
-  """The data section (input_pipeline.make_source): name, image_size, data_dir (None: TFDS's default)."""
-  return ml_collections.ConfigDict(dict(dict(
-      name=name, image_size=image_size, data_dir=_STR(), seed=0, num_train=50_000, random_crop=False,
-      random_flip=False, tokenizer=_STR(), context_length=_INT(), label_key="label", pair_fraction=_FLOAT()),
-      **overrides))
+def data(name: str, image_size: int, **values) -> ml_collections.ConfigDict:
+  """The data section (input_pipeline.make_source)."""
+  return config_keys.section("data", name=name, image_size=image_size, **values)
 
 
-def optim(lr: float, **overrides) -> ml_collections.ConfigDict:
-  """The optim section (state.make_optimizer): Adam(W) with warmup, clipping and a constant, cosine or
-  warmup-stable-decay ("wsd": cooldown_steps) learning-rate schedule (state.make_lr_schedule)."""
-  return ml_collections.ConfigDict(dict(dict(
-      lr=lr, warmup_steps=0, schedule="constant", total_steps=0, cooldown_steps=0, weight_decay=0.0, b1=0.9, b2=0.999,
-      grad_clip=1.0), **overrides))
+def optim(lr: float, **values) -> ml_collections.ConfigDict:
+  """The optim section (state.make_optimizer)."""
+  return config_keys.section("optim", lr=lr, **values)
 
 
-def train(batch_size: int, num_steps: int, **overrides) -> ml_collections.ConfigDict:
+def train(batch_size: int, num_steps: int, **values) -> ml_collections.ConfigDict:
   """The train section (loop.train)."""
-  return ml_collections.ConfigDict(dict(dict(
-      batch_size=batch_size, num_steps=num_steps, log_every=100, checkpoint_every=10_000, max_to_keep=3,
-      ema_rate=0.9999, ema_warmup=False, grad_accum_steps=1, sample_every=0), **overrides))
+  return config_keys.section("train", batch_size=batch_size, num_steps=num_steps, **values)
 
 
-def sample(**overrides) -> ml_collections.ConfigDict:
+def sample(**values) -> ml_collections.ConfigDict:
   """The sample section (--mode=sample and the loop's periodic samples)."""
-  return ml_collections.ConfigDict(dict(dict(
-      method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(), num_images=8,
-      labels=()),
-      **overrides))
+  return config_keys.section("sample", **values)
+
+
+def evaluation(**values) -> ml_collections.ConfigDict:
+  """The eval section (--mode=eval: the prompt set and sampler settings)."""
+  return config_keys.section("eval", **values)
 
 
 def shrink_for_cpu(config: ml_collections.ConfigDict, image_size: int = 16) -> None:

@@ -7,12 +7,17 @@
       --eval_setting=dpm++2m:20:3 --eval_setting=ddpm:250:3 [--checkpoint_step=1800]
 
 Config values are overridden on the command line: --config.train.num_steps=100.
+A user error (a bad config value or flag, a workdir without a checkpoint, a run
+whose loss turned non-finite) is printed as one line and exits with status 2;
+--verbose (or T2I_JAX_VERBOSE=1) shows its traceback.
 Multi-host (TPU pods, multi-node GPU): every process runs the same command with
 --distributed; jax.distributed.initialize() picks up the cluster from the
 environment, or from --coordinator_address, --num_processes and --process_id.
 """
 
 import os
+import re
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -36,44 +41,124 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the Python traceback of an error (also T2I_JAX_VERBOSE=1).")
+
 flags.mark_flags_as_required(["config", "workdir"])
 
+# What a user can fix (a config value, a flag, a workdir, a prompt, a run that diverged): printed as one line.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
-def main(argv):
-  del argv
+
+def _quiet_third_party() -> None:
+  """Silences what other libraries print on import or use that says nothing about this run."""
+  import warnings  # pylint: disable=g-import-not-at-top
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # "PyTorch was not found ..."
+  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+  os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+  for module in ("transformers", "tensorflow_datasets", "grain", "orbax", "cv2", "absl", "jax", "flax", "etils"):
+    warnings.filterwarnings("ignore", module=module)
+  # This project's own warnings (a truncated caption, an unknown word) stay, as one line each.
+  warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+
+def _run(config, workdir: str) -> None:
   import jax  # after absl parsed the flags, so XLA_FLAGS set by a wrapper apply
   from absl import logging
 
-  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every save and read at INFO
+  logging.set_verbosity(logging.ERROR)  # Orbax and TFDS log every save and read at INFO, and more at WARNING
 
   if _DISTRIBUTED.value:
     # CPU processes exchange collectives through gloo; GPUs and TPUs ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # On TPU pods, SLURM, Open MPI and Kubernetes, the three values are detected when left unset.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config = _CONFIG.value
   if _MODE.value == "train":
+    from t2i_jax.pipelines import sample_workdir
     from t2i_jax.train import loop
 
-    loop.train(config, _WORKDIR.value)
+    loop.train(config, workdir, sample_fn=sample_workdir.periodic_sampler(config, workdir))
     if jax.process_index() == 0:
-      workdir = os.path.relpath(_WORKDIR.value)
+      workdir = os.path.relpath(workdir)
       print(f"checkpoints: {workdir}/checkpoints\nmetrics: {workdir}/metrics.jsonl (TensorBoard: "
             f"{workdir}/tensorboard)\nsamples: {workdir}/samples")
   elif _MODE.value == "eval":
     from t2i_jax.eval import evaluate
 
-    rows, path = evaluate.run(config, _WORKDIR.value, _SETTINGS.value or (), step=_CHECKPOINT_STEP.value)
+    rows, path = evaluate.run(config, workdir, _SETTINGS.value or (), step=_CHECKPOINT_STEP.value)
     print(evaluate.format_table(rows))
     print("wrote", os.path.relpath(path))
   else:
     from t2i_jax.pipelines import sample_workdir
 
     paths = sample_workdir.sample_to_files(
-        config, _WORKDIR.value, prompts=_PROMPTS.value, method=_SAMPLER.value, steps=_STEPS.value,
-        guidance_scale=_GUIDANCE.value, seed=_SEED.value, step=_CHECKPOINT_STEP.value)
+        config, workdir, prompts=_PROMPTS.value, step=_CHECKPOINT_STEP.value, method=_SAMPLER.value,
+        steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value)
     print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
 
 
+def _verbose(argv=()) -> bool:
+  return bool(os.environ.get("T2I_JAX_VERBOSE")) or "--verbose" in argv or (
+      flags.FLAGS.is_parsed() and _VERBOSE.value)
+
+
+def _fail(error) -> None:
+  """Prints a user error as one line and exits with status 2."""
+  print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_error(error: Exception) -> str:
+  text = str(error)
+  if isinstance(error, (KeyError, AttributeError)):  # a --config.* override of a key the config lacks
+    names = re.findall(r"\w+", text)
+    hint = re.search(r'Did you mean "(\w+)"', text)
+    return (f"unknown config key {names[0]!r}" + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+            + ": a --config.* override must name a key of the config.")
+  if "Traceback (most recent call last)" in text:  # the config file raised: its own message is the last line
+    text = f"{text.split(':', 1)[0]}: {text.strip().splitlines()[-1]}"
+  return text
+
+
+def _parse_flags(argv):
+  """absl's parsing, with a bad flag or config file reported as one line (a traceback with --verbose)."""
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg[len("--config="):].split(":")[0]
+      if not os.path.isfile(path):
+        _fail(f"--config={path}: no such config file; give a path such as configs/shapes_default.py "
+              "(from the repository root).")
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:  # pylint: disable=broad-except  (a bad flag, override or config file)
+    if _verbose(argv):
+      raise
+    _fail(_parse_error(error))
+
+
+def _check_flags(argv) -> None:
+  if len(argv) > 1:
+    raise ValueError(f"unexpected argument(s) {argv[1:]}: every setting is a --flag (e.g. --prompt=\"...\").")
+  sampling = [f"--{f.name}" for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _CHECKPOINT_STEP, _SEED) if f.present]
+  if _MODE.value == "train" and sampling:
+    raise ValueError(f"{', '.join(sampling)}: for --mode=sample only; training samples with config.sample "
+                     "(e.g. --config.sample.steps=20).")
+  if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE)):
+    raise ValueError("--mode=eval samples its own prompt set; give sampler settings as "
+                     "--eval_setting=METHOD:STEPS:GUIDANCE.")
+
+
+def main(argv):
+  try:
+    _check_flags(argv)
+    _run(_CONFIG.value, _WORKDIR.value)
+  except USER_ERRORS as error:
+    if _verbose():
+      raise
+    _fail(error)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  _quiet_third_party()
+  app.run(main, flags_parser=_parse_flags)

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
+from t2i_jax.data import captions, shapes
 from t2i_jax.diffusion import gaussian
 from t2i_jax.eval import attribute_probe
-from t2i_jax.train import checkpoint, tasks
+from t2i_jax.pipelines import stage as stage_lib
 
 NUM_SCENES, NUM_LAYOUTS, TIMESTEPS = 8, 64, (990, 950)
 
@@ -33,12 +33,10 @@ def layouts(objects, relation: int, image_size: int, seed: int) -> np.ndarray:
 
 
 def main(workdir: str, step: int) -> None:
-  config = checkpoint.read_config(workdir)
-  schedule = tasks.build_schedule(config.diffusion)
-  model, params, _ = checkpoint.load_params(config, workdir, True, step)
-  predict, = attribute_probe.model_predictors(model, [params], config.diffusion, schedule,
-                                              tokenizer_lib.load_tokenizer(config.data.tokenizer),
-                                              config.data.context_length)
+  stage = stage_lib.load_stage(workdir, step=step, use_ema=True)
+  config = stage.config
+  schedule = stage_lib.schedule(config.diffusion)
+  predict, = attribute_probe.model_predictors(stage, [stage.params], schedule)
   size = config.model.image_size
   print(f"{workdir} step {step} (EMA): x0 squared error at t = {TIMESTEPS}, {NUM_LAYOUTS} layouts per scene")
   print("| caption | side-aware optimum | side-blind optimum | " + " | ".join(

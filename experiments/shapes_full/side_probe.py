@@ -45,8 +45,7 @@ from t2i_jax import models
 from t2i_jax.data import captions, shapes, tokenizer as tokenizer_lib
 from t2i_jax.models import layers, unet
 from t2i_jax.models.text_encoder import GlideTextEncoder
-from t2i_jax.pipelines import text_to_image
-from t2i_jax.train import checkpoint
+from t2i_jax.pipelines import stage as stage_lib
 
 
 def two_colour_scenes(num: int):
@@ -105,8 +104,8 @@ def linear_accuracy(features: np.ndarray, labels: np.ndarray, num_train: int = 2
 
 
 def main(workdir: str, step: int, random_encoder: bool = False) -> None:
-  config = checkpoint.read_config(workdir)
-  _, params, _ = checkpoint.load_params(config, workdir, True, step)
+  stage = stage_lib.load_stage(workdir, step=step, use_ema=True)
+  config, params = stage.config, stage.params
   encoder = GlideTextEncoder(**config.model.text)
   length = config.data.context_length
   text_params = params["text_encoder"]
@@ -114,8 +113,7 @@ def main(workdir: str, step: int, random_encoder: bool = False) -> None:
     text_params = encoder.init(jax.random.PRNGKey(1), jnp.zeros((1, length), jnp.int32),
                                jnp.ones((1, length), bool))["params"]
   texts, labels = side_examples(3000)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-  cond = text_to_image.text_cond(texts, tokenizer, length)
+  cond = stage.text_cond(texts)
   states, pooled = jax.jit(lambda t, m: encoder.apply({"params": text_params}, t, m))(
       jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]))
   print(f"{workdir} step {step}, {'random' if random_encoder else 'trained'} encoder; label base rate "
@@ -124,7 +122,7 @@ def main(workdir: str, step: int, random_encoder: bool = False) -> None:
     train, heldout = linear_accuracy(features, labels)
     print(f"  {name}: train {train:.3f}, held-out {heldout:.3f}")
   # Rows come caption by caption, so the first 4,000 (2,000 captions) train and the rest are held out.
-  rows = colour_token_rows(texts, labels, cond["tokens"], tokenizer)
+  rows = colour_token_rows(texts, labels, cond["tokens"], stage.tokenizer)
   word_states = np.asarray(states)[rows[:, 0].astype(int), rows[:, 1].astype(int)]
   train, heldout = linear_accuracy(word_states, rows[:, 2], num_train=4000)
   print(f"  one colour word's state, its own object's side: train {train:.3f}, held-out {heldout:.3f}")
@@ -245,9 +243,9 @@ ATTEMPT15_TEXT = dict(pool="mean", pool_dropout=0.5)
 def full_config():
   """Attempt 15's configs/shapes_default.py:full, whose tokenizer, context, text encoder and U-Net every
   read-out uses."""
-  from configs import shapes_default  # pylint: disable=g-import-not-at-top
+  from configs import shapes_full  # pylint: disable=g-import-not-at-top
 
-  config = shapes_default.get_config("full")
+  config = shapes_full.get_config()
   config.model.update(ATTEMPT15_MODEL)
   config.model.text.update(ATTEMPT15_TEXT)
   return config
@@ -263,9 +261,9 @@ def fit_readout(net, texts, targets, loss, score, num_train: int, steps: int = 1
   """Trains `net` (text encoder inside) with Adam 1e-3 on batches of the first num_train captions and prints
   score(predictions, targets) on the rest at a few steps. encoder: text-encoder params to start from."""
   config = full_config()
-  cond = text_to_image.text_cond(texts, tokenizer_lib.load_tokenizer(config.data.tokenizer),
-                                 config.data.context_length)
-  tokens, mask, targets = jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]), jnp.asarray(targets)
+  tokens, mask = tokenizer_lib.tokenize(tokenizer_lib.load_tokenizer(config.data.tokenizer), texts,
+                                       config.data.context_length)
+  tokens, mask, targets = jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(targets)
   # A "noise" rng for read-outs that draw x_t (UNetFromCaption); the others ignore it.
   params = net.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, tokens[:2], mask[:2])
   if encoder is not None:
@@ -303,7 +301,7 @@ def places(route: str, start: str = "", num_train: int = 10_000, num_heldout: in
   encoder = None
   if start:
     workdir, step = start.split("@")
-    encoder = checkpoint.load_params(checkpoint.read_config(workdir), workdir, True, int(step))[1]["text_encoder"]
+    encoder = stage_lib.load_stage(workdir, step=int(step), use_ema=True).params["text_encoder"]
   texts, targets = place_colour_examples(num_train + num_heldout)
 
   def right_way_round(pred, y):

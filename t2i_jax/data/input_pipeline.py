@@ -2,7 +2,7 @@
 
 A source is anything with `__len__` and `__getitem__(i) -> dict of numpy
 arrays` holding at least "image" (uint8 [H, W, C]) and, for text models,
-"caption" (bytes or str): `ShapesSource` renders example i with
+"caption" (bytes or str): `shapes_source.ShapesSource` renders example i with
 `shapes.sample_example`; `shapes_tfds.build_if_missing` returns TFDS
 array_record sources with the same keys; `tfds_sources.open_source` reads
 prepared cifar10, imagenet_resized and coco_captions. `make_source(config.data)`
@@ -31,148 +31,30 @@ import grain
 import numpy as np
 from PIL import Image
 
-from t2i_jax.data import shapes, tfds_sources
+from t2i_jax.data import shapes, shapes_source, tfds_sources
 from t2i_jax.data import tokenizer as tokenizer_lib
-
-MAX_OBJECTS = 2
-# Keys of a captioned-shapes example besides "image" and "caption"; int32 but
-# centers (float32). -1 marks "absent" (the second object of a one-object scene,
-# the position of an object placed by a relation, the relation of a one-object scene).
-ATTRIBUTE_KEYS = ("colors", "shapes", "sizes", "positions", "centers", "relation", "num_objects", "index")
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name}={value!r} must be an integer >= {minimum}.")
-  return int(value)
-
-
-def example_dict(example: shapes.Example) -> Dict[str, np.ndarray]:
-  """A rendered `shapes.Example` as the flat dict of numpy arrays that sources return.
-
-  Returns:
-    image uint8 [H, W, 3]; caption bytes (UTF-8, as TFDS returns text);
-    colors, shapes, sizes, positions int32 [MAX_OBJECTS] (-1 where absent);
-    centers float32 [MAX_OBJECTS, 2] ((x, y) fractions of the side, -1 where
-    absent); relation, num_objects, index int32 scalars (relation -1 for one object).
-  """
-  def per_object(get):
-    return np.array([get(o) for o in example.objects] + [-1] * (MAX_OBJECTS - len(example.objects)), np.int32)
-  centers = np.full((MAX_OBJECTS, 2), -1.0, np.float32)
-  centers[:len(example.objects)] = [o.center for o in example.objects]
-  return {
-      "image": example.image,
-      "caption": example.caption.encode("utf-8"),
-      "colors": per_object(lambda o: o.color),
-      "shapes": per_object(lambda o: o.shape),
-      "sizes": per_object(lambda o: o.size),
-      "positions": per_object(lambda o: -1 if o.position is None else o.position),
-      "centers": centers,
-      "relation": np.int32(-1 if example.relation is None else example.relation),
-      "num_objects": np.int32(len(example.objects)),
-      "index": np.int32(example.index),
-  }
-
-
-def _check_index(source, index) -> int:
-  """index as an int, or a TypeError / IndexError naming the source."""
-  name = type(source).__name__
-  if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-    raise TypeError(f"{name} indices are integers, got {index!r}.")
-  if not 0 <= index < len(source):
-    raise IndexError(f"index {index} is out of range for a {name} of {len(source)} examples.")
-  return int(index)
-
-
-class ShapesSource:
-  """Random-access captioned-shapes source: example i is rendered when asked for (grain RandomAccessDataSource).
-
-  Rendering is deterministic in (split, seed, i), so the source holds no data
-  and pickles to a few bytes (grain worker processes rebuild it for free).
-
-  Args:
-    split: "train", "test" or "heldout".
-    seed: non-negative int selecting the split's example stream (not the shuffle).
-    num_examples: length of the source; examples 0 .. num_examples-1 of the stream.
-    image_size: side in pixels, 16..64.
-  """
-
-  def __init__(self, split: str = "train", seed: int = 0, num_examples: int = 10_000, image_size: int = 32):
-    shapes.sample_scene(split, _check_int("seed", seed, 0), 0)  # validates split and seed
-    shapes._check_image_size(image_size)  # pylint: disable=protected-access
-    self.split, self.seed, self.image_size = split, int(seed), int(image_size)
-    self.num_examples = _check_int("num_examples", num_examples, 1)
-
-  def __len__(self) -> int:
-    return self.num_examples
-
-  def __getitem__(self, index) -> Dict[str, np.ndarray]:
-    index = _check_index(self, index)
-    return example_dict(shapes.sample_example(self.split, self.seed, index, self.image_size))
-
-  def __repr__(self) -> str:
-    return (f"ShapesSource(split={self.split!r}, seed={self.seed}, num_examples={self.num_examples}, "
-            f"image_size={self.image_size})")
-
-
-class PairFractionSource:
-  """A captioned-shapes source re-balanced so that a given fraction of its examples are two-object scenes.
-
-  The dataset draws one or two objects with probability 1/2 each. Binding (which colour and shape sit on
-  which side of the relation) is only learned from two-object scenes, so a run can ask for more of
-  them: the first round(n * pair_fraction) positions read the source's two-object examples, the others
-  its one-object examples, each kind spread evenly (repeated where it has fewer examples than
-  positions, thinned where more). The length stays n, so a shuffled epoch holds exactly that fraction
-  of two-object scenes.
-
-  Args:
-    source: a captioned-shapes source (`ShapesSource` or the TFDS one from `make_source`).
-    split, seed: the split and stream it holds, which tell each example's object count without
-      rendering or reading it (`shapes.sample_scene`).
-    pair_fraction: in [0, 1]; 1 trains on two-object scenes only.
-  """
-
-  def __init__(self, source, split: str, seed: int, pair_fraction: float):
-    if isinstance(pair_fraction, bool) or not isinstance(pair_fraction, (int, float)) or not 0 <= pair_fraction <= 1:
-      raise ValueError(f"data.pair_fraction={pair_fraction!r} must lie in [0, 1] (the share of two-object "
-                       "scenes); leave it None for the dataset's own ~0.5.")
-    count = np.array([len(shapes.sample_scene(split, seed, i)[0].objects) for i in range(len(source))])
-    self.pairs, self.singles = np.flatnonzero(count == 2), np.flatnonzero(count == 1)
-    self.source, self.pair_fraction = source, float(pair_fraction)
-    self.num_pair_slots = int(round(len(source) * self.pair_fraction))
-    for kind, items, slots in (("two-object", self.pairs, self.num_pair_slots),
-                               ("one-object", self.singles, len(source) - self.num_pair_slots)):
-      if slots and not len(items):
-        raise ValueError(f"pair_fraction={pair_fraction} asks for {slots} {kind} scenes, but this source of "
-                         f"{len(source)} examples holds none; use a larger source.")
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def __getitem__(self, index) -> Dict[str, np.ndarray]:
-    index = _check_index(self, index)
-    if index < self.num_pair_slots:
-      items, slot, slots = self.pairs, index, self.num_pair_slots
-    else:
-      items, slot, slots = self.singles, index - self.num_pair_slots, len(self) - self.num_pair_slots
-    # Spread the slots evenly over the items: each is read floor or ceil(slots / len(items)) times.
-    return self.source[int(items[slot * len(items) // slots])]
-
-  def __repr__(self) -> str:
-    return f"PairFractionSource({self.source!r}, pair_fraction={self.pair_fraction})"
-
 
 # This project's split names -> captioned-shapes splits; "validation" is the in-distribution test split.
 SHAPES_SPLITS = {"train": "train", "test": "test", "heldout": "heldout", "validation": "test"}
-# Captioned-shapes split sizes when the data config leaves them out: test and heldout only feed
-# evaluation, so a few hundred examples each, and fixed, so that a TFDS build is found again.
-SHAPES_DEFAULT_SIZES = {"num_train": 2000, "num_test": 500, "num_heldout": 500}
 SOURCE_NAMES = ("shapes", "shapes_rendered") + tfds_sources.SUPPORTED
+# The data section of a config: every key it may hold and its default. `...` marks a key with no default;
+# a type, an optional value that is None unless set (train.config_keys builds and checks configs from
+# this table). The captioned-shapes split sizes: test and heldout only feed evaluation, so a few hundred
+# examples each, and fixed, so that a TFDS build is found again.
+DATA_DEFAULTS = dict(name=..., image_size=..., data_dir=str, seed=0, num_train=2000, num_test=500, num_heldout=500,
+                     pair_fraction=float, random_crop=False, random_flip=False, tokenizer=str, context_length=int,
+                     label_key="label")
 
 
-def _config_get(config, key: str, default=None):
-  value = config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
-  return default if value is None else value
+def data_setting(data_config, key: str):
+  """data_config[key] (a ConfigDict or a mapping), or its DATA_DEFAULTS value when absent or None."""
+  value = data_config.get(key) if hasattr(data_config, "get") else getattr(data_config, key, None)
+  if value is not None:
+    return value
+  default = DATA_DEFAULTS[key]
+  if default is ...:
+    raise ValueError(f"data.{key} is missing; set it in the config (e.g. data.name='shapes', data.image_size=32).")
+  return None if isinstance(default, type) else default
 
 
 def make_source(data_config, split: str = "train"):
@@ -190,9 +72,10 @@ def make_source(data_config, split: str = "train"):
         `create_iterator(image_size=...)` resizes and crops them;
       data_dir (optional): TFDS data directory, default $TFDS_DATA_DIR or ~/tensorflow_datasets;
       seed (optional, shapes): the example stream, default 0 (not the shuffle seed);
-      num_train, num_test, num_heldout (optional, shapes): split sizes, default 2000 / 500 / 500;
+      num_train, num_test, num_heldout (optional, shapes): split sizes, default 2000 / 500 / 500
+        (every default is in DATA_DEFAULTS);
       pair_fraction (optional, shapes): the share of two-object scenes in the train split
-        (`PairFractionSource`); None keeps the dataset's ~1/2.
+        (`shapes_source.PairFractionSource`); None keeps the dataset's ~1/2.
     split: "train", "test" or "validation" (each dataset maps these to its own
       splits, see `tfds_sources.open_source`); shapes also has "heldout"
       (held-out colour-shape pairs), and validation means test.
@@ -207,11 +90,11 @@ def make_source(data_config, split: str = "train"):
     FileNotFoundError: a TFDS dataset that is not prepared in data_dir (the
       message gives the prepare command).
   """
-  name = _config_get(data_config, "name")
+  name = data_setting(data_config, "name")
   if name not in SOURCE_NAMES:
     raise ValueError(f"data.name={name!r} is not a dataset this pipeline reads; use one of {list(SOURCE_NAMES)}.")
-  data_dir = _config_get(data_config, "data_dir") or tfds_sources.default_data_dir()
-  pair_fraction = _config_get(data_config, "pair_fraction")
+  data_dir = data_setting(data_config, "data_dir") or tfds_sources.default_data_dir()
+  pair_fraction = data_setting(data_config, "pair_fraction")
   if name in tfds_sources.SUPPORTED:
     if pair_fraction is not None:
       raise ValueError(f"data.pair_fraction={pair_fraction!r} re-balances captioned shapes by object count; "
@@ -221,15 +104,13 @@ def make_source(data_config, split: str = "train"):
   if split not in SHAPES_SPLITS:
     raise ValueError(f"split={split!r} is not a captioned-shapes split; use one of {list(SHAPES_SPLITS)}.")
   split = SHAPES_SPLITS[split]
-  image_size = _config_get(data_config, "image_size")
-  if image_size is None:
-    raise ValueError("data.image_size is missing; captioned shapes are rendered at that side (16..64), e.g. 32.")
-  seed = _config_get(data_config, "seed", 0)
-  sizes = {k: _config_get(data_config, k, v) for k, v in SHAPES_DEFAULT_SIZES.items()}
+  image_size = data_setting(data_config, "image_size")
+  seed = data_setting(data_config, "seed")
+  sizes = {k: data_setting(data_config, k) for k in ("num_train", "num_test", "num_heldout")}
   if name == "shapes_rendered":
-    source = ShapesSource(split, seed=seed, num_examples=sizes[f"num_{split}"], image_size=image_size)
+    source = shapes_source.ShapesSource(split, seed=seed, num_examples=sizes[f"num_{split}"], image_size=image_size)
   else:
-    # shapes_tfds imports this module, so it is imported here rather than at the top.
+    # Imported only here: it loads tensorflow_datasets, which the other sources do not need.
     from t2i_jax.data import shapes_tfds  # pylint: disable=g-import-not-at-top
 
     sources = shapes_tfds.build_if_missing(data_dir, image_size=image_size, seed=seed, **sizes)
@@ -238,7 +119,7 @@ def make_source(data_config, split: str = "train"):
     source = sources[split]
   # Only training is re-balanced: the test and held-out splits keep the dataset's own mix.
   if pair_fraction is not None and split == "train":
-    source = PairFractionSource(source, split, seed, pair_fraction)
+    source = shapes_source.PairFractionSource(source, split, seed, pair_fraction)
   return source
 
 
@@ -293,6 +174,15 @@ def resize_and_crop(image: np.ndarray, image_size: int, rng: Optional[np.random.
   else:
     top, left = int(rng.integers(0, h - image_size + 1)), int(rng.integers(0, w - image_size + 1))
   return image[top:top + image_size, left:left + image_size]
+
+
+def downsample(images: np.ndarray, factor: int) -> np.ndarray:
+  """Box-filter downsampling [B, H, W, C] -> [B, H/f, W/f, C] (an upsampler's low-resolution input)."""
+  images = np.asarray(images)
+  b, h, w, c = images.shape
+  if h % factor or w % factor:
+    raise ValueError(f"images of {h}x{w} cannot be downsampled {factor}x; use sides divisible by {factor}.")
+  return images.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
 class _ResizeCrop:
@@ -361,23 +251,23 @@ def create_dataset(source, *, batch_size: int, seed: int, shuffle: bool = True, 
   if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
     raise ValueError(f"source={source!r} is not random-access; give a ShapesSource or a TFDS data source "
                      "(anything with __len__ and __getitem__).")
-  batch_size = _check_int("batch_size", batch_size, 1)
-  seed = _check_int("seed", seed, 0)
-  process_count = _check_int("process_count", process_count, 1)
-  process_index = _check_int("process_index", process_index, 0)
+  batch_size = shapes_source.check_int("batch_size", batch_size, 1)
+  seed = shapes_source.check_int("seed", seed, 0)
+  process_count = shapes_source.check_int("process_count", process_count, 1)
+  process_index = shapes_source.check_int("process_index", process_index, 0)
   if process_index >= process_count:
     raise ValueError(f"process_index={process_index} must be below process_count={process_count} "
                      "(pass jax.process_index() and jax.process_count()).")
   if num_epochs is not None:
-    num_epochs = _check_int("num_epochs", num_epochs, 1)
+    num_epochs = shapes_source.check_int("num_epochs", num_epochs, 1)
   if tokenizer is not None and context_length is None:
     raise ValueError("a tokenizer needs context_length (the text encoder's number of tokens), e.g. 32.")
   if tokenizer is not None:
-    context_length = _check_int("context_length", context_length, 1)
-  num_threads = _check_int("num_threads", num_threads, 0)
-  prefetch_buffer_size = _check_int("prefetch_buffer_size", prefetch_buffer_size, 0)
+    context_length = shapes_source.check_int("context_length", context_length, 1)
+  num_threads = shapes_source.check_int("num_threads", num_threads, 0)
+  prefetch_buffer_size = shapes_source.check_int("prefetch_buffer_size", prefetch_buffer_size, 0)
   if image_size is not None:
-    image_size = _check_int("image_size", image_size, 1)
+    image_size = shapes_source.check_int("image_size", image_size, 1)
   if random_crop and image_size is None:
     raise ValueError("random_crop=True needs image_size (the side of the square crop), e.g. image_size=64.")
 
@@ -467,6 +357,5 @@ def create_iterator(source, *, batch_size: int, seed: int, shuffle: bool = True,
       prefetch_buffer_size=prefetch_buffer_size, image_size=image_size, random_crop=random_crop))
 
 
-__all__ = ["ATTRIBUTE_KEYS", "MAX_OBJECTS", "SHAPES_DEFAULT_SIZES", "SHAPES_SPLITS", "SOURCE_NAMES",
-           "PairFractionSource", "ShapesSource", "create_dataset", "create_iterator", "example_dict", "make_source",
-           "resize_and_crop"]
+__all__ = ["DATA_DEFAULTS", "SHAPES_SPLITS", "SOURCE_NAMES", "create_dataset", "create_iterator",
+           "data_setting", "downsample", "make_source", "resize_and_crop"]

@@ -9,7 +9,7 @@ images, which TFDS encodes to PNG with pillow (a numpy array would send them
 through TensorFlow's PNG encoder), and come back decoded with pillow.
 
 Example i of a split's data source is example i of the split's stream for the
-config's seed, byte for byte what `input_pipeline.ShapesSource(split, seed,
+config's seed, byte for byte what `shapes_source.ShapesSource(split, seed,
 num_examples, image_size)[i]` returns: the builder keeps generation order
 (DatasetInfo's `disable_shuffling`) and PNG is lossless.
 
@@ -25,7 +25,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from t2i_jax.data import input_pipeline, shapes
+from t2i_jax.data import shapes, shapes_source
 
 NAME = "captioned_shapes"
 FILE_FORMAT = "array_record"
@@ -50,7 +50,7 @@ class CaptionedShapesConfig(tfds.core.BuilderConfig):
   def __post_init__(self):
     shapes._check_image_size(self.image_size)  # pylint: disable=protected-access
     for field in ("seed", "num_train", "num_test", "num_heldout"):
-      input_pipeline._check_int(field, getattr(self, field), 0)  # pylint: disable=protected-access
+      shapes_source.check_int(field, getattr(self, field), 0)
     if self.num_train + self.num_test + self.num_heldout == 0:
       raise ValueError("all three split sizes are 0; ask for at least one example (e.g. num_train=2000).")
     if not self.name:
@@ -68,7 +68,7 @@ def config_name(image_size: int, seed: int, num_train: int, num_test: int, num_h
 class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
   """Captioned shapes: one or two coloured shapes, an English caption and the structured ground truth.
 
-  Features per example (the keys and dtypes of `input_pipeline.ShapesSource`):
+  Features per example (the keys and dtypes of `shapes_source.ShapesSource`):
     image uint8 [S, S, 3] (PNG), caption text, colors / shapes / sizes /
     positions int32 [2] (-1 where absent), centers float32 [2, 2], relation,
     num_objects, index int32 scalars.
@@ -80,7 +80,7 @@ class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
   DEFAULT_CONFIG_NAME = BUILDER_CONFIGS[0].name
 
   def _info(self) -> tfds.core.DatasetInfo:
-    size, k = self.builder_config.image_size, input_pipeline.MAX_OBJECTS
+    size, k = self.builder_config.image_size, shapes_source.MAX_OBJECTS
     ints = lambda: tfds.features.Tensor(shape=(k,), dtype=np.int32)
     scalar = lambda: tfds.features.Scalar(dtype=np.int32)
     return tfds.core.DatasetInfo(
@@ -109,7 +109,7 @@ class CaptionedShapes(tfds.core.GeneratorBasedBuilder):
 
     cfg = self.builder_config
     for i in range(num_examples):
-      ex = input_pipeline.example_dict(shapes.sample_example(split, cfg.seed, i, cfg.image_size))
+      ex = shapes_source.example_dict(shapes.sample_example(split, cfg.seed, i, cfg.image_size))
       ex["image"] = Image.fromarray(ex["image"])  # PIL -> PNG through pillow, not TensorFlow
       ex["caption"] = ex["caption"].decode("utf-8")
       yield i, ex

@@ -10,7 +10,7 @@ with no network. Real runs pass a Hugging Face tokenizer name or local path.
 import os
 import re
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,3 +80,28 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int) -> Tuple[np.n
     tokens[i, :len(ids)] = ids
     mask[i, :len(ids)] = True
   return tokens, mask
+
+
+def unknown_words(tokenizer, texts: Sequence[str]) -> List[List[str]]:
+  """Per text, the words the tokenizer reads as its unknown token (none for a byte-level BPE such as GPT-2's,
+  which has no unknown words)."""
+  unk = tokenizer.unk_token_id
+  if unk is None or unk in (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id):
+    return [[] for _ in texts]
+  encoded = tokenizer(list(texts), return_offsets_mapping=True)
+  return [[text[a:b] for i, (a, b) in zip(ids, offsets) if i == unk]
+          for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"])]
+
+
+def check_prompts(tokenizer, prompts: Sequence[str]) -> None:
+  """Warns naming the words of the prompts outside the tokenizer's vocabulary; a ValueError if a prompt
+  has no known word (the model would see nothing but unknown tokens)."""
+  unknown = unknown_words(tokenizer, prompts)
+  for prompt, words in zip(prompts, unknown):
+    if words and len(words) == len(prompt.split()):
+      raise ValueError(f"no word of the prompt {prompt!r} is in the tokenizer's vocabulary; use the words the "
+                       "model was trained on (e.g. 'a large red circle in the middle').")
+  named = sorted({w for words in unknown for w in words})
+  if named:
+    warnings.warn(f"prompt word(s) outside the tokenizer's vocabulary, read as unknown tokens: "
+                  f"{', '.join(map(repr, named))}.")

@@ -138,11 +138,10 @@ def binding_x0_errors(predict_x0: PredictX0, schedule, scenes: Sequence[captions
   return _errors(predict_x0, schedule, x0, prompts, timesteps, seed, ablated)
 
 
-def model_predictors(model, params_sets: Sequence, diffusion_config, schedule, tokenizer,
-                     context_length: int) -> List[PredictX0]:
-  """A text U-Net's x0 estimate (clipped to [-1, 1], as the samplers do), one PredictX0 per params set
+def model_predictors(stage, params_sets: Sequence, schedule) -> List[PredictX0]:
+  """A text U-Net stage's x0 estimate (clipped to [-1, 1], as the samplers do), one PredictX0 per params set
   (e.g. the checkpoint's and `without_token_keys_values` of it), all sharing one compiled function."""
-  from t2i_jax.pipelines import text_to_image
+  model, diffusion_config = stage.model, stage.diffusion
 
   @jax.jit
   def pred(params, x_t, t, tokens, token_mask):
@@ -152,7 +151,7 @@ def model_predictors(model, params_sets: Sequence, diffusion_config, schedule, t
 
   def bind(params) -> PredictX0:
     def predict(x_t, t, prompts):
-      cond = text_to_image.text_cond(prompts, tokenizer, context_length)
+      cond = stage.text_cond(prompts)
       return pred(params, x_t, t, jnp.asarray(cond["tokens"]), jnp.asarray(cond["token_mask"]))
     return predict
 
@@ -177,21 +176,19 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
   Returns {"attributes": x0_errors over one-object scenes, "binding": binding_x0_errors over two-object
   scenes}, `num` scenes each; prints both tables.
   """
-  from t2i_jax.data import tokenizer as tokenizer_lib
-  from t2i_jax.train import checkpoint, tasks
+  from t2i_jax.pipelines import stage as stage_lib
 
-  config = checkpoint.read_config(workdir)
+  config = stage_lib.read_config(workdir)
   if config.model.name != "unet" or config.model.get("text") is None or config.data.name not in (
       "shapes", "shapes_rendered"):
     raise ValueError("the attribute probe reads a text-conditional U-Net trained on captioned shapes.")
-  schedule = tasks.build_schedule(config.diffusion)
+  schedule = stage_lib.schedule(config.diffusion)
   # Checked before the checkpoint is read, so a bad level costs nothing.
   if not timesteps or not all(0 <= t < schedule.num_timesteps for t in timesteps):
     raise ValueError(f"timesteps={tuple(timesteps)}: give one or more in [0, {schedule.num_timesteps}).")
-  model, params, got = checkpoint.load_params(config, workdir, use_ema, step)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-  predict, ablated = model_predictors(model, [params, without_token_keys_values(params)], config.diffusion,
-                                      schedule, tokenizer, config.data.context_length)
+  stage = stage_lib.load_stage(workdir, config, step=step, use_ema=use_ema)
+  params, got = stage.params, stage.step
+  predict, ablated = model_predictors(stage, [params, without_token_keys_values(params)], schedule)
   size = config.model.image_size
   errors = x0_errors(predict, schedule, probe_scenes(num, seed), size, timesteps, seed, ablated)
   binding = binding_x0_errors(predict, schedule, pair_probe_scenes(num, seed), size, timesteps, seed, ablated)

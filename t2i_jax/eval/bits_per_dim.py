@@ -15,23 +15,21 @@ from t2i_jax.diffusion import losses
 from t2i_jax.train import tasks
 
 
-def dataset_bits_per_dim(model, params, config, *, split: str = "test", num_examples: int = 1000,
-                         batch_size: int = 100, seed: int = 0) -> dict:
-  """dict(bpd, prior_bpd, vb_per_t [T], num_examples) of the first num_examples of config.data's split.
+def dataset_bits_per_dim(stage, *, split: str = "test", num_examples: int = 1000, batch_size: int = 100,
+                         seed: int = 0) -> dict:
+  """dict(bpd, prior_bpd, vb_per_t [T], num_examples) of the first num_examples of the stage's data split.
 
-  The U-Net is conditioned as in training (tokens, labels or low-res image), by
-  the same `tasks` batch conversion; the test split is read in order, unshuffled.
+  stage: a diffusion U-Net (`pipelines.stage.load_stage`). It is conditioned as in
+  training (tokens, labels or low-res image), by the same `tasks` batch
+  conversion; the split is read in order, unshuffled.
   """
+  config = stage.config
   task = tasks.make_task(config)
-  tokenizer = None
-  if task.uses_text:
-    from t2i_jax.data import tokenizer as tokenizer_lib
-
-    tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
   source = input_pipeline.make_source(config.data, split)
   iterator = input_pipeline.create_iterator(
-      source, batch_size=batch_size, seed=seed, shuffle=False, num_epochs=1, tokenizer=tokenizer,
-      context_length=config.data.get("context_length"), image_size=config.data.image_size, num_threads=0)
+      source, batch_size=batch_size, seed=seed, shuffle=False, num_epochs=1, tokenizer=stage.tokenizer,
+      context_length=config.data.context_length, image_size=config.data.image_size, num_threads=0)
   batches = (task.model_batch(b) for b in itertools.islice(iterator, max(1, num_examples // batch_size)))
-  return losses.dataset_bpd(models.denoise_fn(model, params), task.schedule, batches, jax.random.PRNGKey(seed),
-                            mean_type=config.diffusion.mean_type, var_type=config.diffusion.var_type)
+  return losses.dataset_bpd(models.denoise_fn(stage.model, stage.params), task.schedule, batches,
+                            jax.random.PRNGKey(seed), mean_type=config.diffusion.mean_type,
+                            var_type=config.diffusion.var_type)

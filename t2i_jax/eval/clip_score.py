@@ -3,7 +3,7 @@
 CLIP score = w · max(cos(E_image, E_text), 0), averaged over pairs, with w = 100
 (Hessel et al., 2021 use 2.5 on top of this; papers on text-to-image mostly
 report the 100-scaled cosine). Any `models.clip.CLIP` with its params works,
-e.g. one trained with configs/shapes_clip.py (`train.tasks.load_frozen`).
+e.g. one trained with configs/shapes_clip.py (`pipelines.stage.load_stage`).
 """
 
 import functools

@@ -15,7 +15,10 @@ shapes oracle reads them back and `caption_metrics` scores them. FID is taken on
 the oracle's penultimate features against renders of the same prompts.
 """
 
+import dataclasses
 import itertools
+import json
+import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -24,7 +27,8 @@ import numpy as np
 from t2i_jax.data import captions, shapes
 from t2i_jax.diffusion import checks
 from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib
-from t2i_jax.pipelines import images as images_lib, text_to_image
+from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
+from t2i_jax.train import config_keys
 
 _SEEN_PAIRS = [(c, s) for c in range(len(captions.COLORS)) for s in range(len(captions.SHAPES))
                if (captions.COLORS[c], captions.SHAPES[s]) not in shapes.HELDOUT_PAIRS]
@@ -62,20 +66,15 @@ def reference_images(scenes: Sequence[captions.Scene], image_size: int, seed: in
   return np.stack([shapes.render(s.objects, s.relation, image_size, rng) for s in scenes])
 
 
-def sample_images(model, params, config, prompts: Sequence[str], tokenizer, *, method: str, steps: int,
-                  guidance: float, seed: int, batch_size: int, var_type=None):
-  """(uint8 [N, H, W, 3], seconds per image) for the prompts, in batches of batch_size.
-
-  The sampler's eta and lowest timestep are the model's, from config.sample.
-  """
+def sample_images(stage: stage_lib.Stage, prompts: Sequence[str], settings: text_to_image.SampleSettings,
+                  batch_size: int):
+  """(uint8 [N, H, W, 3], seconds per image) for the prompts, in batches of batch_size (the seed of batch
+  i·batch_size is settings.seed + i·batch_size)."""
   out, start = [], time.perf_counter()
   for i in range(0, len(prompts), batch_size):
     chunk = list(prompts[i:i + batch_size])
     chunk += [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape for every batch
-    images = text_to_image.generate(model, params, config.diffusion, chunk, tokenizer, config.data.context_length,
-                                    method=method, steps=steps, guidance_scale=guidance, eta=config.sample.eta,
-                                    seed=seed + i, var_type=var_type,
-                                    min_timestep=config.sample.get("min_timestep", 0))
+    images = text_to_image.generate(stage, chunk, dataclasses.replace(settings, seed=settings.seed + i))
     out.append(images_lib.to_uint8(np.asarray(images)))
   images = np.concatenate(out)[:len(prompts)]
   return images, (time.perf_counter() - start) / len(prompts)
@@ -108,24 +107,26 @@ def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle,
   return out
 
 
-def evaluate(model, params, config, tokenizer, settings: Sequence[dict], *, num_single: int, num_heldout: int,
+def evaluate(stage: stage_lib.Stage, settings: Sequence[dict], *, num_single: int, num_heldout: int,
              num_pair: int, batch_size: int, seed: int = 0, oracle=None) -> List[dict]:
-  """One row per setting dict(method, steps, guidance[, var_type]): the setting, its metrics, seconds_per_image."""
+  """One row per setting dict(method, steps, guidance[, var_type]): the setting, its metrics, seconds_per_image.
+
+  The sampler's eta and lowest timestep are the stage's (config.sample).
+  """
+  config = stage.config
   scenes = prompt_scenes(num_single, num_heldout, num_pair, seed)
   prompts = prompts_for(scenes)
   oracle = oracle or oracle_lib.load_oracle()
   # The reference set is the same for every setting: its features are computed once.
-  reference_features = oracle_lib.features(*oracle, reference_images(scenes, model.image_size, seed))
+  reference_features = oracle_lib.features(*oracle, reference_images(scenes, stage.model.image_size, seed))
   rows = []
   for setting in settings:
-    images, seconds = sample_images(model, params, config, prompts, tokenizer, method=setting["method"],
-                                    steps=setting["steps"], guidance=setting["guidance"], seed=seed,
-                                    batch_size=batch_size, var_type=setting.get("var_type"))
+    sampler = text_to_image.SampleSettings.from_config(config.sample, seed=seed, **setting)
+    images, seconds = sample_images(stage, prompts, sampler, batch_size)
     if setting["method"] == "ddpm":  # the only sampler that uses the variance
-      setting = dict(setting, var_type=setting.get("var_type", config.diffusion.var_type))
+      setting = dict(setting, var_type=sampler.var_type or config.diffusion.var_type)
     rows.append(dict(setting, **score(images, scenes, oracle, reference_features),
-                     min_timestep=config.sample.get("min_timestep", 0), seconds_per_image=seconds,
-                     num_prompts=len(prompts)))
+                     min_timestep=sampler.min_timestep, seconds_per_image=seconds, num_prompts=len(prompts)))
   return rows
 
 
@@ -176,21 +177,18 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   Returns:
     (rows, path of the metrics file written).
   """
-  import json
-  import os
-
-  from t2i_jax.data import tokenizer as tokenizer_lib
-  from t2i_jax.train import checkpoint
-
   if config.model.name != "unet" or config.model.get("text") is None:
     raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes; "
                      f"this config has model.name={config.model.name!r}.")
-  settings = [parse_setting(s) for s in (settings or config.eval.settings)]
-  model, params, got = checkpoint.load_params(config, workdir, config.sample.use_ema, step)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-  rows = evaluate(model, params, config, tokenizer, settings, num_single=config.eval.num_single,
-                  num_heldout=config.eval.num_heldout, num_pair=config.eval.num_pair,
-                  batch_size=config.eval.batch_size, seed=config.eval.seed)
+  config = config_keys.complete(config)
+  evaluation = config.eval if config.get("eval") is not None else config_keys.section("eval")
+  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
+  for setting in settings:  # every setting is checked before the checkpoint is read
+    text_to_image.SampleSettings.from_config(config.sample, **setting)
+  stage = stage_lib.load_stage(workdir, config, step=step)
+  rows = evaluate(stage, settings, num_single=evaluation.num_single, num_heldout=evaluation.num_heldout,
+                  num_pair=evaluation.num_pair, batch_size=evaluation.batch_size, seed=evaluation.seed)
+  got = stage.step
   suffix = "" if step is None else f"_step{got}"
   path = os.path.join(workdir, f"metrics{suffix}.json")
   with open(path, "w") as f:

@@ -11,15 +11,6 @@ def to_uint8(images) -> np.ndarray:
   return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def downsample(images: np.ndarray, factor: int) -> np.ndarray:
-  """Box-filter downsampling [B, H, W, C] -> [B, H/f, W/f, C] (an upsampler's low-resolution input)."""
-  images = np.asarray(images)
-  b, h, w, c = images.shape
-  if h % factor or w % factor:
-    raise ValueError(f"images of {h}x{w} cannot be downsampled {factor}x; use sides divisible by {factor}.")
-  return images.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
-
-
 def make_grid(images: np.ndarray, columns: int, pad: int = 2, value: int = 255) -> np.ndarray:
   """uint8 [N, H, W, C] -> one uint8 [rows·(H+pad)+pad, columns·(W+pad)+pad, C] grid."""
   n, h, w, c = images.shape

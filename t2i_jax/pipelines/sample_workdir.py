@@ -1,46 +1,46 @@
-"""Sampling from a training workdir: restore the latest checkpoint's EMA params, generate, write PNGs."""
+"""Sampling a trained U-Net stage to PNG files: --mode=sample, and the training loop's periodic grids."""
 
 import os
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from t2i_jax import models
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax.models import classifier as classifier_lib
-from t2i_jax.pipelines import images as images_lib, text_to_image
-from t2i_jax.train import checkpoint, tasks
+from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
+from t2i_jax.train import config_keys, tasks
 
 
 def _slug(text: str) -> str:
   return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
 
 
-def conditions(model, config, num: int, prompts: Optional[Sequence[str]] = None, tokenizer=None):
+def conditions(stage: stage_lib.Stage, num: int, prompts: Optional[Sequence[str]] = None):
   """(cond, captions): the U-Net's conditioning for `num` samples and a caption for each grid cell.
 
   text U-Net: the prompts; class-conditional: config.sample.labels (default
   0, 1, 2, ...); super-resolution: the first `num` images of the data's test
   split, downsampled, with their captions as prompts; unconditional: {}.
   """
+  model, config = stage.model, stage.config
   cond, captions = {}, [""] * num
   if model.super_res:
-    source = input_pipeline.make_source(config.data, config.sample.get("split", "test"))
+    source = input_pipeline.make_source(config.data, config.sample.split)
     batch = next(input_pipeline.create_iterator(
         source, batch_size=num, seed=0, shuffle=False, num_epochs=1, num_threads=0,
         image_size=config.data.image_size))
-    cond["low_res"] = images_lib.downsample(batch["image"], tasks.LOW_RES_FACTOR)
+    cond["low_res"] = input_pipeline.downsample(batch["image"], tasks.LOW_RES_FACTOR)
     captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in batch.get("caption", captions)]
     prompts = captions if model.text is not None else None
   if model.text is not None:
     if not prompts:
       raise ValueError("a text-conditional model needs prompts: pass --prompt or set config.sample.prompts.")
-    if tokenizer is None:
-      tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-    cond = text_to_image.text_cond(prompts, tokenizer, config.data.context_length, cond)
+    cond = stage.text_cond(prompts, cond)
     captions = list(prompts)
   elif model.num_classes is not None:
-    labels = list(config.sample.get("labels", None) or range(num))[:num]
+    labels = list(config.sample.labels or range(num))[:num]
     cond["y"] = np.asarray(labels, np.int32) % model.num_classes
     captions = [f"class {y}" for y in cond["y"]]
   return cond, captions
@@ -53,35 +53,33 @@ def classifier_guidance(config):
   with s·∇ log p(y | x_t) from a separately trained classifier
   (configs/adm_imagenet64.py:classifier) added to each step's mean.
   """
-  workdir = config.sample.get("classifier_workdir")
+  workdir = config.sample.classifier_workdir
   if not workdir:
     return None
-  classifier, params, _ = tasks.load_frozen(workdir)
-  if classifier.image_size != config.model.image_size:
-    raise ValueError(f"the classifier in {workdir} reads {classifier.image_size}px images but the U-Net makes "
-                     f"{config.model.image_size}px ones; train the classifier at the U-Net's size.")
+  classifier = stage_lib.load_stage(workdir, use_ema=True)
+  if classifier.model.image_size != config.model.image_size:
+    raise ValueError(f"the classifier in {workdir} reads {classifier.model.image_size}px images but the U-Net "
+                     f"makes {config.model.image_size}px ones; train the classifier at the U-Net's size.")
   return classifier_lib.classifier_grad_fn(
-      lambda x, t: classifier.apply({"params": params}, x, t), config.sample.get("classifier_scale", 1.0))
+      lambda x, t: classifier.model.apply({"params": classifier.params}, x, t), config.sample.classifier_scale)
 
 
-def write_samples(model, params, config, workdir: str, step: int, prompts: Sequence[str], method: str, steps: int,
-                  guidance_scale: float, seed: int = 0, tokenizer=None) -> dict:
-  """Samples a grid; writes samples/grid_<step>.png (captioned), one PNG per sample and the captions.
+def write_samples(stage: stage_lib.Stage, prompts: Sequence[str], settings: text_to_image.SampleSettings,
+                  out_dir: str) -> dict:
+  """Samples a grid; writes out_dir/grid_<step>.png (captioned), one PNG per sample and the captions.
 
   prompts: one per sample for a text model (else only their number counts, at
   least config.sample.num_images). Returns dict(grid=path, images=[paths]).
   """
-  num = len(prompts) if model.text is not None and not model.super_res else config.sample.get(
-      "num_images", max(len(prompts), 1))
-  cond, captions = conditions(model, config, num, prompts, tokenizer)
+  model, config, step = stage.model, stage.config, stage.step
+  num = len(prompts) if model.text is not None and not model.super_res else max(config.sample.num_images,
+                                                                                 len(prompts))
+  cond, captions = conditions(stage, num, prompts)
   grad_fn = classifier_guidance(config)
   if grad_fn is not None and "y" not in cond:
-    cond["y"] = np.arange(len(captions), dtype=np.int32) % config.model.get("num_classes", 1)
-  images = text_to_image.sample_unet(model, params, config.diffusion, cond, len(captions), method=method,
-                                     steps=steps, guidance_scale=guidance_scale, eta=config.sample.eta, seed=seed,
-                                     grad_fn=grad_fn, min_timestep=config.sample.get("min_timestep", 0))
+    cond["y"] = np.arange(len(captions), dtype=np.int32) % (model.num_classes or 1)
+  images = text_to_image.sample_unet(model, stage.params, stage.diffusion, cond, len(captions), settings, grad_fn)
   images = images_lib.to_uint8(np.asarray(images))
-  out_dir = os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)
   grid_path = os.path.join(out_dir, f"grid_{step}.png")
   images_lib.write_png(grid_path, images_lib.captioned_grid(images, captions, columns=min(len(captions), 4)))
@@ -95,19 +93,42 @@ def write_samples(model, params, config, workdir: str, step: int, prompts: Seque
   return {"grid": grid_path, "images": paths}
 
 
-def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, method: Optional[str] = None,
-                    steps: Optional[int] = None, guidance_scale: Optional[float] = None, seed: int = 0,
-                    step: Optional[int] = None) -> dict:
-  """Samples the latest checkpoint of workdir, or the saved `step` (EMA params unless config.sample.use_ema is False).
-
-  Unset arguments come from config.sample. Returns write_samples' dict.
-  """
+def _check_unet(config) -> None:
   if config.model.name != "unet":
     raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
                      f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
                      "through config.sample.classifier_workdir).")
-  model, params, step = checkpoint.load_params(config, workdir, config.sample.use_ema, step)
-  return write_samples(
-      model, params, config, workdir, step, list(prompts or config.sample.get("prompts", ())),
-      method or config.sample.method,
-      steps or config.sample.steps, config.sample.guidance if guidance_scale is None else guidance_scale, seed)
+
+
+def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, step: Optional[int] = None,
+                    **overrides) -> dict:
+  """--mode=sample: samples the workdir's newest checkpoint that restores, or the saved `step`, into
+  workdir/samples (EMA params unless config.sample.use_ema is False).
+
+  overrides: SampleSettings fields (method, steps, guidance, seed); None keeps config.sample's.
+  Everything is validated before the checkpoint is read. Returns write_samples' dict.
+  """
+  _check_unet(config)
+  if prompts and config.model.get("text") is None:
+    raise ValueError("this U-Net is not conditioned on text; sample it without --prompt.")
+  config = config_keys.complete(config)
+  settings = text_to_image.SampleSettings.from_config(config.sample, **overrides)
+  stage = stage_lib.load_stage(workdir, config, step=step)
+  return write_samples(stage, list(prompts or config.sample.prompts), settings, os.path.join(workdir, "samples"))
+
+
+def periodic_sampler(config, workdir: str) -> Optional[Callable]:
+  """For loop.train's sample_fn: (params, step) -> the grid path of config.sample's prompts and settings,
+  written to workdir/samples; None for a model that is not a U-Net."""
+  if config.model.name != "unet":
+    return None
+  config = config_keys.complete(config)
+  model = models.build(config.model)
+  settings = text_to_image.SampleSettings.from_config(config.sample)
+  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer) if stage_lib.uses_text(config) else None
+
+  def sample(params, step: int) -> str:
+    stage = stage_lib.Stage(workdir, config, model, params, step, tokenizer)
+    return write_samples(stage, list(config.sample.prompts), settings, os.path.join(workdir, "samples"))["grid"]
+
+  return sample

@@ -1,12 +1,13 @@
 """Images from a U-Net: tokenise (or take labels / low-resolution images), guide, sample (GLIDE's stages)."""
 
+import dataclasses
+import math
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from t2i_jax import models
-from t2i_jax.data import tokenizer as tokenizer_lib
 from t2i_jax.diffusion import checks, guidance, samplers, schedules
 
 
@@ -35,56 +36,77 @@ def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: i
   return schedules.respace(betas, min_timestep + schedules.space_timesteps(span, spacing))
 
 
-def sample_unet(model, params, diffusion_config, cond: dict, num: int, *, method: str = "ddim", steps: int = 50,
-                guidance_scale: float = 1.0, eta: float = 0.0, seed: int = 0, grad_fn=None,
-                var_type: Optional[str] = None, min_timestep: int = 0):
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+  """How to sample a diffusion U-Net.
+
+  Attributes:
+    method: one of samplers.METHODS ("ddpm", "ddim", "dpm++2m", "euler", "heun").
+    steps: sampling steps (>= 1).
+    guidance: classifier-free guidance scale w (1: none; the model needs a null condition otherwise).
+    eta: DDIM's η.
+    min_timestep: the lowest original timestep visited (see respaced_schedule).
+    seed: the noise seed.
+    var_type: the reverse-step variance (None: the training config's); "fixed_small" or "fixed_large"
+      with a learned-variance model drops its variance output (Improved DDPM's learned vs fixed
+      comparison on one network). Only the ancestral sampler uses it.
+  """
+  method: str = "ddim"
+  steps: int = 50
+  guidance: float = 1.0
+  eta: float = 0.0
+  min_timestep: int = 0
+  seed: int = 0
+  var_type: Optional[str] = None
+
+  def __post_init__(self):
+    checks.check_choice("sampler", self.method, samplers.METHODS)
+    if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+      raise ValueError(f"steps={self.steps!r}: sample with at least 1 step (e.g. 20 for dpm++2m, 50 for ddim).")
+    if not math.isfinite(self.guidance):
+      raise ValueError(f"guidance={self.guidance!r} must be a finite number (1 = no guidance, e.g. 3).")
+    if self.var_type is not None:
+      checks.check_choice("var_type", self.var_type, checks.VAR_TYPES)
+
+  @classmethod
+  def from_config(cls, sample_config, **overrides) -> "SampleSettings":
+    """The settings of a config's sample section, with the non-None `overrides` on top."""
+    values = dict(method=sample_config.method, steps=sample_config.steps, guidance=sample_config.guidance,
+                  eta=sample_config.eta, min_timestep=sample_config.min_timestep)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings: SampleSettings, grad_fn=None):
   """Images [num, H, W, C] in [-1, 1] from a U-Net given its conditioning kwargs.
 
   Args:
     cond: the U-Net's conditioning inputs with leading axis `num` (tokens and
       token_mask, y, low_res, ...); {} for an unconditional model.
-    guidance_scale: classifier-free guidance scale w with the model's null
-      condition (w = 1: no guidance; a model without a null condition refuses w != 1).
+    settings: the sampler, its steps, the guidance scale (w = 1: none) and the seed.
     grad_fn: optional classifier guidance, (x_t, t, cond) -> scaled ∇ log p(y | x_t)
       (models.classifier.classifier_grad_fn), cond holding the target classes "y".
-    var_type: the reverse-step variance (default the training config's); "fixed_small" or
-      "fixed_large" with a learned-variance model drops its variance output (Improved DDPM's
-      learned vs fixed comparison on one network). Only the ancestral sampler uses it.
-    min_timestep: the lowest original timestep the sampler visits (see respaced_schedule).
   """
-  var_type = var_type or diffusion_config.var_type
-  checks.check_choice("var_type", var_type, checks.VAR_TYPES)
+  var_type = settings.var_type or diffusion_config.var_type
   learned = diffusion_config.var_type in checks.LEARNED_VAR_TYPES
   if var_type in checks.LEARNED_VAR_TYPES and not learned:
     raise ValueError(f"var_type={var_type!r} needs a model trained with learned variance; this one was trained "
                      f"with {diffusion_config.var_type!r}: sample with 'fixed_small' or 'fixed_large'.")
   drop_variance = learned and var_type not in checks.LEARNED_VAR_TYPES
   denoise = models.denoise_fn(model, params, channels=model.out_channels if drop_variance else None)
-  if guidance_scale != 1.0:
-    denoise = guidance.classifier_free(denoise, guidance_scale, model.null_condition())
-  schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, min_timestep)
+  if settings.guidance != 1.0:
+    denoise = guidance.classifier_free(denoise, settings.guidance, model.null_condition())
+  method, steps = settings.method, settings.steps
+  schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, settings.min_timestep)
   shape = (num, model.image_size, model.image_size, model.out_channels)
   return samplers.sample(
-      denoise, schedule, shape, jax.random.PRNGKey(seed), method=method, mean_type=diffusion_config.mean_type,
-      var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
-      timestep_map=timestep_map, eta=eta, num_steps=steps if method in ("euler", "heun") else None,
+      denoise, schedule, shape, jax.random.PRNGKey(settings.seed), method=method,
+      mean_type=diffusion_config.mean_type, var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
+      timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
       grad_fn=grad_fn)
 
 
-def text_cond(prompts: Sequence[str], tokenizer, context_length: int, extra: Optional[dict] = None) -> dict:
-  """The U-Net's text conditioning for prompts: tokens int32 [N, L], token_mask bool [N, L] (+ `extra`)."""
-  tokens, mask = tokenizer_lib.tokenize(tokenizer, prompts, context_length)
-  return dict(extra or {}, tokens=tokens, token_mask=mask)
-
-
-def generate(model, params, diffusion_config, prompts: Sequence[str], tokenizer, context_length: int, *,
-             method: str = "ddim", steps: int = 50, guidance_scale: float = 3.0, eta: float = 0.0, seed: int = 0,
-             var_type: Optional[str] = None, min_timestep: int = 0):
-  """Images [len(prompts), H, W, C] in [-1, 1] for the prompts (a text-conditional U-Net).
-
-  guidance_scale w: classifier-free guidance with the model's null text (w = 1: no guidance).
-  var_type, min_timestep: see sample_unet.
-  """
-  return sample_unet(model, params, diffusion_config, text_cond(prompts, tokenizer, context_length), len(prompts),
-                     method=method, steps=steps, guidance_scale=guidance_scale, eta=eta, seed=seed, var_type=var_type,
-                     min_timestep=min_timestep)
+def generate(stage, prompts: Sequence[str], settings: SampleSettings):
+  """Images [len(prompts), H, W, C] in [-1, 1] for the prompts from a text-conditional U-Net stage
+  (`stage.Stage`); settings.guidance is classifier-free guidance with the model's null text."""
+  return sample_unet(stage.model, stage.params, stage.diffusion, stage.text_cond(prompts), len(prompts), settings)

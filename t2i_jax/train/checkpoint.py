@@ -8,15 +8,17 @@ before anything in it is touched.
 """
 
 import json
+import logging
 import os
-from typing import Any, Optional, Tuple
+import time
+from typing import Any, List, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from t2i_jax import models
-from t2i_jax.train import sharding, state as state_lib
+from t2i_jax.train import config_keys, sharding, state as state_lib
 
 
 # Orbax splits the saving of a replicated array across its replicas; for arrays under 1 MiB the
@@ -24,13 +26,39 @@ from t2i_jax.train import sharding, state as state_lib
 MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL = 2**20
 
 
-def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
-  """A CheckpointManager for <workdir>/checkpoints; half-written saves left by a crash are removed."""
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL), override=True)
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+_handler_registered = False
+
+
+def _register_array_handler() -> None:
+  """Once per process; replacing Orbax's default jax.Array handler is intended, so its warning is muted."""
+  global _handler_registered
+  if _handler_registered:
+    return
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL), override=True)
+  finally:
+    absl_logger.setLevel(level)
+  _handler_registered = True
+
+
+def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager for <workdir>/checkpoints; half-written saves left by a crash are removed.
+
+  read_only: for sampling or a frozen model: creates nothing and removes nothing (a run may be saving there).
+  """
+  _register_array_handler()
+  if read_only:
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
+                                           max_to_keep=None, save_interval_steps=0)
+  else:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+                                           cleanup_tmp_directories=True, create=True)
   # Handlers named up front, so a new process can read a checkpoint's metadata before restoring it.
   handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler()}
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
@@ -69,20 +97,21 @@ def _check_same_architecture(manager, step: int, target: Any) -> None:
         problem = f"{key} has shape {saved_map[key]} in the checkpoint but {shape} in the config"
         break
   if problem:
-    raise ValueError(
+    raise ArchitectureError(
         f"{manager.directory} holds a checkpoint (step {step}) of a different architecture: {problem}. "
         "Nothing was changed; use a new --workdir, or the config that wrote it."
     )
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config.json a training run wrote into its workdir (the run's own settings)."""
+  """The config.json a training run wrote into its workdir (the run's own settings), defaults filled in
+  for keys added since it was written."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ValueError(f"{workdir} has no config.json: it is not a t2i_jax training workdir. Train the model "
                      "there first (python -m t2i_jax.main --config=... --workdir=...).")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return config_keys.complete(ml_collections.ConfigDict(json.load(f)))
 
 
 def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] = None):
@@ -94,32 +123,87 @@ def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] 
   """
   model = models.build(config.model)
   abstract = jax.eval_shape(state_lib.make_init_fn(model, config, state_lib.make_optimizer(config.optim)))
-  manager = make_manager(workdir, config.train.max_to_keep)
-  if manager.latest_step() is None:
-    raise ValueError(f"{workdir} has no checkpoint to sample from; train first (--mode=train).")
-  state, _, step = restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()), step)
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ValueError(f"{workdir} has no checkpoint to read; train first (--mode=train).")
+  manager = make_manager(workdir, config.train.max_to_keep, read_only=True)
+  try:
+    if manager.latest_step() is None:
+      raise ValueError(f"{workdir} has no checkpoint to read; train first (--mode=train).")
+    state, _, step, _ = restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()),
+                                        step)
+  finally:
+    manager.close()
   return model, (state.ema_params if use_ema else state.params), step
 
 
+class ArchitectureError(ValueError):
+  """A checkpoint written for another architecture than the config's."""
+
+
+def _restore(manager, step: int, init_state: Any, shardings: Any):
+  _check_same_architecture(manager, step, init_state)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_abstract(init_state, shardings)), extra=ocp.args.JsonRestore()))
+  return restored["state"], restored["extra"]
+
+
+def _reason(error: Exception) -> str:
+  text = " ".join(str(error).split())
+  return f"{type(error).__name__}: {text[:200]}"
+
+
 def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: Any, step: Optional[int] = None,
-                    ) -> Tuple[Any, Optional[dict], int]:
-  """Resumes from the latest checkpoint if there is one (or from `step`, which must exist).
+                    ) -> Tuple[Any, Optional[dict], int, List[int]]:
+  """Resumes from the newest checkpoint that restores (or from `step`, which must exist and restore).
+
+  A checkpoint that cannot be read (files truncated or missing on disk) is
+  skipped with a warning that names its step and the error, and the next older
+  one is tried; one of another architecture stops everything (ArchitectureError).
 
   Args:
     init_state: a freshly initialised state (its structure and dtypes are the
       restore target; it is returned unchanged when there is no checkpoint).
     shardings: NamedShardings for the state, as the current mesh wants them.
-    step: restore this saved step instead of the latest; ValueError if it was not saved.
+    step: restore this saved step instead of the newest; ValueError if it was not saved or does not restore.
 
   Returns:
-    (state, extra or None, step): the restored or the initial state.
+    (state, extra or None, step, skipped steps): the restored or the initial state.
+
+  Raises:
+    ValueError: checkpoints exist but none restores (each step and its error named).
   """
-  if step is not None and step not in manager.all_steps():
-    raise ValueError(f"no checkpoint at step {step} in {manager.directory}; saved steps: {manager.all_steps()}.")
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    return init_state, None, 0
-  _check_same_architecture(manager, step, init_state)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_abstract(init_state, shardings)), extra=ocp.args.JsonRestore()))
-  return restored["state"], restored["extra"], step
+  saved = sorted(manager.all_steps(), reverse=True)
+  if step is not None and step not in saved:
+    raise ValueError(f"no checkpoint at step {step} in {manager.directory}; saved steps: {sorted(saved)}.")
+  if not saved:
+    return init_state, None, 0, []
+  failures = []
+  for candidate in ([step] if step is not None else saved):
+    try:
+      state, extra = _restore(manager, candidate, init_state, shardings)
+    except ArchitectureError:
+      raise
+    except Exception as error:  # pylint: disable=broad-except  (any damage to the files on disk)
+      failures.append((candidate, _reason(error)))
+      print(f"warning: checkpoint step {candidate} in {manager.directory} cannot be restored ({failures[-1][1]}); "
+            "skipping it", flush=True)
+      continue
+    if failures:
+      print(f"warning: restored step {candidate} instead of step {failures[0][0]}", flush=True)
+    return state, extra, candidate, [s for s, _ in failures]
+  raise ValueError(f"no checkpoint in {manager.directory} can be restored: "
+                   + "; ".join(f"step {s} ({why})" for s, why in failures)
+                   + ". Delete the damaged step folders to start afresh, or restore them from a copy.")
+
+
+def set_aside(manager: ocp.CheckpointManager, steps: Sequence[int], workdir: str) -> None:
+  """Moves damaged checkpoint steps to <workdir>/damaged_checkpoints/<step>, kept for inspection, so that the
+  resumed run can save those steps again."""
+  if not steps:
+    return
+  target = os.path.join(workdir, "damaged_checkpoints")
+  os.makedirs(target, exist_ok=True)
+  for step in steps:
+    os.replace(os.path.join(str(manager.directory), str(step)), os.path.join(target, f"{step}_{int(time.time())}"))
+    print(f"warning: moved the damaged checkpoint step {step} to {target}", flush=True)
+  manager.reload()

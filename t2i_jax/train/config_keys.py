@@ -1,30 +1,65 @@
-"""The keys a training config may hold, so a misspelt one fails loudly instead of being ignored.
+"""The sections of a training config and their defaults, defined once.
 
-The model section is checked by models.build against the module's fields; the
-other sections against the sets below (what loop, tasks, state and the samplers read).
+`DEFAULTS` is every key a section may hold and its value when a config leaves
+it out: `...` where there is none (the config must set it), a type for an
+optional value that is None unless set. The data section's table is the data
+pipeline's own (`input_pipeline.DATA_DEFAULTS`). From it:
+- `section(name, **values)` builds a complete section (configs/common.py);
+- `complete(config)` refuses unknown keys (naming the nearest known one) and
+  missing required ones, and returns a copy with every default filled in, so the
+  code reads `config.train.sample_every`, never `config.get(key, default)`;
+- the model section is checked by models.build against the module's fields.
 """
 
 import difflib
+from typing import Any
 
+import ml_collections
+from ml_collections import config_dict
+
+from t2i_jax.data import input_pipeline
 from t2i_jax.diffusion import timestep_sampling
 
-SECTIONS = {
-    "data": {"name", "image_size", "data_dir", "seed", "num_train", "random_crop", "random_flip", "tokenizer",
-             "context_length", "label_key", "pair_fraction"},
-    "diffusion": {"schedule", "num_timesteps", "mean_type", "var_type", "loss_type", "timestep_sampler",
-                  "min_snr_gamma", "p_uncond", "early_tail_fraction", "early_tail_steps",
-                  *timestep_sampling.LOGIT_NORMAL_KEYS},
-    "optim": {"lr", "warmup_steps", "schedule", "total_steps", "cooldown_steps", "weight_decay", "b1", "b2",
-              "grad_clip"},
-    "train": {"batch_size", "num_steps", "log_every", "checkpoint_every", "max_to_keep", "ema_rate", "ema_warmup",
-              "grad_accum_steps", "sample_every"},
-    "sample": {"method", "steps", "guidance", "eta", "min_timestep", "use_ema", "prompts", "num_images", "labels",
-               "split", "classifier_workdir", "classifier_scale"},
-    "prior": {"clip_workdir"},
-    "eval": {"num_single", "num_heldout", "num_pair", "batch_size", "seed", "settings"},
+_TAIL = {"logit_mean": 0.0, "logit_std": 1.0, "logit_uniform_fraction": 0.0, "logit_tail_fraction": 0.0,
+         "logit_tail_mean": timestep_sampling.DEFAULT_TAIL_MEAN, "logit_tail_std": timestep_sampling.DEFAULT_TAIL_STD}
+assert set(_TAIL) == set(timestep_sampling.LOGIT_NORMAL_KEYS)
+
+DEFAULTS = {
+    "data": input_pipeline.DATA_DEFAULTS,
+    # Improved DDPM's hybrid setup: cosine schedule, learned-range variance, L_simple + λ·L_vlb.
+    "diffusion": dict(schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range",
+                      loss_type="rescaled_mse", timestep_sampler="uniform", **_TAIL, early_tail_fraction=0.0,
+                      early_tail_steps=0, min_snr_gamma=float, p_uncond=0.0),
+    # AdamW with warmup and global-norm clipping; "constant", "cosine" or "wsd" (state.make_lr_schedule).
+    "optim": dict(lr=..., warmup_steps=0, schedule="constant", total_steps=0, cooldown_steps=0,
+                  weight_decay=0.0, b1=0.9, b2=0.999, grad_clip=1.0),
+    "train": dict(batch_size=..., num_steps=..., log_every=100, checkpoint_every=10_000, max_to_keep=3,
+                  ema_rate=0.9999, ema_warmup=False, grad_accum_steps=1, sample_every=0),
+    # --mode=sample, the loop's periodic samples and --mode=eval's sampler defaults.
+    "sample": dict(method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(),
+                   num_images=8, labels=(), split="test", classifier_workdir="", classifier_scale=1.0),
+    "prior": dict(clip_workdir=...),
+    # --mode=eval's prompt set (eval.evaluate) and sampler settings, the first the headline.
+    "eval": dict(num_single=200, num_heldout=40, num_pair=100, batch_size=100, seed=0,
+                 settings=("dpm++2m:20:3",)),
 }
-TOP_LEVEL = {"seed", "fsdp", "model"} | set(SECTIONS)
-REQUIRED = ("model", "data", "optim", "train")
+TOP_LEVEL = {"seed": 0, "fsdp": 1}
+REQUIRED_SECTIONS = ("model", "data", "optim", "train")
+
+
+def _value(default: Any) -> Any:
+  # A typed placeholder (None) rather than None, so that --config.X=... can still set the value.
+  return config_dict.placeholder(default) if isinstance(default, type) else default
+
+
+def section(section_name: str, /, **values) -> ml_collections.ConfigDict:
+  """A complete `section_name` section: `values` over the defaults; ValueError on an unknown or missing key."""
+  problems = _unknown(values, DEFAULTS[section_name], f"{section_name}.")
+  missing = [f"{section_name}.{k}" for k, v in DEFAULTS[section_name].items() if v is ... and k not in values]
+  if problems or missing:
+    raise ValueError(_message(problems, missing))
+  defaults = DEFAULTS[section_name]
+  return ml_collections.ConfigDict({k: values[k] if k in values else _value(v) for k, v in defaults.items()})
 
 
 def _unknown(keys, allowed, where: str) -> list:
@@ -36,17 +71,37 @@ def _unknown(keys, allowed, where: str) -> list:
   return problems
 
 
-def check(config) -> None:
-  """Raises a ValueError naming every unknown key (with the nearest known one) and every missing section."""
-  problems = _unknown(config.keys(), TOP_LEVEL, "")
-  for section, allowed in SECTIONS.items():
-    if config.get(section) is not None:
-      problems += _unknown(config[section].keys(), allowed, f"{section}.")
-  missing = [s for s in REQUIRED if config.get(s) is None]
+def _message(problems, missing) -> str:
+  parts = []
+  if problems:
+    parts.append(f"unknown config key(s): {', '.join(problems)}")
+  if missing:
+    parts.append(f"missing config key(s) or section(s): {', '.join(missing)}")
+  return "; ".join(parts) + ". Fix the config file or the --config.* override; nothing was run."
+
+
+def complete(config) -> ml_collections.ConfigDict:
+  """A copy of config with every section's defaults filled in.
+
+  Raises:
+    ValueError: naming every unknown key (with the nearest known one), every
+      missing required section and every missing required key.
+  """
+  problems = _unknown(config.keys(), set(TOP_LEVEL) | {"model"} | set(DEFAULTS), "")
+  missing = [s for s in REQUIRED_SECTIONS if config.get(s) is None]
+  for name, defaults in DEFAULTS.items():
+    if config.get(name) is not None:
+      problems += _unknown(config[name].keys(), defaults, f"{name}.")
+      missing += [f"{name}.{k}" for k, v in defaults.items() if v is ... and config[name].get(k) is None]
   if problems or missing:
-    message = []
-    if problems:
-      message.append(f"unknown config key(s): {', '.join(problems)}")
-    if missing:
-      message.append(f"missing section(s): {', '.join(missing)}")
-    raise ValueError("; ".join(message) + ". Fix the config file or the --config.* override; nothing was run.")
+    raise ValueError(_message(problems, missing))
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, value in TOP_LEVEL.items():
+    if out.get(key) is None:
+      out[key] = value
+  for name, defaults in DEFAULTS.items():
+    if out.get(name) is not None:
+      for key, value in defaults.items():
+        if key not in out[name]:
+          out[name][key] = _value(value)
+  return out

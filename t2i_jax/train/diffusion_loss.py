@@ -28,19 +28,19 @@ def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
 
 def check_early_tail(config) -> None:
   """Raises a ValueError unless the diffusion section's early tail (early_tail_steps, early_tail_fraction) is usable."""
-  early_steps = config.get("early_tail_steps", 0)
+  early_steps = config.early_tail_steps
   if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 0:
     raise ValueError(f"diffusion.early_tail_steps={early_steps!r} must be a non-negative int (0: no early tail).")
   if not early_steps:
     return
-  sampler = config.get("timestep_sampler", "uniform")
+  sampler = config.timestep_sampler
   if sampler != "logit-normal":
     raise ValueError(f"diffusion.early_tail_steps={early_steps} sets the logit-normal sampler's tail, but "
                      f"timestep_sampler={sampler!r}; use 'logit-normal' or set early_tail_steps=0.")
-  uniform = config.get("logit_uniform_fraction", 0.0)
+  uniform = config.logit_uniform_fraction
   # Both weights reach the sampler as one traced value, which it cannot check, so both are checked here.
   for key in ("early_tail_fraction", "logit_tail_fraction"):
-    value = config.get(key, 0.0)
+    value = config[key]
     if not 0.0 <= value <= 1.0 - uniform:
       raise ValueError(f"diffusion.{key}={value!r} must lie in [0, 1 − logit_uniform_fraction] = "
                        f"[0, {1.0 - uniform:g}].")
@@ -55,8 +55,8 @@ def tail_fraction_at(config, step):
   1,600 steps of h = 0.9 (experiments/shapes_full). Returns a Python float without an early tail, else a
   float32 [] array (the sampler accepts a traced weight). step: int32 [] (the optimizer step).
   """
-  tail = config.get("logit_tail_fraction", 0.0)
-  if not config.get("early_tail_steps", 0):
+  tail = config.logit_tail_fraction
+  if not config.early_tail_steps:
     return tail
   if step is None:
     raise ValueError("this diffusion section has an early tail (early_tail_steps > 0): call the loss with the "
@@ -69,13 +69,13 @@ def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_times
                               step=None):
   """(t int32 [B], weights float32 [B]) from the diffusion section's timestep_sampler (and its parameters).
 
-  A section without logit_mean / logit_std / logit_uniform_fraction / logit_tail_* (an older config.json)
-  gets the sampler's own defaults. step (int32 []) picks the tail's weight when the section has an early tail.
+  config: a complete diffusion section (train.config_keys). step (int32 []) picks the tail's weight when
+  the section has an early tail.
   """
-  params = {k: config[k] for k in timestep_sampling.LOGIT_NORMAL_KEYS if k in config}
+  params = {k: config[k] for k in timestep_sampling.LOGIT_NORMAL_KEYS}
   params["logit_tail_fraction"] = tail_fraction_at(config, step)
   return timestep_sampling.sample_timesteps(
-      config.get("timestep_sampler", "uniform"), key, batch_size, num_timesteps, loss_history, **params)
+      config.timestep_sampler, key, batch_size, num_timesteps, loss_history, **params)
 
 
 def make_loss_fn(model, schedule: Schedule, config) -> Callable:
@@ -102,7 +102,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
     output = model.apply({"params": params}, x_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
     terms = losses.training_losses(
         schedule, output, x0, x_t, t, noise, mean_type=config.mean_type, var_type=config.var_type,
-        loss_type=config.loss_type, min_snr_gamma=config.get("min_snr_gamma"))
+        loss_type=config.loss_type, min_snr_gamma=config.min_snr_gamma)
     loss = jnp.mean(terms["loss"] * weights)
     aux = dict(t=t, per_example_loss=terms["loss"],
                metrics=dict(loss=loss, mse=jnp.mean(terms["mse"]), vb=jnp.mean(terms["vb"])))

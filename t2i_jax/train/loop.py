@@ -2,21 +2,22 @@
 
 Everything lives under --workdir: checkpoints/, metrics.jsonl and config.json. A
 run resumes by itself from the latest checkpoint (state and data iterator), and
-SIGTERM / SIGINT make it save and exit at the next step boundary.
+SIGTERM / SIGINT make it save and exit at the next step boundary. A step whose
+loss or gradients are not finite stops the run with an error naming it and the
+last good checkpoint; its state is never saved.
 """
 
 import json
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
-from t2i_jax.pipelines import sample_workdir
 from t2i_jax.train import checkpoint, config_keys, sharding, state as state_lib, step as step_lib, tasks
 
 
@@ -24,7 +25,7 @@ def _check_text(config, tokenizer) -> None:
   """The tokenizer and the text encoder of the model must agree on vocabulary and length."""
   model = config.model
   if model.name == "unet":
-    if model.get("text") is None:
+    if model.get("text") is None:  # the model section has no defaults: text is absent or None
       return
     vocab, context, where = model.text.vocab_size, model.text.context_length, "model.text"
   elif model.name == "clip":
@@ -77,14 +78,38 @@ class _StopFlag:
       signal.signal(sig, handler)
 
 
-def train(config, workdir: str) -> Any:
+def _check_finite(step: int, metrics: dict, manager, workdir: str) -> None:
+  """Raises FloatingPointError if the step's loss or gradients were not finite (its state is never saved)."""
+  if bool(_local(metrics["finite"])):
+    return
+  manager.wait_until_finished()  # the saves before this step are the run's good state: let them land
+  last = manager.latest_step()
+  kept = (f"the last good checkpoint is step {last} in {os.path.join(workdir, 'checkpoints')}, and the run "
+          "resumes from it" if last is not None else "no checkpoint was saved")
+  loss, grad_norm = float(_local(metrics["loss"])), float(_local(metrics["grad_norm"]))
+  raise FloatingPointError(
+      f"step {step}: the loss ({loss:.4g}) or the gradients (norm {grad_norm:.4g}) are not finite; training "
+      f"stopped without saving that state; {kept}. Lower optim.lr, set optim.grad_clip, or check the data.")
+
+
+def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] = None) -> Any:
   """Trains config.train.num_steps steps (resuming if the workdir has a checkpoint); returns the final state.
 
   Any model family of tasks.FAMILIES; config sections: model, data, optim,
-  train, (diffusion), (sample), (prior). See configs/shapes_default.py.
+  train, (diffusion), (sample), (prior) — see train/config_keys.py and configs/.
+
+  Args:
+    sample_fn: (params, step) -> path, called every config.train.sample_every
+      steps on process 0 with this process's copy of the params that
+      config.sample.use_ema names (main.py passes pipelines' periodic sampler).
+
+  Raises:
+    ValueError: a bad config, batch size or workdir, before the workdir is touched.
+    FloatingPointError: a step whose loss or gradients are not finite; nothing
+      of it is saved, and the message names the last good checkpoint.
   """
-  config_keys.check(config)
-  mesh = sharding.make_mesh(config.get("fsdp", 1))
+  config = config_keys.complete(config)
+  mesh = sharding.make_mesh(config.fsdp)
   sharding.check_batch_size(config.train.batch_size, mesh)
   task = tasks.make_task(config)
   model = task.model
@@ -97,9 +122,9 @@ def train(config, workdir: str) -> Any:
   source = input_pipeline.make_source(config.data, "train")
   iterator = input_pipeline.create_iterator(
       source, batch_size=local_batch, seed=config.seed, tokenizer=tokenizer,
-      context_length=config.data.get("context_length"), process_index=jax.process_index(),
+      context_length=config.data.context_length, process_index=jax.process_index(),
       process_count=jax.process_count(), image_size=config.data.image_size,
-      random_crop=config.data.get("random_crop", False), random_flip=config.data.get("random_flip", False))
+      random_crop=config.data.random_crop, random_flip=config.data.random_flip)
 
   # Everything above validates the config and the data; only now is the workdir touched.
   os.makedirs(workdir, exist_ok=True)
@@ -113,7 +138,9 @@ def train(config, workdir: str) -> Any:
 
   _write_config(workdir, config)
   manager = checkpoint.make_manager(workdir, config.train.max_to_keep)
-  state, extra, start = checkpoint.restore_or_init(manager, state, shardings)
+  state, extra, start, damaged = checkpoint.restore_or_init(manager, state, shardings)
+  if jax.process_index() == 0:
+    checkpoint.set_aside(manager, damaged, workdir)
   if extra is not None:
     iterator.set_state(extra["data"])
   print(f"{config.model.name}: {n_params:,} parameters; devices: {mesh.size}; starting at step {start}", flush=True)
@@ -128,52 +155,58 @@ def train(config, workdir: str) -> Any:
     embed = jax.jit(task.embed, out_shardings=sharding.batch_sharding(mesh))
     embed_params = jax.device_put(task.embed_params, sharding.replicated(mesh))
 
-  def save(step):
-    checkpoint.save(manager, step, state, {"data": iterator.get_state()}, force=True)
-
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   writer = None
   if jax.process_index() == 0:
     import tensorboardX  # TensorBoard event files beside metrics.jsonl
 
     writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
-  sample_every = config.train.get("sample_every", 0)
+  sample_every = config.train.sample_every if sample_fn is not None else 0
   last_time, last_step = time.time(), start
-  with _StopFlag() as flag:
-    for step in range(start, config.train.num_steps):
-      # Only the arrays the step reads go to the devices; captions stay on the host.
-      batch = sharding.shard_batch(task.model_batch(next(iterator)), mesh)
-      if embed is not None:
-        batch = embed(embed_params, batch)
-      state, metrics = jitted(state, batch, key)
-      done = step + 1
-      if done % config.train.log_every == 0 or done == config.train.num_steps:
-        metrics = {k: float(_local(v)) for k, v in metrics.items()}
-        now = time.time()
-        rate = (done - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
-        eta = (config.train.num_steps - done) * config.train.batch_size / max(rate, 1e-9)
-        last_time, last_step = now, done
-        if writer is not None:
-          with open(metrics_path, "a") as f:
-            f.write(json.dumps(dict(step=done, images_per_s=rate, **metrics)) + "\n")
-          for name, value in dict(metrics, images_per_s=rate).items():
-            writer.add_scalar(f"train/{name}", value, done)
-          writer.flush()
-        print(f"step {done}/{config.train.num_steps}  loss {metrics['loss']:.4f}  {rate:.1f} img/s  "
-              f"ETA {eta / 60:.1f} min", flush=True)
-      if done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop:
-        save(done)
-      if sample_every and done % sample_every == 0 and jax.process_index() == 0 and config.model.name == "unet":
-        params = state.ema_params if config.sample.use_ema else state.params
-        paths = sample_workdir.write_samples(
-            model, jax.tree.map(_local, params), config, workdir, done, list(config.sample.prompts),
-            config.sample.method, config.sample.steps, config.sample.guidance, tokenizer=tokenizer)
-        print(f"samples: {paths['grid']}", flush=True)
-      if flag.stop:
-        break
-  manager.wait_until_finished()
-  if writer is not None:
-    writer.close()
+  previous = None  # the last step's (number, metrics), checked for finiteness once the next step is queued
+  try:
+    with _StopFlag() as flag:
+      for step in range(start, config.train.num_steps):
+        # Only the arrays the step reads go to the devices; captions stay on the host.
+        batch = sharding.shard_batch(task.model_batch(next(iterator)), mesh)
+        if embed is not None:
+          batch = embed(embed_params, batch)
+        state, metrics = jitted(state, batch, key)
+        done = step + 1
+        # Waiting on the previous step while this one runs keeps the devices busy.
+        if previous is not None:
+          _check_finite(*previous, manager, workdir)
+        previous = (done, metrics)
+        log = done % config.train.log_every == 0 or done == config.train.num_steps
+        save = done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop
+        sample = sample_every and done % sample_every == 0 and jax.process_index() == 0
+        if log or save or sample:
+          _check_finite(done, metrics, manager, workdir)
+        if log:
+          metrics = {k: float(_local(v)) for k, v in metrics.items() if k != "finite"}
+          now = time.time()
+          rate = (done - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
+          eta = (config.train.num_steps - done) * config.train.batch_size / max(rate, 1e-9)
+          last_time, last_step = now, done
+          if writer is not None:
+            with open(metrics_path, "a") as f:
+              f.write(json.dumps(dict(step=done, images_per_s=rate, **metrics)) + "\n")
+            for name, value in dict(metrics, images_per_s=rate).items():
+              writer.add_scalar(f"train/{name}", value, done)
+            writer.flush()
+          print(f"step {done}/{config.train.num_steps}  loss {metrics['loss']:.4f}  {rate:.1f} img/s  "
+                f"ETA {eta / 60:.1f} min", flush=True)
+        if save:
+          checkpoint.save(manager, done, state, {"data": iterator.get_state()}, force=True)
+        if sample:
+          params = state.ema_params if config.sample.use_ema else state.params
+          print(f"samples: {sample_fn(jax.tree.map(_local, params), done)}", flush=True)
+        if flag.stop:
+          break
+  finally:
+    manager.wait_until_finished()
+    if writer is not None:
+      writer.close()
   print(f"done: step {int(_local(state.step))}, params fingerprint {params_fingerprint(state.params, mesh):.10e}",
         flush=True)
   return state

@@ -68,7 +68,7 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
     output = model.apply({"params": params}, z_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
     terms = losses.training_losses(schedule, output, z0, z_t, t, noise, mean_type=config.mean_type,
                                    var_type=config.var_type, loss_type=config.loss_type,
-                                   min_snr_gamma=config.get("min_snr_gamma"))
+                                   min_snr_gamma=config.min_snr_gamma)
     loss = jnp.mean(terms["loss"] * weights)
     pred = output if config.mean_type == "x0" else gaussian.p_mean_variance(
         schedule, output, z_t, t, mean_type=config.mean_type, var_type=config.var_type,

@@ -47,7 +47,7 @@ def make_lr_schedule(config) -> optax.Schedule:
                      f"{config.schedule!r}; set it to the run's train.num_steps.")
   if config.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total)
-  cooldown = config.get("cooldown_steps", 0)
+  cooldown = config.cooldown_steps
   if not 0 < cooldown <= total - warmup:
     raise ValueError(f"optim.cooldown_steps={cooldown} must lie in (0, total_steps − warmup] = (0, {total - warmup}] "
                      "for schedule 'wsd'.")
@@ -90,14 +90,15 @@ def make_init_fn(model, config, optimizer: optax.GradientTransformation):
   config.diffusion.timestep_sampler asks for it.
   """
   args, kwargs = models.example_inputs(model, 1)
-  diffusion = config.get("diffusion") or {}
-  loss_aware = diffusion.get("timestep_sampler", "uniform") == "loss-second-moment"
+  diffusion = config.get("diffusion")  # CLIP has none
+  loss_aware = diffusion is not None and diffusion.timestep_sampler == "loss-second-moment"
+  num_timesteps = None if diffusion is None else diffusion.num_timesteps
 
   def init_fn():
     # The "rbg" generator: XLA compiles a model's init 2-3x faster with it than with threefry
     # (7.6 s -> 3.0 s for the runlocal U-Net on CPU); only the init draws from it.
     params = model.init(jax.random.key(config.seed, impl="rbg"), *args, **kwargs)["params"]
-    return create_train_state(params, optimizer, diffusion.get("num_timesteps"), loss_aware=loss_aware)
+    return create_train_state(params, optimizer, num_timesteps, loss_aware=loss_aware)
 
   return init_fn
 

@@ -2,8 +2,9 @@
 
 The step folds the step number into the rng (a resumed run draws the same
 numbers), optionally accumulates gradients over micro-batches, applies the
-optimizer, the EMA and the loss-aware sampler's update. `jit_train_step` compiles
-it on a mesh with the batch sharded over every device and the state donated.
+optimizer, the EMA and the loss-aware sampler's update, and reports whether the
+loss and gradients were finite. `jit_train_step` compiles it on a mesh with the
+batch sharded over every device and the state donated.
 """
 
 from typing import Callable
@@ -26,6 +27,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
   state's (int32 [], before the update), for losses whose sampling changes over training.
   With grad_accum_steps = k the batch is split into k micro-batches along its
   leading axis and their gradients averaged (one optimizer update).
+  metrics: the loss's, grad_norm, and finite (bool []: loss and gradients finite).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -56,7 +58,10 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     history = state.loss_history
     if history is not None:
       history = timestep_sampling.update_loss_history(history, aux["t"], aux["per_example_loss"])
-    metrics = dict(aux["metrics"], grad_norm=optax.tree.norm(grads))
+    grad_norm = optax.tree.norm(grads)
+    # Reported, not acted on: the loop stops at a non-finite step and never saves its state.
+    finite = jnp.isfinite(aux["metrics"]["loss"]) & jnp.isfinite(grad_norm)
+    metrics = dict(aux["metrics"], grad_norm=grad_norm, finite=finite)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
                               loss_history=history)
     return new_state, metrics

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from t2i_jax import models
+from t2i_jax.data import input_pipeline
 from t2i_jax.diffusion import schedules
-from t2i_jax.pipelines import images
 from t2i_jax.train import checkpoint, classifier_loss, clip_loss, diffusion_loss, prior_loss
 
 FAMILIES = ("unet", "classifier", "clip", "prior")
@@ -63,7 +63,7 @@ def labels(batch: dict, data_config) -> np.ndarray:
   gives the first object's, so class-conditional configs can run on the
   embedded dataset.
   """
-  key = data_config.get("label_key", "label")
+  key = data_config.label_key
   if key not in batch:
     raise ValueError(f"a class-conditional model needs labels, but the batches of data.name="
                      f"{data_config.name!r} have no {key!r} (keys: {sorted(batch)}); set data.label_key to one "
@@ -90,7 +90,7 @@ def _unet_task(config, model) -> Task:
     if model.num_classes is not None:
       cond["y"] = labels(batch, config.data)
     if model.super_res:
-      cond["low_res"] = images.downsample(batch["image"], LOW_RES_FACTOR)
+      cond["low_res"] = input_pipeline.downsample(batch["image"], LOW_RES_FACTOR)
     return {"image": batch["image"], "cond": cond}
 
   return Task(model, diffusion_loss.make_loss_fn(model, schedule, config.diffusion), model_batch,
@@ -109,16 +109,13 @@ def _clip_task(config, model) -> Task:
               lambda batch: {"image": batch["image"], "cond": _text(batch)}, True, schedule)
 
 
-def load_frozen(workdir: str):
-  """(model, EMA params, config) of the latest checkpoint in a training workdir, read with its own config.json."""
-  frozen_config = checkpoint.read_config(workdir)
-  model, params, _ = checkpoint.load_params(frozen_config, workdir, use_ema=True)
-  return model, params, frozen_config
-
-
 def _prior_task(config, model) -> Task:
   schedule = build_schedule(config.diffusion)
-  clip_model, clip_params, clip_config = load_frozen(config.prior.clip_workdir)
+  if config.get("prior") is None:
+    raise ValueError("a prior trains on a frozen CLIP's embeddings: set prior.clip_workdir to a CLIP's workdir "
+                     "(configs/shapes_clip.py).")
+  clip_config = checkpoint.read_config(config.prior.clip_workdir)
+  clip_model, clip_params, _ = checkpoint.load_params(clip_config, config.prior.clip_workdir, use_ema=True)
   if clip_model.embed_dim != model.clip_dim or clip_model.text_width != model.text_dim:
     raise ValueError(f"the CLIP in {config.prior.clip_workdir} has embed_dim={clip_model.embed_dim} and "
                      f"text_width={clip_model.text_width}; set model.clip_dim and model.text_dim to match.")

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_jax.data import input_pipeline, shapes
+from t2i_jax.data import input_pipeline, shapes, shapes_source
 from t2i_jax.data import tokenizer as tokenizer_lib
-from t2i_jax.data.input_pipeline import ShapesSource, create_iterator
+from t2i_jax.data.input_pipeline import create_iterator
+from t2i_jax.data.shapes_source import ShapesSource
 
 SIZE = 16
 
@@ -204,7 +205,7 @@ def test_tfds_config_validation(tmp_path):
     shapes_tfds.builder(str(tmp_path), image_size=200)
   with pytest.raises(ValueError, match="at least one"):
     shapes_tfds.builder(str(tmp_path), num_train=0, num_test=0, num_heldout=0)
-  assert input_pipeline.MAX_OBJECTS == 2
+  assert shapes_source.MAX_OBJECTS == 2
 
 
 class ArraySource:
@@ -232,8 +233,8 @@ def test_make_source_by_name(tmp_path):
   src = input_pipeline.make_source(config)
   assert isinstance(src, ShapesSource) and (src.split, src.seed, len(src), src.image_size) == ("train", 3, 24, SIZE)
   val = input_pipeline.make_source(config, "validation")  # validation is the test split, default size
-  assert (val.split, len(val)) == ("test", input_pipeline.SHAPES_DEFAULT_SIZES["num_test"])
-  assert len(input_pipeline.make_source(config, "heldout")) == input_pipeline.SHAPES_DEFAULT_SIZES["num_heldout"]
+  assert (val.split, len(val)) == ("test", input_pipeline.DATA_DEFAULTS["num_test"])
+  assert len(input_pipeline.make_source(config, "heldout")) == input_pipeline.DATA_DEFAULTS["num_heldout"]
   # "shapes": the TFDS build under data_dir, example for example the rendered stream.
   sizes = dict(num_train=16, num_test=8, num_heldout=4)
   built = input_pipeline.make_source(dict(name="shapes", image_size=SIZE, seed=3, data_dir=str(tmp_path), **sizes))
@@ -325,7 +326,7 @@ def test_pair_fraction_source_rebalances_the_train_split_only():
   config = dict(name="shapes_rendered", image_size=SIZE, num_train=40, seed=3, pair_fraction=0.75)
   src = input_pipeline.make_source(config)
   plain = ShapesSource("train", seed=3, num_examples=40, image_size=SIZE)
-  assert isinstance(src, input_pipeline.PairFractionSource) and len(src) == 40
+  assert isinstance(src, shapes_source.PairFractionSource) and len(src) == 40
   counts = np.array([int(src[i]["num_objects"]) for i in range(40)])
   assert (counts == 2).sum() == 30 and (counts == 1).sum() == 10
   # Each kind's examples are spread evenly: every two-object example of the plain source is read

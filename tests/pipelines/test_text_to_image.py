@@ -31,8 +31,8 @@ def test_ancestral_sampling_can_swap_a_learned_variance_for_a_fixed_one():
   diffusion = ml_collections.ConfigDict(dict(schedule="linear", num_timesteps=100, mean_type="eps",
                                              var_type="learned_range"))
   def sample(var_type=None):
-    return np.asarray(text_to_image.sample_unet(model, params, diffusion, {}, 2, method="ddpm", steps=5, seed=3,
-                                                var_type=var_type))
+    settings = text_to_image.SampleSettings(method="ddpm", steps=5, seed=3, var_type=var_type)
+    return np.asarray(text_to_image.sample_unet(model, params, diffusion, {}, 2, settings))
   learned, small, large = sample(), sample("fixed_small"), sample("fixed_large")
   assert learned.shape == (2, 8, 8, 3)
   np.testing.assert_allclose(learned, small, atol=1e-5)
@@ -40,8 +40,8 @@ def test_ancestral_sampling_can_swap_a_learned_variance_for_a_fixed_one():
   fixed = diffusion.copy_and_resolve_references()
   fixed.var_type = "fixed_small"
   with pytest.raises(ValueError, match="needs a model trained with learned variance"):
-    text_to_image.sample_unet(model, params, fixed, {}, 2, method="ddpm", steps=5,
-                              var_type="learned_range")
+    text_to_image.sample_unet(model, params, fixed, {}, 2,
+                              text_to_image.SampleSettings(method="ddpm", steps=5, var_type="learned_range"))
 
 
 def _diffusion(num_timesteps=100):

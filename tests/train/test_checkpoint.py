@@ -31,7 +31,7 @@ def test_round_trip_with_shardings_and_extra(tmp_path):
   manager.wait_until_finished()
   fresh = _state(seed=1)
   shardings = sharding.state_sharding(fresh, mesh)
-  restored, extra, step = checkpoint.restore_or_init(checkpoint.make_manager(str(tmp_path)), fresh, shardings)
+  restored, extra, step, _ = checkpoint.restore_or_init(checkpoint.make_manager(str(tmp_path)), fresh, shardings)
   assert step == 7 and extra == {"data": {"index": 123}, "config": "x"}
   _assert_equal(restored, state)
   assert restored.params["dense"]["kernel"].sharding == shardings.params["dense"]["kernel"]
@@ -39,7 +39,7 @@ def test_round_trip_with_shardings_and_extra(tmp_path):
 
 def test_no_checkpoint_returns_the_initial_state(tmp_path):
   state = _state()
-  out, extra, step = checkpoint.restore_or_init(checkpoint.make_manager(str(tmp_path)), state,
+  out, extra, step, _ = checkpoint.restore_or_init(checkpoint.make_manager(str(tmp_path)), state,
                                                 sharding.state_sharding(state, sharding.make_mesh(1)))
   assert out is state and extra is None and step == 0
 
@@ -52,7 +52,7 @@ def test_keeps_only_the_last_n_and_restores_any_kept_step(tmp_path):
   assert manager.all_steps() == [2, 3]
   fresh = _state(seed=9)
   shardings = sharding.state_sharding(fresh, sharding.make_mesh(1))
-  restored, _, step = checkpoint.restore_or_init(manager, fresh, shardings, step=2)
+  restored, _, step, _ = checkpoint.restore_or_init(manager, fresh, shardings, step=2)
   assert step == 2
   _assert_equal(restored, _state(seed=2))
   with pytest.raises(ValueError, match=r"no checkpoint at step 1 .*saved steps: \[2, 3\]"):
@@ -82,7 +82,7 @@ def test_a_crashed_save_leaves_the_previous_checkpoint_usable(tmp_path):
   (partial / "state" / "garbage").write_bytes(b"\x00" * 100)
   manager = checkpoint.make_manager(str(tmp_path))
   assert manager.latest_step() == 1
-  restored, extra, step = checkpoint.restore_or_init(manager, _state(seed=3),
+  restored, extra, step, _ = checkpoint.restore_or_init(manager, _state(seed=3),
                                                      sharding.state_sharding(good, sharding.make_mesh(1)))
   assert step == 1 and extra["data"]["index"] == 1
   _assert_equal(restored, good)

@@ -4,17 +4,16 @@ import numpy as np
 import pytest
 
 from t2i_jax.pipelines import sample_workdir
-from tests.train.test_configs import _check_samples, _train, load
 
 
-def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_path):
-  unet_config, _ = _train("adm_imagenet64:runlocal", tmp_path / "unet")
-  _, metrics = _train("adm_imagenet64:classifier,runlocal", tmp_path / "classifier")
+def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_path, train_runlocal, check_samples):
+  unet_config, _ = train_runlocal("adm_imagenet64:runlocal", tmp_path / "unet")
+  _, metrics = train_runlocal("adm_imagenet64:classifier,runlocal", tmp_path / "classifier")
   assert 0.0 <= metrics[-1]["accuracy"] <= 1.0
   unet_config.sample.classifier_workdir = str(tmp_path / "classifier")
   unet_config.sample.classifier_scale = 10.0
   guided = sample_workdir.sample_to_files(unet_config, str(tmp_path / "unet"))
-  _check_samples(guided, unet_config.sample.num_images, 16)
+  check_samples(guided, unet_config.sample.num_images, 16)
   # The loaded classifier's guidance gradient is a real, non-zero push on x_t.
   grad_fn = sample_workdir.classifier_guidance(unet_config)
   x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
@@ -22,11 +21,11 @@ def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_pa
   assert grad.shape == x.shape and np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
 
 
-def test_clip_then_prior_on_its_frozen_embeddings(tmp_path):
-  _, clip_metrics = _train("shapes_clip:runlocal", tmp_path / "clip")
+def test_clip_then_prior_on_its_frozen_embeddings(tmp_path, train_runlocal):
+  _, clip_metrics = train_runlocal("shapes_clip:runlocal", tmp_path / "clip")
   assert 0.0 <= clip_metrics[-1]["image_to_text_accuracy"] <= 1.0
-  _, prior_metrics = _train("shapes_prior:runlocal", tmp_path / "prior",
+  prior_config, prior_metrics = train_runlocal("shapes_prior:runlocal", tmp_path / "prior",
                             prior=dict(clip_workdir=str(tmp_path / "clip")))
   assert -1.0 <= prior_metrics[-1]["cosine_to_target"] <= 1.0
   with pytest.raises(ValueError, match="draws images from a U-Net"):
-    sample_workdir.sample_to_files(load("shapes_prior:runlocal"), str(tmp_path / "prior"))
+    sample_workdir.sample_to_files(prior_config, str(tmp_path / "prior"))

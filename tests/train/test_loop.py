@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -12,7 +13,7 @@ import pytest
 
 from configs import shapes_default
 from t2i_jax.pipelines import images as images_lib, sample_workdir
-from t2i_jax.train import checkpoint, loop
+from t2i_jax.train import loop
 
 
 def _config(**train):
@@ -29,7 +30,8 @@ def _leaves(state):
 def trained(tmp_path_factory):
   """One 3-step run (checkpoints at steps 2 and 3, samples at step 2) that the tests below share."""
   workdir = str(tmp_path_factory.mktemp("trained"))
-  state = loop.train(_config(num_steps=3, checkpoint_every=2, sample_every=2), workdir)
+  config = _config(num_steps=3, checkpoint_every=2, sample_every=2)
+  state = loop.train(config, workdir, sample_fn=sample_workdir.periodic_sampler(config, workdir))
   return workdir, state
 
 
@@ -147,22 +149,20 @@ def test_eval_mode_writes_metrics_json(trained):
 
 def test_eval_samples_stop_at_the_configs_min_timestep(trained):
   workdir, _ = trained
-  from t2i_jax.data import tokenizer as tokenizer_lib
   from t2i_jax.eval import evaluate
-  from t2i_jax.pipelines import text_to_image
+  from t2i_jax.pipelines import stage as stage_lib, text_to_image
 
-  config = _config()
-  model, params, _ = checkpoint.load_params(config, workdir, config.sample.use_ema)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-  prompts = list(config.sample.prompts)
+  stage = stage_lib.load_stage(workdir)
+  assert stage.step == 3 and stage.config.sample.min_timestep == 15
+  prompts = list(stage.config.sample.prompts)
 
   def sample(min_timestep):
-    config.sample.min_timestep = min_timestep
-    return evaluate.sample_images(model, params, config, prompts, tokenizer, method="ddim", steps=3, guidance=3.0,
-                                  seed=0, batch_size=2)[0]
+    settings = text_to_image.SampleSettings.from_config(stage.config.sample, method="ddim", steps=3,
+                                                        guidance=3.0, min_timestep=min_timestep)
+    return evaluate.sample_images(stage, prompts, settings, batch_size=2)[0]
 
-  direct = text_to_image.generate(model, params, config.diffusion, prompts, tokenizer, config.data.context_length,
-                                  method="ddim", steps=3, guidance_scale=3.0, seed=0, min_timestep=15)
+  direct = text_to_image.generate(stage, prompts, text_to_image.SampleSettings(method="ddim", steps=3, guidance=3.0,
+                                                                              min_timestep=15))
   np.testing.assert_array_equal(sample(15), images_lib.to_uint8(np.asarray(direct)))
   assert not np.array_equal(sample(15), sample(0))
 
@@ -170,11 +170,69 @@ def test_eval_samples_stop_at_the_configs_min_timestep(trained):
 def test_bits_per_dim_of_the_trained_model_is_its_variational_bound(trained):
   workdir, _ = trained
   from t2i_jax.eval import bits_per_dim
+  from t2i_jax.pipelines import stage as stage_lib
 
   config = _config()
-  model, params, _ = checkpoint.load_params(config, workdir)
-  out = bits_per_dim.dataset_bits_per_dim(model, params, config, num_examples=8, batch_size=8)
+  out = bits_per_dim.dataset_bits_per_dim(stage_lib.load_stage(workdir, config), num_examples=8, batch_size=8)
   assert out["num_examples"] == 8 and out["vb_per_t"].shape == (config.diffusion.num_timesteps,)
   # The bound is the prior term plus every timestep's term; a barely trained model sits well above 0.
   assert out["bpd"] == pytest.approx(out["prior_bpd"] + out["vb_per_t"].sum(), rel=1e-4)
   assert 1.0 < out["bpd"] < 100.0
+
+
+def _restored_leaves(workdir, step):
+  from t2i_jax.pipelines import stage as stage_lib
+
+  return jax.tree.leaves(stage_lib.load_stage(workdir, step=step, use_ema=False).params)  # its config.json
+
+
+def test_a_nonfinite_loss_stops_the_run_and_keeps_the_good_checkpoints(tmp_path):
+  # The issue's divergence: a huge learning rate without clipping. Warm-up gives step 1 a zero rate, step 2
+  # blows the params up (still finite), and step 3's loss is NaN. Every step would be saved and only two kept.
+  workdir = str(tmp_path / "run")
+  config = _config(num_steps=8, checkpoint_every=1, max_to_keep=2)
+  config.optim.update(dict(lr=1e30, grad_clip=0.0))
+  with pytest.raises(FloatingPointError, match=r"step 3: the loss \(nan\).*last good checkpoint is step 2 in "
+                                               + re.escape(os.path.join(workdir, "checkpoints"))):
+    loop.train(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+  for step in (1, 2):
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in _restored_leaves(workdir, step))
+  assert [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))] == [1, 2]
+
+
+def _damage(step_dir):
+  """Truncates every file of a saved step to half its size, as a disk that filled up would leave it."""
+  for folder, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        data = f.read()
+      with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_on_sampling_and_resume(trained, tmp_path, capsys):
+  source, straight = trained
+  workdir = str(tmp_path / "run")
+  shutil.copytree(source, workdir)
+  _damage(os.path.join(workdir, "checkpoints", "3"))
+  # Sampling reads step 2 and says why step 3 was skipped.
+  paths = sample_workdir.sample_to_files(_config(), workdir)
+  assert paths["grid"].endswith("grid_2.png")
+  assert re.search(r"checkpoint step 3 in .* cannot be restored \(\w+", capsys.readouterr().out)
+  # Resuming trains step 3 again from step 2: the same state as the uninterrupted run; the damaged files are kept.
+  resumed = loop.train(_config(num_steps=3, checkpoint_every=2), workdir)
+  for a, b in zip(_leaves(straight), _leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
+  assert len(os.listdir(os.path.join(workdir, "damaged_checkpoints"))) == 1
+  # With every checkpoint damaged, one error names each step and nothing is changed.
+  for step in ("2", "3"):
+    _damage(os.path.join(workdir, "checkpoints", step))
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(ValueError, match=r"no checkpoint in .* can be restored: step 3 \(.*\); step 2 \("):
+    sample_workdir.sample_to_files(_config(), workdir)
+  with pytest.raises(ValueError, match="can be restored"):
+    loop.train(_config(num_steps=4), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before

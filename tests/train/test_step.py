@@ -10,7 +10,7 @@ import pytest
 
 from t2i_jax.diffusion import schedules, timestep_sampling
 from t2i_jax.models.unet import UNet
-from t2i_jax.train import diffusion_loss, sharding, state as state_lib, step as step_lib
+from t2i_jax.train import config_keys, diffusion_loss, sharding, state as state_lib, step as step_lib
 
 TEXT = flax.core.FrozenDict(vocab_size=32, context_length=6, width=16, layers=1, heads=2, final_ln=True,
                             padding_embedding=True)
@@ -19,11 +19,7 @@ MODEL = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,
 
 
 def _diffusion_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      mean_type="eps", var_type="learned_range", loss_type="rescaled_mse", timestep_sampler="uniform",
-      min_snr_gamma=None, p_uncond=0.2))
-  config.update(overrides)
-  return config
+  return config_keys.section("diffusion", **dict(dict(p_uncond=0.2), **overrides))
 
 
 def _optim_config():
@@ -221,7 +217,7 @@ def test_training_timesteps_follow_the_configured_sampler():
     assert np.all(np.asarray(weights) == 1.0)
     draws[name] = np.asarray(t)
   np.testing.assert_array_equal(draws["uniform"], timestep_sampling.sample_uniform(key, 64, 100)[0])
-  # Without the parameters (an older config.json) logit-normal falls back to the sampler's N(0, 1).
+  # The section's defaults are the sampler's N(0, 1).
   legacy = _diffusion_config(timestep_sampler="logit-normal")
   np.testing.assert_array_equal(diffusion_loss.sample_training_timesteps(legacy, key, 64, 100)[0],
                                 timestep_sampling.sample_logit_normal(key, 64, 100)[0])

@@ -1,0 +1,101 @@
+"""The command line: a user error is one line on stderr, a non-zero exit, and nothing written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import shapes_default
+from t2i_jax.train import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "--config=configs/shapes_default.py:runlocal"
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("T2I_JAX_VERBOSE", None)
+  return subprocess.run([sys.executable, "-m", "t2i_jax.main", *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def _listing(workdir):
+  """Every file under workdir with its size and modification time."""
+  out = {}
+  for folder, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(folder, name)
+      out[path] = (os.path.getsize(path), os.path.getmtime(path))
+  return out
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A two-step runlocal run (checkpoint at step 2) for the sampling and evaluation errors."""
+  path = str(tmp_path_factory.mktemp("cli") / "run")
+  config = shapes_default.get_config("runlocal")
+  config.train.sample_every = 0
+  loop.train(config, path)
+  return path
+
+
+def _assert_one_line_error(result, match):
+  assert result.returncode == 2, result.stdout + result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  assert "Traceback" not in result.stdout + result.stderr
+  assert match in lines[0], lines[0]
+
+
+# (flags, the words the one line must hold) for a fresh workdir that must not be created.
+FRESH = [
+    (["--config.train.num_stepz=3"], "unknown config key 'num_stepz' (did you mean 'num_steps'?)"),
+    (["--config=configs/nope.py"], "no such config file"),
+    (["--config=configs/shapes_default.py:bogus"], "config argument(s) ['bogus'] not understood"),
+    (["--mode=bogus"], "--mode=bogus: value should be one of"),
+    (["--config.model.text.vocab_size=10"], "raise vocab_size to at least"),
+    (["--steps=20"], "--steps: for --mode=sample only"),
+    (["--mode=sample"], "has no checkpoint to read; train first"),
+]
+# ... and for the trained workdir, which must stay as it is.
+TRAINED = [
+    (["--mode=sample", "--steps=0"], "steps=0: sample with at least 1 step"),
+    (["--mode=sample", "--sampler=bogus"], "sampler='bogus' is not supported; use one of 'ddpm'"),
+    (["--mode=sample", "--guidance=nan"], "guidance=nan must be a finite number"),
+    (["--mode=sample", "--checkpoint_step=7"], "no checkpoint at step 7"),
+    (["--mode=sample", "--prompt=chartreuse dodecahedron"], "no word of the prompt 'chartreuse dodecahedron'"),
+    (["--mode=eval", "--eval_setting=ddim:fast:3"], "STEPS must be an integer"),
+    (["--config.model.model_channels=64"], "was written by a run with another model config"),
+]
+
+
+@pytest.mark.parametrize("args, match", FRESH, ids=[" ".join(a) for a, _ in FRESH])
+def test_a_bad_input_on_a_fresh_workdir_is_one_line_and_creates_nothing(args, match, tmp_path):
+  fresh = str(tmp_path / "fresh")
+  config = [a for a in args if a.startswith("--config=")] or [CONFIG]
+  _assert_one_line_error(_cli(*config, f"--workdir={fresh}", *[a for a in args if not a.startswith("--config=")]),
+                         match)
+  assert not os.path.exists(fresh)
+
+
+@pytest.mark.parametrize("args, match", TRAINED, ids=[" ".join(a) for a, _ in TRAINED])
+def test_a_bad_input_on_a_trained_workdir_is_one_line_and_changes_nothing(args, match, workdir):
+  before = _listing(workdir)
+  _assert_one_line_error(_cli(CONFIG, f"--workdir={workdir}", *args), match)
+  assert _listing(workdir) == before
+
+
+def test_verbose_shows_the_traceback(workdir):
+  result = _cli(CONFIG, f"--workdir={workdir}", "--mode=sample", "--steps=0", "--verbose")
+  assert result.returncode != 0 and "Traceback" in result.stderr and "steps=0" in result.stderr
+
+
+def test_sampling_names_unknown_words_and_prints_no_third_party_warnings(workdir):
+  result = _cli(CONFIG, f"--workdir={workdir}", "--mode=sample", "--prompt=a chartreuse dodecahedron",
+                "--steps=2")
+  assert result.returncode == 0, result.stderr
+  assert result.stderr.strip().splitlines() == [
+      "warning: prompt word(s) outside the tokenizer's vocabulary, read as unknown tokens: 'chartreuse', "
+      "'dodecahedron'."]
+  assert result.stdout.startswith("wrote ")
