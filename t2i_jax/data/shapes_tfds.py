@@ -18,7 +18,9 @@ build its own copy in a local directory; hosts sharing one directory should let
 process 0 build while the others wait at a barrier, since TFDS does not lock.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Dict, Optional
 
@@ -146,8 +148,17 @@ def build_if_missing(data_dir: str, *, image_size: int = 32, seed: int = 0, num_
   """
   b = builder(data_dir, image_size=image_size, seed=seed, num_train=num_train, num_test=num_test,
               num_heldout=num_heldout)
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      try_download_gcs=False, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  if not b.is_prepared():
+    print(f"rendering captioned shapes ({num_train:,} / {num_test:,} / {num_heldout:,} train / test / heldout "
+          f"examples, {image_size} px) into {b.data_dir}, once", flush=True)
+    # TFDS's progress bars and its "downloaded and prepared" notice (printed, not logged) say nothing here.
+    tfds.display_progress_bar(False)
+    try:
+      with contextlib.redirect_stdout(io.StringIO()):
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    finally:
+      tfds.display_progress_bar(True)
   return b.as_data_source()
 
 

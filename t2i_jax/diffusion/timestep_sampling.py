@@ -90,7 +90,7 @@ def sample_logit_normal(key: jax.Array, batch_size: int, num_timesteps: int, mea
   Its defaults, sigmoid(N(4, 0.3²)), put t/T in [0.96, 0.99]: x_t is nearly pure
   noise and the x0 target is the caption's mean image, where the layout a caption
   names (which object goes on which side) has to come from the caption alone and
-  a narrow main component trains almost never (experiments/shapes_full, attempts 18–19).
+  a narrow main component trains almost never (experiments/shapes_full).
 
   Args:
     key: a PRNG key.
