@@ -68,3 +68,18 @@ def check_samples():
     assert os.path.getsize(paths["grid"]) > 100
 
   return check
+
+
+@pytest.fixture(scope="session")
+def trained_runlocal(tmp_path_factory):
+  """(workdir, final state) of one 3-step shapes_default:runlocal run (checkpoints at steps 2 and 3, samples at
+  step 2) that tests share; a test that changes the workdir copies it first."""
+  from configs import shapes_default
+  from t2i_jax.pipelines import sample_workdir
+  from t2i_jax.train import loop
+
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  config = shapes_default.get_config("runlocal")
+  config.train.update(dict(num_steps=3, checkpoint_every=2, sample_every=2))
+  state = loop.train(config, workdir, sample_fn=sample_workdir.periodic_sampler(config, workdir))
+  return workdir, state

@@ -6,9 +6,6 @@ import sys
 
 import pytest
 
-from configs import shapes_default
-from t2i_jax.train import loop
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/shapes_default.py:runlocal"
 
@@ -30,14 +27,10 @@ def _listing(workdir):
   return out
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A two-step runlocal run (checkpoint at step 2) for the sampling and evaluation errors."""
-  path = str(tmp_path_factory.mktemp("cli") / "run")
-  config = shapes_default.get_config("runlocal")
-  config.train.sample_every = 0
-  loop.train(config, path)
-  return path
+@pytest.fixture
+def workdir(trained_runlocal):
+  """The shared 3-step runlocal run, for the sampling and evaluation errors."""
+  return trained_runlocal[0]
 
 
 def _assert_one_line_error(result, match):

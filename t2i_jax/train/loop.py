@@ -128,6 +128,7 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
 
   # Everything above validates the config and the data; only now is the workdir touched.
   os.makedirs(workdir, exist_ok=True)
+  _write_config(workdir, config)  # refuses another model's workdir before anything is compiled
   optimizer = state_lib.make_optimizer(config.optim)
   init_state = state_lib.make_init_fn(model, config, optimizer)
   # Shapes first, then one compiled init that writes every array straight to its shards.
@@ -136,7 +137,6 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
   shardings = sharding.state_sharding(abstract, mesh)
   state = jax.jit(init_state, out_shardings=shardings)()
 
-  _write_config(workdir, config)
   manager = checkpoint.make_manager(workdir, config.train.max_to_keep)
   state, extra, start, damaged = checkpoint.restore_or_init(manager, state, shardings)
   if jax.process_index() == 0:
@@ -178,25 +178,26 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
           _check_finite(*previous, manager, workdir)
         previous = (done, metrics)
         log = done % config.train.log_every == 0 or done == config.train.num_steps
-        save = done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop
         sample = sample_every and done % sample_every == 0 and jax.process_index() == 0
-        if log or save or sample:
+        if log or sample:
           _check_finite(done, metrics, manager, workdir)
         if log:
-          metrics = {k: float(_local(v)) for k, v in metrics.items() if k != "finite"}
+          logged = {k: float(_local(v)) for k, v in metrics.items() if k != "finite"}
           now = time.time()
           rate = (done - last_step) * config.train.batch_size / max(now - last_time, 1e-9)
           eta = (config.train.num_steps - done) * config.train.batch_size / max(rate, 1e-9)
           last_time, last_step = now, done
           if writer is not None:
             with open(metrics_path, "a") as f:
-              f.write(json.dumps(dict(step=done, images_per_s=rate, **metrics)) + "\n")
-            for name, value in dict(metrics, images_per_s=rate).items():
+              f.write(json.dumps(dict(step=done, images_per_s=rate, **logged)) + "\n")
+            for name, value in dict(logged, images_per_s=rate).items():
               writer.add_scalar(f"train/{name}", value, done)
             writer.flush()
-          print(f"step {done}/{config.train.num_steps}  loss {metrics['loss']:.4f}  {rate:.1f} img/s  "
+          print(f"step {done}/{config.train.num_steps}  loss {logged['loss']:.4f}  {rate:.1f} img/s  "
                 f"ETA {eta / 60:.1f} min", flush=True)
-        if save:
+        # Read after logging, so that a signal that arrives meanwhile still saves this step.
+        if done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop:
+          _check_finite(done, metrics, manager, workdir)
           checkpoint.save(manager, done, state, {"data": iterator.get_state()}, force=True)
         if sample:
           params = state.ema_params if config.sample.use_ema else state.params

@@ -26,13 +26,9 @@ def _leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """One 3-step run (checkpoints at steps 2 and 3, samples at step 2) that the tests below share."""
-  workdir = str(tmp_path_factory.mktemp("trained"))
-  config = _config(num_steps=3, checkpoint_every=2, sample_every=2)
-  state = loop.train(config, workdir, sample_fn=sample_workdir.periodic_sampler(config, workdir))
-  return workdir, state
+@pytest.fixture
+def trained(trained_runlocal):
+  return trained_runlocal
 
 
 def test_resumed_run_is_bitwise_the_uninterrupted_one(trained, tmp_path):
