@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) -m t2i_jax.main --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR) --mode=eval
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/sample_overhead.py

@@ -83,3 +83,17 @@ def trained_runlocal(tmp_path_factory):
   config.train.update(dict(num_steps=3, checkpoint_every=2, sample_every=2))
   state = loop.train(config, workdir, sample_fn=sample_workdir.periodic_sampler(config, workdir))
   return workdir, state
+
+
+# The files that compile the most (training loops, the U-Net, the CLI's subprocesses) are sent to the two
+# xdist workers first, so the light files fill in at the end and the workers finish together; in collection
+# order the training files came last and one worker ran alone for the last ~3 minutes of a cold run.
+# `make test` passes --no-loadscope-reorder, without which xdist sends the files with the most tests first.
+HEAVY_FIRST = ("tests/train/test_configs.py", "tests/models/test_unet.py", "tests/train/test_config_families.py",
+               "tests/train/test_loop.py", "tests/train/test_step.py", "tests/test_main.py",
+               "tests/train/test_distributed.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+  items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
