@@ -180,6 +180,9 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   if config.model.name != "unet" or config.model.get("text") is None:
     raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes; "
                      f"this config has model.name={config.model.name!r}.")
+  if config.model.get("super_res"):
+    raise ValueError("--mode=eval scores a base text U-Net; a super-resolution U-Net needs low-resolution "
+                     "inputs, so score it in a cascade (issue 24), or its bits/dim with eval.bits_per_dim.")
   config = config_keys.complete(config)
   evaluation = config.eval if config.get("eval") is not None else config_keys.section("eval")
   settings = [parse_setting(s) for s in (settings or evaluation.settings)]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import sample_workdir
 
 
@@ -15,3 +16,6 @@ def test_runlocal_unet_trains_and_samples(spec, tmp_path, train_runlocal, check_
   paths = sample_workdir.sample_to_files(config, str(tmp_path))
   check_samples(paths, config.sample.num_images if config.model.get("text") is None or config.model.get(
       "super_res") else len(config.sample.prompts), config.model.image_size)
+  if config.model.get("super_res"):  # its samples need low-resolution inputs, which the eval prompts lack
+    with pytest.raises(ValueError, match="super-resolution U-Net needs low-resolution inputs"):
+      evaluate.run(config, str(tmp_path))
