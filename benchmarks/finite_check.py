@@ -38,14 +38,14 @@ def main():
   parser.add_argument("--blocks", type=int, default=5, help="timed blocks per way")
   args = parser.parse_args()
 
-  from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
+  from t2i_jax.data import input_pipeline
   from t2i_jax.train import config_keys, sharding, state as state_lib, step as step_lib, tasks
 
   config = config_keys.complete(_load_config(args.config))
   config.data.name = "shapes_rendered"  # the same examples, without building the TFDS files
   mesh = sharding.make_mesh(config.fsdp)
   task = tasks.make_task(config)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer) if task.uses_text else None
+  tokenizer = tasks.tokenizer_for(config)
   iterator = input_pipeline.create_iterator(
       input_pipeline.make_source(config.data, "train"), batch_size=config.train.batch_size, seed=0,
       tokenizer=tokenizer, context_length=config.data.context_length, image_size=config.data.image_size)

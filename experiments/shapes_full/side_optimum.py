@@ -35,7 +35,7 @@ def layouts(objects, relation: int, image_size: int, seed: int) -> np.ndarray:
 def main(workdir: str, step: int) -> None:
   stage = stage_lib.load_stage(workdir, step=step, use_ema=True)
   config = stage.config
-  schedule = stage_lib.schedule(config.diffusion)
+  schedule = stage.schedule
   predict, = attribute_probe.model_predictors(stage, [stage.params], schedule)
   size = config.model.image_size
   print(f"{workdir} step {step} (EMA): x0 squared error at t = {TIMESTEPS}, {NUM_LAYOUTS} layouts per scene")

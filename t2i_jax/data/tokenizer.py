@@ -82,26 +82,34 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int) -> Tuple[np.n
   return tokens, mask
 
 
-def unknown_words(tokenizer, texts: Sequence[str]) -> List[List[str]]:
-  """Per text, the words the tokenizer reads as its unknown token (none for a byte-level BPE such as GPT-2's,
-  which has no unknown words)."""
+def _word_tokens(tokenizer, texts: Sequence[str]) -> List[List[Tuple[str, bool]]]:
+  """Per text, (the text a token covers, whether it is the unknown token) for every token that covers text.
+
+  Nothing is unknown to a tokenizer without an unknown token of its own (a byte-level BPE such as GPT-2's,
+  whose "unknown" token is its end of text).
+  """
   unk = tokenizer.unk_token_id
-  if unk is None or unk in (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id):
-    return [[] for _ in texts]
+  if unk in (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id):
+    unk = None
   encoded = tokenizer(list(texts), return_offsets_mapping=True)
-  return [[text[a:b] for i, (a, b) in zip(ids, offsets) if i == unk]
+  return [[(text[a:b], unk is not None and i == unk) for i, (a, b) in zip(ids, offsets) if b > a]
           for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"])]
+
+
+def unknown_words(tokenizer, texts: Sequence[str]) -> List[List[str]]:
+  """Per text, the words the tokenizer reads as its unknown token."""
+  return [[word for word, unknown in tokens if unknown] for tokens in _word_tokens(tokenizer, texts)]
 
 
 def check_prompts(tokenizer, prompts: Sequence[str]) -> None:
   """Warns naming the words of the prompts outside the tokenizer's vocabulary; a ValueError if a prompt
   has no known word (the model would see nothing but unknown tokens)."""
-  unknown = unknown_words(tokenizer, prompts)
-  for prompt, words in zip(prompts, unknown):
-    if words and len(words) == len(prompt.split()):
+  named = set()
+  for prompt, tokens in zip(prompts, _word_tokens(tokenizer, prompts)):
+    if tokens and all(unknown for _, unknown in tokens):
       raise ValueError(f"no word of the prompt {prompt!r} is in the tokenizer's vocabulary; use the words the "
                        "model was trained on (e.g. 'a large red circle in the middle').")
-  named = sorted({w for words in unknown for w in words})
+    named |= {word for word, unknown in tokens if unknown}
   if named:
     warnings.warn(f"prompt word(s) outside the tokenizer's vocabulary, read as unknown tokens: "
-                  f"{', '.join(map(repr, named))}.")
+                  f"{', '.join(map(repr, sorted(named)))}.")

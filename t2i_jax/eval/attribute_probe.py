@@ -182,12 +182,12 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
   if config.model.name != "unet" or config.model.get("text") is None or config.data.name not in (
       "shapes", "shapes_rendered"):
     raise ValueError("the attribute probe reads a text-conditional U-Net trained on captioned shapes.")
-  schedule = stage_lib.schedule(config.diffusion)
   # Checked before the checkpoint is read, so a bad level costs nothing.
-  if not timesteps or not all(0 <= t < schedule.num_timesteps for t in timesteps):
-    raise ValueError(f"timesteps={tuple(timesteps)}: give one or more in [0, {schedule.num_timesteps}).")
+  num_timesteps = config.diffusion.num_timesteps
+  if not timesteps or not all(0 <= t < num_timesteps for t in timesteps):
+    raise ValueError(f"timesteps={tuple(timesteps)}: give one or more in [0, {num_timesteps}).")
   stage = stage_lib.load_stage(workdir, config, step=step, use_ema=use_ema)
-  params, got = stage.params, stage.step
+  params, got, schedule = stage.params, stage.step, stage.schedule
   predict, ablated = model_predictors(stage, [params, without_token_keys_values(params)], schedule)
   size = config.model.image_size
   errors = x0_errors(predict, schedule, probe_scenes(num, seed), size, timesteps, seed, ablated)

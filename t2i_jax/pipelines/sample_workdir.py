@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from t2i_jax import models
-from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
+from t2i_jax.data import input_pipeline
 from t2i_jax.models import classifier as classifier_lib
 from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
 from t2i_jax.train import config_keys, tasks
@@ -93,13 +93,6 @@ def write_samples(stage: stage_lib.Stage, prompts: Sequence[str], settings: text
   return {"grid": grid_path, "images": paths}
 
 
-def _check_unet(config) -> None:
-  if config.model.name != "unet":
-    raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
-                     f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
-                     "through config.sample.classifier_workdir).")
-
-
 def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, step: Optional[int] = None,
                     **overrides) -> dict:
   """--mode=sample: samples the workdir's newest checkpoint that restores, or the saved `step`, into
@@ -108,7 +101,10 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
   overrides: SampleSettings fields (method, steps, guidance, seed); None keeps config.sample's.
   Everything is validated before the checkpoint is read. Returns write_samples' dict.
   """
-  _check_unet(config)
+  if config.model.name != "unet":
+    raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
+                     f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
+                     "through config.sample.classifier_workdir).")
   if prompts and config.model.get("text") is None:
     raise ValueError("this U-Net is not conditioned on text; sample it without --prompt.")
   config = config_keys.complete(config)
@@ -125,7 +121,7 @@ def periodic_sampler(config, workdir: str) -> Optional[Callable]:
   config = config_keys.complete(config)
   model = models.build(config.model)
   settings = text_to_image.SampleSettings.from_config(config.sample)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer) if stage_lib.uses_text(config) else None
+  tokenizer = tasks.tokenizer_for(config)
 
   def sample(params, step: int) -> str:
     stage = stage_lib.Stage(workdir, config, model, params, step, tokenizer)

@@ -42,6 +42,11 @@ class Stage:
     """The diffusion section (schedule, mean and variance types), or None for CLIP."""
     return self.config.get("diffusion")
 
+  @property
+  def schedule(self) -> schedules.Schedule:
+    """The training Schedule of its diffusion section (the samplers respace it)."""
+    return tasks.build_schedule(self.diffusion)
+
   def text_cond(self, prompts: Sequence[str], extra: Optional[dict] = None) -> dict:
     """tokens int32 [N, L] and token_mask bool [N, L] of the prompts at the model's context (+ `extra`).
 
@@ -58,17 +63,6 @@ class Stage:
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a training workdir was written with (its config.json, every default filled in)."""
   return checkpoint.read_config(workdir)
-
-
-def schedule(diffusion_config) -> schedules.Schedule:
-  """The training Schedule of a diffusion section (samplers respace it)."""
-  return tasks.build_schedule(diffusion_config)
-
-
-def uses_text(config) -> bool:
-  """Whether the config's model reads tokens (a text U-Net, CLIP, the prior)."""
-  model = config.model
-  return model.name in ("clip", "prior") or (model.name == "unet" and model.get("text") is not None)
 
 
 def load_stage(workdir: str, config: Optional[ml_collections.ConfigDict] = None, *, step: Optional[int] = None,
@@ -90,5 +84,4 @@ def load_stage(workdir: str, config: Optional[ml_collections.ConfigDict] = None,
   if use_ema is None:
     use_ema = config.sample.use_ema if config.get("sample") is not None else True
   model, params, got = checkpoint.load_params(config, workdir, use_ema, step)
-  tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer) if uses_text(config) else None
-  return Stage(workdir, config, model, params, got, tokenizer)
+  return Stage(workdir, config, model, params, got, tasks.tokenizer_for(config))

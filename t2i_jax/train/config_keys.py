@@ -12,6 +12,7 @@ pipeline's own (`input_pipeline.DATA_DEFAULTS`). From it:
 """
 
 import difflib
+import inspect
 from typing import Any
 
 import ml_collections
@@ -20,15 +21,15 @@ from ml_collections import config_dict
 from t2i_jax.data import input_pipeline
 from t2i_jax.diffusion import timestep_sampling
 
-_TAIL = {"logit_mean": 0.0, "logit_std": 1.0, "logit_uniform_fraction": 0.0, "logit_tail_fraction": 0.0,
-         "logit_tail_mean": timestep_sampling.DEFAULT_TAIL_MEAN, "logit_tail_std": timestep_sampling.DEFAULT_TAIL_STD}
-assert set(_TAIL) == set(timestep_sampling.LOGIT_NORMAL_KEYS)
+# The logit-normal sampler's parameters default to its own keyword defaults.
+_SAMPLER_KEYWORDS = inspect.signature(timestep_sampling.sample_timesteps).parameters
+_LOGIT_NORMAL = {k: _SAMPLER_KEYWORDS[k].default for k in timestep_sampling.LOGIT_NORMAL_KEYS}
 
 DEFAULTS = {
     "data": input_pipeline.DATA_DEFAULTS,
     # Improved DDPM's hybrid setup: cosine schedule, learned-range variance, L_simple + λ·L_vlb.
     "diffusion": dict(schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range",
-                      loss_type="rescaled_mse", timestep_sampler="uniform", **_TAIL, early_tail_fraction=0.0,
+                      loss_type="rescaled_mse", timestep_sampler="uniform", **_LOGIT_NORMAL, early_tail_fraction=0.0,
                       early_tail_steps=0, min_snr_gamma=float, p_uncond=0.0),
     # AdamW with warmup and global-norm clipping; "constant", "cosine" or "wsd" (state.make_lr_schedule).
     "optim": dict(lr=..., warmup_steps=0, schedule="constant", total_steps=0, cooldown_steps=0,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
+from t2i_jax.data import input_pipeline
 from t2i_jax.train import checkpoint, config_keys, sharding, state as state_lib, step as step_lib, tasks
 
 
@@ -113,9 +113,8 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
   sharding.check_batch_size(config.train.batch_size, mesh)
   task = tasks.make_task(config)
   model = task.model
-  tokenizer = None
-  if task.uses_text:
-    tokenizer = tokenizer_lib.load_tokenizer(config.data.tokenizer)
+  tokenizer = tasks.tokenizer_for(config)
+  if tokenizer is not None:
     _check_text(config, tokenizer)
 
   local_batch = config.train.batch_size // jax.process_count()
@@ -176,11 +175,14 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
         # Waiting on the previous step while this one runs keeps the devices busy.
         if previous is not None:
           _check_finite(*previous, manager, workdir)
-        previous = (done, metrics)
+        stop = flag.stop  # read once: a signal that comes later is acted on at the next step
         log = done % config.train.log_every == 0 or done == config.train.num_steps
+        save = done % config.train.checkpoint_every == 0 or done == config.train.num_steps or stop
         sample = sample_every and done % sample_every == 0 and jax.process_index() == 0
-        if log or sample:
-          _check_finite(done, metrics, manager, workdir)
+        previous = (done, metrics)
+        if log or save or sample:  # nothing of a non-finite step is logged, saved or sampled
+          _check_finite(*previous, manager, workdir)
+          previous = None
         if log:
           logged = {k: float(_local(v)) for k, v in metrics.items() if k != "finite"}
           now = time.time()
@@ -195,14 +197,12 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
             writer.flush()
           print(f"step {done}/{config.train.num_steps}  loss {logged['loss']:.4f}  {rate:.1f} img/s  "
                 f"ETA {eta / 60:.1f} min", flush=True)
-        # Read after logging, so that a signal that arrives meanwhile still saves this step.
-        if done % config.train.checkpoint_every == 0 or done == config.train.num_steps or flag.stop:
-          _check_finite(done, metrics, manager, workdir)
+        if save:
           checkpoint.save(manager, done, state, {"data": iterator.get_state()}, force=True)
         if sample:
           params = state.ema_params if config.sample.use_ema else state.params
           print(f"samples: {sample_fn(jax.tree.map(_local, params), done)}", flush=True)
-        if flag.stop:
+        if stop:
           break
   finally:
     manager.wait_until_finished()

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from t2i_jax import models
-from t2i_jax.data import input_pipeline
+from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax.diffusion import schedules
 from t2i_jax.train import checkpoint, classifier_loss, clip_loss, diffusion_loss, prior_loss
 
@@ -37,7 +37,6 @@ class Task:
     model: the Flax module being trained.
     loss_fn: (params, batch, rng, loss_history, step) -> (loss, aux), for step.make_train_step.
     model_batch: host pipeline batch (dict of numpy) -> dict(image, cond) of numpy arrays.
-    uses_text: whether batches need tokens (the loop then loads the tokenizer).
     schedule: the diffusion Schedule, or None (CLIP).
     embed: optional jitted (embed_params, batch) -> batch run before the step (the prior's frozen CLIP).
     embed_params: the params `embed` takes.
@@ -45,10 +44,18 @@ class Task:
   model: Any
   loss_fn: Callable
   model_batch: Callable
-  uses_text: bool
   schedule: Optional[schedules.Schedule] = None
   embed: Optional[Callable] = None
   embed_params: Any = None
+
+
+def tokenizer_for(config):
+  """The tokenizer of config.data.tokenizer if the config's model reads tokens (a text U-Net, CLIP, the
+  prior), else None."""
+  model = config.model
+  if model.name in ("clip", "prior") or (model.name == "unet" and model.get("text") is not None):
+    return tokenizer_lib.load_tokenizer(config.data.tokenizer)
+  return None
 
 
 def build_schedule(diffusion_config) -> schedules.Schedule:
@@ -93,20 +100,19 @@ def _unet_task(config, model) -> Task:
       cond["low_res"] = input_pipeline.downsample(batch["image"], LOW_RES_FACTOR)
     return {"image": batch["image"], "cond": cond}
 
-  return Task(model, diffusion_loss.make_loss_fn(model, schedule, config.diffusion), model_batch,
-              model.text is not None, schedule)
+  return Task(model, diffusion_loss.make_loss_fn(model, schedule, config.diffusion), model_batch, schedule)
 
 
 def _classifier_task(config, model) -> Task:
   schedule = build_schedule(config.diffusion)
   return Task(model, classifier_loss.make_loss_fn(model, schedule),
-              lambda batch: {"image": batch["image"], "cond": {"y": labels(batch, config.data)}}, False, schedule)
+              lambda batch: {"image": batch["image"], "cond": {"y": labels(batch, config.data)}}, schedule)
 
 
 def _clip_task(config, model) -> Task:
   schedule = build_schedule(config.diffusion) if model.timestep_conditioned else None
   return Task(model, clip_loss.make_loss_fn(model, schedule),
-              lambda batch: {"image": batch["image"], "cond": _text(batch)}, True, schedule)
+              lambda batch: {"image": batch["image"], "cond": _text(batch)}, schedule)
 
 
 def _prior_task(config, model) -> Task:
@@ -124,7 +130,7 @@ def _prior_task(config, model) -> Task:
                      f"{config.data.tokenizer!r}; use the CLIP's tokenizer.")
   embed = jax.jit(prior_loss.make_embed_fn(clip_model))
   return Task(model, prior_loss.make_loss_fn(model, schedule, config.diffusion),
-              lambda batch: {"image": batch["image"], "cond": _text(batch)}, True, schedule, embed, clip_params)
+              lambda batch: {"image": batch["image"], "cond": _text(batch)}, schedule, embed, clip_params)
 
 
 _TASKS = {"unet": _unet_task, "classifier": _classifier_task, "clip": _clip_task, "prior": _prior_task}

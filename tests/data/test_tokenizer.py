@@ -49,3 +49,13 @@ def test_long_captions_warn_and_truncate_empty_ones_raise(tok):
   assert mask.all() and tokens.shape == (1, 5)
   with pytest.raises(ValueError, match="caption 1 is empty"):
     tokenizer.tokenize(tok, ["a red star", "   "], 8)
+
+
+def test_words_outside_the_vocabulary_are_named_and_a_prompt_of_none_is_refused(tok):
+  assert tokenizer.unknown_words(tok, ["a chartreuse dodecahedron", "a red circle"]) == [
+      ["chartreuse", "dodecahedron"], []]
+  with pytest.warns(UserWarning, match="read as unknown tokens: 'chartreuse', 'dodecahedron'"):
+    tokenizer.check_prompts(tok, ["a chartreuse dodecahedron", "a red circle"])
+  for prompt in ("chartreuse dodecahedron", "chartreuse-dodecahedron"):  # punctuation is no known word either
+    with pytest.raises(ValueError, match="no word of the prompt"):
+      tokenizer.check_prompts(tok, [prompt])
