@@ -49,6 +49,11 @@ def evaluation(**values) -> ml_collections.ConfigDict:
   return config_keys.section("eval", **values)
 
 
+def section(name: str, **values) -> ml_collections.ConfigDict:
+  """Any other section of config_keys.DEFAULTS (prior, decoder, low_res, unclip)."""
+  return config_keys.section(name, **values)
+
+
 def shrink_for_cpu(config: ml_collections.ConfigDict, image_size: int = 16) -> None:
   """`:runlocal`: the same model family at a size that trains two steps on a CPU in seconds.
 

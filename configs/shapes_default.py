@@ -65,4 +65,5 @@ def runlocal(config) -> None:
   config.train.update(dict(batch_size=8, num_steps=2, log_every=1, checkpoint_every=2, sample_every=2))
   config.optim.warmup_steps = 1
   config.sample.update(dict(steps=5, min_timestep=15, prompts=config.sample.prompts[:2]))
-  config.eval.update(dict(num_single=4, num_heldout=2, num_pair=2, batch_size=8, settings=("ddim:3:3",)))
+  config.eval.update(dict(num_single=4, num_heldout=2, num_pair=2, batch_size=8, settings=("ddim:3:3",),
+                          num_diverse=2, diverse_samples=2))

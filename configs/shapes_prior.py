@@ -5,9 +5,9 @@ frozen towers embed each batch; the prior predicts the unnoised image embedding
 (x0, MSE) from the text embedding and per-token text states, with 10% of the
 captions replaced by the learned null text for classifier-free guidance.
 
-  python -m t2i_jax.main --config=configs/shapes_clip.py --workdir=runs/shapes_clip
-  python -m t2i_jax.main --config=configs/shapes_prior.py --workdir=runs/shapes_prior \
-      --config.prior.clip_workdir=runs/shapes_clip
+  python -m t2i_jax.main --config=configs/shapes_clip.py --workdir=runs/unclip/clip
+  python -m t2i_jax.main --config=configs/shapes_prior.py --workdir=runs/unclip/prior
+  python -m t2i_jax.main --config=configs/shapes_prior.py:runlocal --workdir=/tmp/shapes_prior
 """
 
 import ml_collections
@@ -20,7 +20,7 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.fsdp = 1
-  config.prior = ml_collections.ConfigDict(dict(clip_workdir="runs/shapes_clip"))
+  config.prior = ml_collections.ConfigDict(dict(clip_workdir="runs/unclip/clip"))
   config.model = ml_collections.ConfigDict(dict(
       name="prior", clip_dim=64, width=256, layers=6, heads=4, text_ctx=16, text_dim=128, dropout=0.0,
       dtype="float32", remat=False,

@@ -5,6 +5,9 @@
       --prompt="a large red circle in the middle" --sampler=ddim --steps=50 --guidance=3
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=eval \
       --eval_setting=dpm++2m:20:3 --eval_setting=ddpm:250:3 [--checkpoint_step=1800]
+  python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample \
+      --prompt="a small red circle left of a large blue square"     # a chain config: its stages' workdirs
+  python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample --image=a.png
 
 Config values are overridden on the command line: --config.train.num_steps=100.
 A user error (a bad config value or flag, a workdir without a checkpoint, a run
@@ -31,6 +34,8 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, e
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_IMAGE = flags.DEFINE_string("image", None, "--mode=sample on an unCLIP chain: variations of this image.")
+_IMAGE2 = flags.DEFINE_string("image2", None, "With --image: interpolate from --image to this image instead.")
 _CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
                                         "--mode=sample/eval: a saved step to read instead of the latest.")
 _SETTINGS = flags.DEFINE_multi_string("eval_setting", None,
@@ -74,7 +79,9 @@ def _run(config, workdir: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # On TPU pods, SLURM, Open MPI and Kubernetes, the three values are detected when left unset.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if _MODE.value == "train":
+  if config.get("unclip") is not None:
+    _run_chain(config, workdir)
+  elif _MODE.value == "train":
     from t2i_jax.pipelines import sample_workdir
     from t2i_jax.train import loop
 
@@ -96,6 +103,29 @@ def _run(config, workdir: str) -> None:
         config, workdir, prompts=_PROMPTS.value, step=_CHECKPOINT_STEP.value, method=_SAMPLER.value,
         steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value)
     print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
+
+
+def _run_chain(config, workdir: str) -> None:
+  """A chain config (configs/shapes_unclip.py): its trained stages sampled or evaluated; workdir gets the output."""
+  if _MODE.value == "train":
+    raise ValueError("a chain config names trained stages and trains nothing; train each stage with its own "
+                     "config (the commands are in the chain config's docstring), then sample or eval the chain.")
+  if _CHECKPOINT_STEP.present:
+    raise ValueError("--checkpoint_step picks a step of one workdir; a chain reads each stage's newest checkpoint.")
+  if _MODE.value == "eval":
+    from t2i_jax.eval import evaluate
+
+    rows, path = evaluate.run_chain(config, workdir, _SETTINGS.value or ())
+    print(evaluate.format_table(rows, evaluate.CHAIN_COLUMNS))
+    print("wrote", os.path.relpath(path))
+    return
+  from t2i_jax.pipelines import unclip_files
+
+  paths = unclip_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, image=_IMAGE.value,
+                                       image2=_IMAGE2.value, seed=_SEED.value, method=_SAMPLER.value,
+                                       steps=_STEPS.value, guidance=_GUIDANCE.value)
+  print("wrote", ", ".join(os.path.relpath(p) for p in paths["grids"].values()), "and", len(paths["images"]),
+        "images")
 
 
 def _verbose(argv=()) -> bool:
@@ -140,11 +170,15 @@ def _parse_flags(argv):
 def _check_flags(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected argument(s) {argv[1:]}: every setting is a --flag (e.g. --prompt=\"...\").")
-  sampling = [f"--{f.name}" for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _CHECKPOINT_STEP, _SEED) if f.present]
+  sampling = [f"--{f.name}" for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _CHECKPOINT_STEP, _SEED, _IMAGE,
+                                      _IMAGE2) if f.present]
   if _MODE.value == "train" and sampling:
     raise ValueError(f"{', '.join(sampling)}: for --mode=sample only; training samples with config.sample "
                      "(e.g. --config.sample.steps=20).")
-  if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE)):
+  if _MODE.value == "sample" and (_IMAGE.present or _IMAGE2.present) and _CONFIG.value.get("unclip") is None:
+    raise ValueError("--image and --image2 (variations, interpolation) need an unCLIP chain config such as "
+                     "configs/shapes_unclip.py.")
+  if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _IMAGE, _IMAGE2)):
     raise ValueError("--mode=eval samples its own prompt set; give sampler settings as "
                      "--eval_setting=METHOD:STEPS:GUIDANCE.")
 

@@ -85,11 +85,30 @@ def trained_runlocal(tmp_path_factory):
   return workdir, state
 
 
+@pytest.fixture(scope="session")
+def unclip_runlocal(tmp_path_factory):
+  """The `shapes_unclip:runlocal` chain config, its four stages (CLIP, prior, decoder, upsampler) each
+  trained two steps through the real loop into one temporary directory that tests share."""
+  from t2i_jax.pipelines import sample_workdir
+  from t2i_jax.train import loop
+
+  root = tmp_path_factory.mktemp("unclip")
+  chain = load_config("shapes_unclip:runlocal")
+  workdirs = {name: str(root / name) for name in ("clip", "prior", "decoder", "upsampler")}
+  chain.unclip.update({f"{name}_workdir": path for name, path in workdirs.items()})
+  for name, path in workdirs.items():
+    config = load_config(f"shapes_{name}:runlocal")
+    if name in ("prior", "decoder"):
+      config[name].clip_workdir = workdirs["clip"]
+    loop.train(config, path, sample_fn=sample_workdir.periodic_sampler(config, path))
+  return chain
+
+
 # The files that compile the most (training loops, the U-Net, the CLI's subprocesses) are sent to the two
 # xdist workers first, so the light files fill in at the end and the workers finish together; in collection
 # order the training files came last and one worker ran alone for the last ~3 minutes of a cold run.
 # `make test` passes --no-loadscope-reorder, without which xdist sends the files with the most tests first.
-HEAVY_FIRST = ("tests/train/test_configs.py", "tests/models/test_unet.py", "tests/train/test_config_families.py",
+HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/train/test_configs.py", "tests/models/test_unet.py", "tests/train/test_config_families.py",
                "tests/train/test_loop.py", "tests/train/test_step.py", "tests/test_main.py",
                "tests/train/test_distributed.py")
 

@@ -16,6 +16,7 @@ the oracle's penultimate features against renders of the same prompts.
 """
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -25,9 +26,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from t2i_jax.data import captions, shapes
-from t2i_jax.diffusion import checks
 from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib
-from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
+from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image, unclip, unclip_files
 from t2i_jax.train import config_keys
 
 _SEEN_PAIRS = [(c, s) for c in range(len(captions.COLORS)) for s in range(len(captions.SHAPES))
@@ -66,18 +66,34 @@ def reference_images(scenes: Sequence[captions.Scene], image_size: int, seed: in
   return np.stack([shapes.render(s.objects, s.relation, image_size, rng) for s in scenes])
 
 
-def sample_images(stage: stage_lib.Stage, prompts: Sequence[str], settings: text_to_image.SampleSettings,
-                  batch_size: int):
-  """(uint8 [N, H, W, 3], seconds per image) for the prompts, in batches of batch_size (the seed of batch
-  i·batch_size is settings.seed + i·batch_size)."""
-  out, start = [], time.perf_counter()
+def sample_in_batches(sample_fn, prompts: Sequence[str], seed: int, batch_size: int):
+  """({output: uint8 [N, H, W, 3]}, seconds per image) from sample_fn(prompts, seed) -> {output: images in
+  [-1, 1]}, run in batches of batch_size (the seed of batch i·batch_size is seed + i·batch_size)."""
+  out, start = {}, time.perf_counter()
   for i in range(0, len(prompts), batch_size):
     chunk = list(prompts[i:i + batch_size])
     chunk += [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape for every batch
-    images = text_to_image.generate(stage, chunk, dataclasses.replace(settings, seed=settings.seed + i))
-    out.append(images_lib.to_uint8(np.asarray(images)))
-  images = np.concatenate(out)[:len(prompts)]
+    for name, images in sample_fn(chunk, seed + i).items():
+      out.setdefault(name, []).append(images_lib.to_uint8(np.asarray(images)))
+  images = {name: np.concatenate(parts)[:len(prompts)] for name, parts in out.items()}
   return images, (time.perf_counter() - start) / len(prompts)
+
+
+def sample_images(stage: stage_lib.Stage, prompts: Sequence[str], settings: text_to_image.SampleSettings,
+                  batch_size: int):
+  """(uint8 [N, H, W, 3], seconds per image) of a text U-Net stage for the prompts (sample_in_batches)."""
+  images, seconds = sample_in_batches(
+      lambda chunk, seed: {"": text_to_image.generate(stage, chunk, dataclasses.replace(settings, seed=seed))},
+      prompts, settings.seed, batch_size)
+  return images[""], seconds
+
+
+def diversity(features: np.ndarray, group: int) -> float:
+  """Mean pairwise L2 distance between the features [P·group, D] of samples of one prompt (rows
+  p·group … p·group + group − 1 share prompt p), averaged over the P prompts."""
+  feats = np.asarray(features, np.float64).reshape(-1, group, features.shape[-1])
+  distances = np.linalg.norm(feats[:, :, None] - feats[:, None], axis=-1)
+  return float(distances.sum(axis=(1, 2)).mean() / (group * (group - 1)))
 
 
 def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle,
@@ -107,32 +123,78 @@ def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle,
   return out
 
 
-def evaluate(stage: stage_lib.Stage, settings: Sequence[dict], *, num_single: int, num_heldout: int,
-             num_pair: int, batch_size: int, seed: int = 0, oracle=None) -> List[dict]:
-  """One row per setting dict(method, steps, guidance[, var_type]): the setting, its metrics, seconds_per_image.
+class _References:
+  """The oracle features of renders of the prompts (FID's reference set) and the render diversity, per
+  image size, computed once for every setting."""
 
-  The sampler's eta and lowest timestep are the stage's (config.sample).
+  def __init__(self, oracle, scenes, diverse_scenes, group: int, seed: int):
+    self.oracle, self.scenes, self.diverse, self.group, self.seed = oracle, scenes, diverse_scenes, group, seed
+    self._cache = {}
+
+  def __call__(self, size: int):
+    if size not in self._cache:
+      features = oracle_lib.features(*self.oracle, reference_images(self.scenes, size, self.seed))
+      # Renders of one prompt differ only in their jittered layout: the diversity the data itself has.
+      renders = reference_images(self.diverse, size, self.seed + 1)
+      self._cache[size] = features, diversity(oracle_lib.features(*self.oracle, renders), self.group)
+    return self._cache[size]
+
+
+def evaluate_fn(sample_fn, settings: Sequence[dict], evaluation, oracle=None) -> List[dict]:
+  """Rows of metrics for any text-to-image sampler: one per (setting, output).
+
+  sample_fn(setting, prompts, seed) -> {output name: images [N, H, W, 3] in [-1, 1]} (a U-Net has one
+  output, ""; the unCLIP chain "decoder" and "upsampler"). evaluation: the eval section (prompt counts,
+  batch_size, seed, num_diverse prompts sampled diverse_samples times each for the diversity figure).
   """
-  config = stage.config
-  scenes = prompt_scenes(num_single, num_heldout, num_pair, seed)
+  seed = evaluation.seed
+  scenes = prompt_scenes(evaluation.num_single, evaluation.num_heldout, evaluation.num_pair, seed)
   prompts = prompts_for(scenes)
+  group = evaluation.diverse_samples
+  diverse = [s for s in scenes[:evaluation.num_diverse] for _ in range(group)]
   oracle = oracle or oracle_lib.load_oracle()
-  # The reference set is the same for every setting: its features are computed once.
-  reference_features = oracle_lib.features(*oracle, reference_images(scenes, stage.model.image_size, seed))
+  references = _References(oracle, scenes, diverse, group, seed)
   rows = []
   for setting in settings:
-    sampler = text_to_image.SampleSettings.from_config(config.sample, seed=seed, **setting)
-    images, seconds = sample_images(stage, prompts, sampler, batch_size)
+    run = functools.partial(sample_fn, setting)
+    images, seconds = sample_in_batches(run, prompts, seed, evaluation.batch_size)
+    spread = sample_in_batches(run, prompts_for(diverse), seed + len(prompts), evaluation.batch_size)[0]
+    for name, outputs in images.items():
+      features, render_diversity = references(outputs.shape[1])
+      row = dict(setting, **({"output": name} if name else {}), **score(outputs, scenes, oracle, features))
+      row.update(diversity=diversity(oracle_lib.features(*oracle, spread[name]), group),
+                 render_diversity=render_diversity, image_size=int(outputs.shape[1]),
+                 seconds_per_image=seconds, num_prompts=len(prompts))
+      rows.append(row)
+  return rows
+
+
+def evaluate(stage: stage_lib.Stage, settings: Sequence[dict], evaluation, oracle=None) -> List[dict]:
+  """One row per setting dict(method, steps, guidance[, var_type]) of a text U-Net stage: the setting, its
+  metrics, seconds_per_image. The sampler's eta and lowest timestep are the stage's (config.sample)."""
+  config = stage.config
+  samplers = {}
+  for setting in settings:
+    samplers[str(setting)] = text_to_image.SampleSettings.from_config(config.sample, **setting)
+
+  def sample_fn(setting, prompts, seed):
+    sampler = dataclasses.replace(samplers[str(setting)], seed=seed)
+    return {"": text_to_image.generate(stage, prompts, sampler)}
+
+  rows = evaluate_fn(sample_fn, settings, evaluation, oracle)
+  for row, setting in zip(rows, settings):
+    row["min_timestep"] = samplers[str(setting)].min_timestep
     if setting["method"] == "ddpm":  # the only sampler that uses the variance
-      setting = dict(setting, var_type=sampler.var_type or config.diffusion.var_type)
-    rows.append(dict(setting, **score(images, scenes, oracle, reference_features),
-                     min_timestep=sampler.min_timestep, seconds_per_image=seconds, num_prompts=len(prompts)))
+      row["var_type"] = samplers[str(setting)].var_type or config.diffusion.var_type
   return rows
 
 
 COLUMNS = ("method", "steps", "guidance", "var_type", "min_timestep", "color_accuracy", "shape_accuracy",
            "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy",
-           "fid", "seconds_per_image")
+           "fid", "diversity", "seconds_per_image")
+CHAIN_COLUMNS = ("output", "image_size", "method", "steps", "guidance", "color_accuracy", "shape_accuracy",
+                 "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy",
+                 "heldout_caption_accuracy", "fid", "diversity", "render_diversity", "seconds_per_image")
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
@@ -148,22 +210,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
   return "\n".join(lines)
 
 
-def parse_setting(text: str) -> dict:
-  """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0); an optional fourth field sets the
-  ancestral sampler's variance: "ddpm:50:3:fixed_large" (default: the training config's var_type)."""
-  parts = text.split(":")
-  if len(parts) not in (3, 4):
-    raise ValueError(f"eval setting {text!r} must read METHOD:STEPS:GUIDANCE[:VAR_TYPE], e.g. 'dpm++2m:20:3' or "
-                     "'ddpm:50:3:fixed_large'.")
-  try:
-    setting = dict(method=parts[0], steps=int(parts[1]), guidance=float(parts[2]))
-  except ValueError:
-    raise ValueError(f"eval setting {text!r}: STEPS must be an integer and GUIDANCE a number.") from None
-  if len(parts) == 4:
-    if parts[3] not in checks.VAR_TYPES:
-      raise ValueError(f"eval setting {text!r}: VAR_TYPE must be one of {checks.VAR_TYPES}.")
-    setting["var_type"] = parts[3]
-  return setting
+# "METHOD:STEPS:GUIDANCE[:VAR_TYPE]" strings, parsed where the pipelines read them too.
+parse_setting = text_to_image.parse_setting
 
 
 def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] = None) -> Tuple[List[dict], str]:
@@ -183,19 +231,51 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   if config.model.get("super_res"):
     raise ValueError("--mode=eval scores a base text U-Net; a super-resolution U-Net needs low-resolution "
                      "inputs, so score it in a cascade (issue 24), or its bits/dim with eval.bits_per_dim.")
+  if config.model.get("clip_dim") is not None:
+    raise ValueError("--mode=eval scores a U-Net that draws from prompts; unCLIP's decoder draws from CLIP "
+                     "embeddings, so score the chain config (configs/shapes_unclip.py) that feeds it the prior's.")
   config = config_keys.complete(config)
-  evaluation = config.eval if config.get("eval") is not None else config_keys.section("eval")
+  evaluation = config_keys.section_of(config, "eval")
   settings = [parse_setting(s) for s in (settings or evaluation.settings)]
   for setting in settings:  # every setting is checked before the checkpoint is read
     text_to_image.SampleSettings.from_config(config.sample, **setting)
   stage = stage_lib.load_stage(workdir, config, step=step)
-  rows = evaluate(stage, settings, num_single=evaluation.num_single, num_heldout=evaluation.num_heldout,
-                  num_pair=evaluation.num_pair, batch_size=evaluation.batch_size, seed=evaluation.seed)
+  rows = evaluate(stage, settings, evaluation)
   got = stage.step
   suffix = "" if step is None else f"_step{got}"
+  return rows, _write(workdir, suffix, dict(rows[0], step=got, settings=rows), format_table(rows))
+
+
+def _write(workdir: str, suffix: str, metrics: dict, table: str) -> str:
+  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, f"metrics{suffix}.json")
   with open(path, "w") as f:
-    json.dump(dict(rows[0], step=got, settings=rows), f, indent=2)
+    json.dump(metrics, f, indent=2)
   with open(os.path.join(workdir, f"eval_table{suffix}.md"), "w") as f:
-    f.write(format_table(rows) + "\n")
-  return rows, path
+    f.write(table + "\n")
+  return path
+
+
+def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[dict], str]:
+  """--mode=eval on an unCLIP chain config: the metrics of the decoder's output and of the upsampler's
+  (when the chain has one) for each decoder setting (default config.eval.settings), the prior and
+  upsampler sampling as the chain config says. Writes metrics.json and eval_table.md into workdir."""
+  config = unclip_files.chain_config(config)
+  evaluation = config_keys.section_of(config, "eval")
+  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
+  chain = unclip.load_chain(config.unclip)
+  chain_settings = {str(s): unclip.ChainSettings.from_config(config.unclip, chain, decoder=s) for s in settings}
+
+  def sample_fn(setting, prompts, seed):
+    base = chain_settings[str(setting)]
+    seeded = unclip.ChainSettings(*(dataclasses.replace(getattr(base, k), seed=seed)
+                                    for k in ("prior", "decoder", "upsampler")), candidates=base.candidates)
+    result = unclip.generate(chain, prompts, seeded)
+    return {k: result[k] for k in ("decoder", "upsampler") if k in result}
+
+  rows = evaluate_fn(sample_fn, settings, evaluation)
+  stages = {name: dict(workdir=stage.workdir, step=stage.step) for name, stage in vars(chain).items()
+            if stage is not None}
+  metrics = dict(rows[-1], stages=stages, prior=config.unclip.prior, upsampler=config.unclip.upsampler,
+                 candidates=config.unclip.candidates, settings=rows)
+  return rows, _write(workdir, "", metrics, format_table(rows, CHAIN_COLUMNS))

@@ -1,5 +1,7 @@
 """Image grids and PNG files, with nothing but numpy and zlib."""
 
+import os
+import re
 import struct
 import zlib
 
@@ -71,3 +73,25 @@ def captioned_grid(images: np.ndarray, captions, columns: int, scale: int = 4, c
       draw.text((2, h + 2 + i * line_height), line, fill="black", font=font)
     cells.append(np.asarray(cell))
   return make_grid(np.stack(cells), columns)
+
+
+def _slug(text: str) -> str:
+  return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
+
+
+def save_images(images: np.ndarray, captions, out_dir: str, tag, columns: int = 4) -> dict:
+  """Writes out_dir/grid_<tag>.png (captioned), one PNG per image and prompts_<tag>.txt.
+
+  images: uint8 [N, H, W, 3]; captions: N strings. Returns dict(grid=path, images=[paths]).
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  grid_path = os.path.join(out_dir, f"grid_{tag}.png")
+  write_png(grid_path, captioned_grid(images, captions, columns=min(len(captions), columns)))
+  paths = []
+  for i, (caption, image) in enumerate(zip(captions, images)):
+    path = os.path.join(out_dir, f"{tag}_{i:02d}_{_slug(caption)}.png".replace("_.png", ".png"))
+    write_png(path, image)
+    paths.append(path)
+  with open(os.path.join(out_dir, f"prompts_{tag}.txt"), "w") as f:
+    f.write("\n".join(f"{i:02d}\t{p}" for i, p in enumerate(captions)) + "\n")
+  return {"grid": grid_path, "images": paths}

@@ -1,7 +1,6 @@
 """Sampling a trained U-Net stage to PNG files: --mode=sample, and the training loop's periodic grids."""
 
 import os
-import re
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -10,11 +9,14 @@ from t2i_jax import models
 from t2i_jax.data import input_pipeline
 from t2i_jax.models import classifier as classifier_lib
 from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
-from t2i_jax.train import config_keys, tasks
+from t2i_jax.train import config_keys, frozen_clip, tasks
 
 
-def _slug(text: str) -> str:
-  return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60]
+def _test_batch(config, num: int) -> dict:
+  """The first `num` examples of config.sample.split at the data's image size (numpy)."""
+  source = input_pipeline.make_source(config.data, config.sample.split)
+  return next(input_pipeline.create_iterator(source, batch_size=num, seed=0, shuffle=False, num_epochs=1,
+                                             num_threads=0, image_size=config.data.image_size))
 
 
 def conditions(stage: stage_lib.Stage, num: int, prompts: Optional[Sequence[str]] = None):
@@ -22,18 +24,24 @@ def conditions(stage: stage_lib.Stage, num: int, prompts: Optional[Sequence[str]
 
   text U-Net: the prompts; class-conditional: config.sample.labels (default
   0, 1, 2, ...); super-resolution: the first `num` images of the data's test
-  split, downsampled, with their captions as prompts; unconditional: {}.
+  split, downsampled, with their captions as prompts; unCLIP's decoder: the frozen
+  CLIP's embeddings of those test images (so the grid shows what the decoder
+  keeps of an embedding) and their captions; unconditional: {}.
   """
   model, config = stage.model, stage.config
   cond, captions = {}, [""] * num
-  if model.super_res:
-    source = input_pipeline.make_source(config.data, config.sample.split)
-    batch = next(input_pipeline.create_iterator(
-        source, batch_size=num, seed=0, shuffle=False, num_epochs=1, num_threads=0,
-        image_size=config.data.image_size))
-    cond["low_res"] = input_pipeline.downsample(batch["image"], tasks.LOW_RES_FACTOR)
+  if model.super_res or model.clip_dim is not None:
+    batch = _test_batch(config, num)
+    images = batch["image"]
     captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in batch.get("caption", captions)]
     prompts = captions if model.text is not None else None
+    if model.super_res:
+      small = input_pipeline.downsample(images, tasks.downsample_factor(config))
+      low_res = input_pipeline.downsample(small, config_keys.section_of(config, "low_res").factor)
+      cond.update(text_to_image.low_res_cond(stage, low_res))
+    if model.clip_dim is not None:
+      clip = stage_lib.load_stage(config.decoder.clip_workdir)
+      cond["clip_emb"] = frozen_clip.embed_images(clip.model, clip.params, images)
   if model.text is not None:
     if not prompts:
       raise ValueError("a text-conditional model needs prompts: pass --prompt or set config.sample.prompts.")
@@ -72,25 +80,14 @@ def write_samples(stage: stage_lib.Stage, prompts: Sequence[str], settings: text
   least config.sample.num_images). Returns dict(grid=path, images=[paths]).
   """
   model, config, step = stage.model, stage.config, stage.step
-  num = len(prompts) if model.text is not None and not model.super_res else max(config.sample.num_images,
-                                                                                 len(prompts))
+  from_prompts = model.text is not None and not model.super_res and model.clip_dim is None
+  num = len(prompts) if from_prompts else max(config.sample.num_images, len(prompts))
   cond, captions = conditions(stage, num, prompts)
   grad_fn = classifier_guidance(config)
   if grad_fn is not None and "y" not in cond:
     cond["y"] = np.arange(len(captions), dtype=np.int32) % (model.num_classes or 1)
   images = text_to_image.sample_unet(model, stage.params, stage.diffusion, cond, len(captions), settings, grad_fn)
-  images = images_lib.to_uint8(np.asarray(images))
-  os.makedirs(out_dir, exist_ok=True)
-  grid_path = os.path.join(out_dir, f"grid_{step}.png")
-  images_lib.write_png(grid_path, images_lib.captioned_grid(images, captions, columns=min(len(captions), 4)))
-  paths = []
-  for i, (caption, image) in enumerate(zip(captions, images)):
-    path = os.path.join(out_dir, f"{step}_{i:02d}_{_slug(caption)}.png".replace("_.png", ".png"))
-    images_lib.write_png(path, image)
-    paths.append(path)
-  with open(os.path.join(out_dir, f"prompts_{step}.txt"), "w") as f:
-    f.write("\n".join(f"{i:02d}\t{p}" for i, p in enumerate(captions)) + "\n")
-  return {"grid": grid_path, "images": paths}
+  return images_lib.save_images(images_lib.to_uint8(np.asarray(images)), captions, out_dir, step)
 
 
 def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = None, step: Optional[int] = None,
@@ -105,6 +102,9 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
     raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
                      f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
                      "through config.sample.classifier_workdir).")
+  if prompts and config.model.get("clip_dim") is not None:
+    raise ValueError("unCLIP's decoder samples from CLIP image embeddings (of test images, here); to draw a "
+                     "prompt, sample the chain config (configs/shapes_unclip.py), whose prior makes them.")
   if prompts and config.model.get("text") is None:
     raise ValueError("this U-Net is not conditioned on text; sample it without --prompt.")
   config = config_keys.complete(config)

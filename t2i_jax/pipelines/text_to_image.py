@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax import models
-from t2i_jax.diffusion import checks, guidance, samplers, schedules
+from t2i_jax.diffusion import augmentation, checks, guidance, samplers, schedules
+from t2i_jax.train import config_keys
 
 
 def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: int = 0):
@@ -77,7 +78,41 @@ class SampleSettings:
     return cls(**values)
 
 
-def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings: SampleSettings, grad_fn=None):
+def parse_setting(text: str) -> dict:
+  """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0); an optional fourth field sets the
+  ancestral sampler's variance: "ddpm:50:3:fixed_large" (default: the training config's var_type)."""
+  parts = text.split(":")
+  if len(parts) not in (3, 4):
+    raise ValueError(f"sampler setting {text!r} must read METHOD:STEPS:GUIDANCE[:VAR_TYPE], e.g. 'dpm++2m:20:3' "
+                     "or 'ddpm:50:3:fixed_large'.")
+  try:
+    setting = dict(method=parts[0], steps=int(parts[1]), guidance=float(parts[2]))
+  except ValueError:
+    raise ValueError(f"sampler setting {text!r}: STEPS must be an integer and GUIDANCE a number.") from None
+  if len(parts) == 4:
+    if parts[3] not in checks.VAR_TYPES:
+      raise ValueError(f"sampler setting {text!r}: VAR_TYPE must be one of {checks.VAR_TYPES}.")
+    setting["var_type"] = parts[3]
+  return setting
+
+
+def low_res_cond(stage, low_res, seed: int = 0) -> dict:
+  """A super-resolution stage's sampling-time condition: low_res [N, h, w, C] in [-1, 1] noised at the
+  fixed level config.low_res.noise_aug_sample (when it trained with augmentation), and that level."""
+  settings = config_keys.section_of(stage.config, "low_res")
+  low_res = jnp.asarray(low_res, jnp.float32)
+  if not settings.noise_aug_max and not stage.model.noise_aug_embedding:
+    return {"low_res": low_res}
+  level = jnp.full((low_res.shape[0],), settings.noise_aug_sample, jnp.int32)
+  noise = jax.random.normal(jax.random.PRNGKey(seed), low_res.shape)
+  cond = {"low_res": augmentation.noise_augment(stage.schedule, low_res, level, noise)}
+  if stage.model.noise_aug_embedding:
+    cond["noise_aug_t"] = level
+  return cond
+
+
+def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings: SampleSettings, grad_fn=None,
+                x_T=None):
   """Images [num, H, W, C] in [-1, 1] from a U-Net given its conditioning kwargs.
 
   Args:
@@ -86,6 +121,8 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
     settings: the sampler, its steps, the guidance scale (w = 1: none) and the seed.
     grad_fn: optional classifier guidance, (x_t, t, cond) -> scaled ∇ log p(y | x_t)
       (models.classifier.classifier_grad_fn), cond holding the target classes "y".
+    x_T: optional starting noise [num, H, W, C] (default: drawn from settings.seed); a fixed x_T holds
+      the noise still while the condition moves (unCLIP's interpolations).
   """
   var_type = settings.var_type or diffusion_config.var_type
   learned = diffusion_config.var_type in checks.LEARNED_VAR_TYPES
@@ -103,7 +140,7 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
       denoise, schedule, shape, jax.random.PRNGKey(settings.seed), method=method,
       mean_type=diffusion_config.mean_type, var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
       timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
-      grad_fn=grad_fn)
+      grad_fn=grad_fn, x_T=x_T)
 
 
 def generate(stage, prompts: Sequence[str], settings: SampleSettings):

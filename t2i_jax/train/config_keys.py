@@ -40,9 +40,22 @@ DEFAULTS = {
     "sample": dict(method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(),
                    num_images=8, labels=(), split="test", classifier_workdir="", classifier_scale=1.0),
     "prior": dict(clip_workdir=...),
+    # unCLIP's decoder: the frozen CLIP that embeds each training image, and how often each condition is
+    # dropped for classifier-free guidance (the paper's rates: the CLIP embedding 10%, the caption 50%).
+    "decoder": dict(clip_workdir=..., p_drop_clip=0.1, p_drop_text=0.5),
+    # A super-resolution U-Net's low-resolution input: the data's images downsampled `factor` times,
+    # corrupted in training by noise at a level drawn from {0, …, noise_aug_max} (timesteps of its own
+    # schedule) after a blur of σ ~ U[0, blur_sigma_max] pixels; sampled at level noise_aug_sample.
+    "low_res": dict(factor=4, noise_aug_max=0, noise_aug_sample=0, blur_sigma_max=0.0),
+    # A chain config (configs/shapes_unclip.py): the stages' workdirs and each stage's sampler as
+    # METHOD:STEPS:GUIDANCE over its own sample section; K prior candidates per prompt (unCLIP: 2).
+    "unclip": dict(clip_workdir=..., prior_workdir=..., decoder_workdir=..., upsampler_workdir="",
+                   prior="ddim:25:1", decoder="dpm++2m:20:3", upsampler="dpm++2m:10:1", candidates=2,
+                   prompts=(), num_images=4),
     # --mode=eval's prompt set (eval.evaluate) and sampler settings, the first the headline.
+    # diversity: num_diverse one-object prompts drawn diverse_samples times each.
     "eval": dict(num_single=200, num_heldout=40, num_pair=100, batch_size=100, seed=0,
-                 settings=("dpm++2m:20:3",)),
+                 settings=("dpm++2m:20:3",), num_diverse=20, diverse_samples=4),
 }
 TOP_LEVEL = {"seed": 0, "fsdp": 1}
 REQUIRED_SECTIONS = ("model", "data", "optim", "train")
@@ -61,6 +74,11 @@ def section(section_name: str, /, **values) -> ml_collections.ConfigDict:
     raise ValueError(_message(problems, missing))
   defaults = DEFAULTS[section_name]
   return ml_collections.ConfigDict({k: values[k] if k in values else _value(v) for k, v in defaults.items()})
+
+
+def section_of(config, section_name: str) -> ml_collections.ConfigDict:
+  """config[section_name], or the section of defaults when the config has none (its keys all optional)."""
+  return config[section_name] if config.get(section_name) is not None else section(section_name)
 
 
 def _unknown(keys, allowed, where: str) -> list:
@@ -89,7 +107,8 @@ def complete(config) -> ml_collections.ConfigDict:
       missing required section and every missing required key.
   """
   problems = _unknown(config.keys(), set(TOP_LEVEL) | {"model"} | set(DEFAULTS), "")
-  missing = [s for s in REQUIRED_SECTIONS if config.get(s) is None]
+  # A chain config trains nothing: it names trained stages.
+  missing = [s for s in REQUIRED_SECTIONS if config.get(s) is None and config.get("unclip") is None]
   for name, defaults in DEFAULTS.items():
     if config.get(name) is not None:
       problems += _unknown(config[name].keys(), defaults, f"{name}.")

@@ -26,6 +26,25 @@ def drop_condition(cond: dict, null: dict, drop: jax.Array) -> dict:
   return out
 
 
+# A condition dropped as one: the caption is its tokens and their mask.
+CONDITION_KEYS = {"text": ("tokens", "token_mask"), "clip_emb": ("clip_emb",), "y": ("y",)}
+
+
+def drop_conditions(cond: dict, null: dict, rates: dict, key: jax.Array):
+  """Drops each named condition independently: (cond, dict name -> drop bool [B]).
+
+  rates: {name: probability} over CONDITION_KEYS' names, e.g. unCLIP's decoder
+  {"clip_emb": 0.1, "text": 0.5}; null: the model's null_condition().
+  """
+  batch_size = jax.tree.leaves(cond)[0].shape[0]
+  drops = {}
+  for i, name in enumerate(sorted(rates)):
+    drop = jax.random.uniform(jax.random.fold_in(key, i), (batch_size,)) < rates[name]
+    cond = drop_condition(cond, {k: null[k] for k in CONDITION_KEYS[name]}, drop)
+    drops[name] = drop
+  return cond, drops
+
+
 def check_early_tail(config) -> None:
   """Raises a ValueError unless the diffusion section's early tail (early_tail_steps, early_tail_fraction) is usable."""
   early_steps = config.early_tail_steps
@@ -78,16 +97,19 @@ def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_times
       config.timestep_sampler, key, batch_size, num_timesteps, loss_history, **params)
 
 
-def make_loss_fn(model, schedule: Schedule, config) -> Callable:
+def make_loss_fn(model, schedule: Schedule, config, *, drop_rates=None, augment=None) -> Callable:
   """Builds loss_fn(params, batch, rng, loss_history=None, step=None) -> (loss, aux).
 
   config (the diffusion section): mean_type, var_type, loss_type, timestep_sampler
   ("uniform" | "loss-second-moment" | "logit-normal", with logit_mean,
   logit_std, logit_uniform_fraction, logit_tail_* and early_tail_* for the last), min_snr_gamma (None or γ),
-  p_uncond (the probability of dropping the condition, for classifier-free guidance).
+  p_uncond (the probability of dropping the whole condition, for classifier-free guidance).
+  drop_rates: {condition: probability} instead of p_uncond, each condition dropped on its own
+    (`drop_conditions`; unCLIP's decoder).
+  augment: optional (cond, rng) -> cond run before the model (a cascade's noise-conditioning augmentation).
   """
   check_early_tail(config)
-  null = model.null_condition() if config.p_uncond > 0 else {}
+  null = model.null_condition() if drop_rates or config.p_uncond > 0 else {}
 
   def loss_fn(params, batch, rng, loss_history=None, step=None):
     x0 = batch["image"].astype(jnp.float32)
@@ -97,8 +119,13 @@ def make_loss_fn(model, schedule: Schedule, config) -> Callable:
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
     x_t = gaussian.q_sample(schedule, x0, t, noise)
     cond = batch.get("cond", {})
-    if null:
+    if drop_rates:
+      cond, _ = drop_conditions(cond, null, drop_rates, drop_rng)
+    elif null:  # one draw drops every condition together
       cond = drop_condition(cond, null, jax.random.uniform(drop_rng, (batch_size,)) < config.p_uncond)
+    if augment is not None:
+      # An index past drop_conditions' own keeps the augmentation's draws apart from the dropout's.
+      cond = augment(cond, jax.random.fold_in(drop_rng, len(CONDITION_KEYS)))
     output = model.apply({"params": params}, x_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
     terms = losses.training_losses(
         schedule, output, x0, x_t, t, noise, mean_type=config.mean_type, var_type=config.var_type,

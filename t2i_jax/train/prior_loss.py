@@ -1,10 +1,9 @@
-"""The training loss of the unCLIP prior, and the frozen CLIP that feeds it (Ramesh et al., 2022, §2.2).
+"""The training loss of the unCLIP prior (Ramesh et al., 2022, §2.2).
 
 The prior learns p(z_i | y): the CLIP image embedding z_i of an image given its
 caption y's CLIP text embedding and per-token text states. Its batch holds what
-a frozen CLIP computed from (image, tokens): `make_embed_fn` builds that jitted
-function, run on the sharded batch before each train step (so the CLIP params
-are an argument of one compiled function, not constants baked into the step).
+a frozen CLIP computed from (image, tokens) on the devices before each step
+(train.frozen_clip.make_prior_embed_fn).
 """
 
 from typing import Callable
@@ -16,35 +15,6 @@ from t2i_jax.diffusion import gaussian, losses
 from t2i_jax.diffusion.schedules import Schedule
 from t2i_jax.models import clip
 from t2i_jax.train import diffusion_loss
-
-
-def scale_embedding(emb: jax.Array) -> jax.Array:
-  """l2-normalised embeddings times sqrt(E), [B, E]: unit-variance coordinates for the diffusion.
-
-  unCLIP normalises the embeddings; the sqrt(E) factor (DALLE2-pytorch's choice)
-  gives each coordinate the scale the noise schedule is designed for.
-  """
-  return clip.l2_normalize(emb) * jnp.sqrt(jnp.float32(emb.shape[-1]))
-
-
-def make_embed_fn(clip_model) -> Callable:
-  """(clip_params, batch) -> the prior's batch: dict(image_emb [B, E] scaled, cond=make_cond's dict).
-
-  batch: dict(image [B, H, W, 3] in [-1, 1], cond=dict(tokens, token_mask)).
-  """
-
-  def embed(clip_params, batch):
-    cond = batch["cond"]
-    variables = {"params": clip_params}
-    image_emb = clip_model.apply(variables, clip.normalize_images(batch["image"]), method="encode_image")
-    text_emb, states = clip_model.apply(variables, cond["tokens"], clip.eot_index_from_mask(cond["token_mask"]),
-                                        method="encode_text_states")
-    return {"image_emb": scale_embedding(image_emb),
-            "cond": {"text_emb": scale_embedding(text_emb), "text_tokens": states,
-                     "text_mask": cond["token_mask"].astype(bool),
-                     "drop_text": jnp.zeros(cond["token_mask"].shape[:1], bool)}}
-
-  return embed
 
 
 def make_loss_fn(model, schedule: Schedule, config) -> Callable:

@@ -4,14 +4,18 @@
 
   family       loss                                      batch it reads
   unet         diffusion_loss (L_simple / hybrid, CFG)   image (+ tokens | label | low_res)
+    decoder    the same, + unCLIP's condition dropout    image, tokens -> frozen CLIP -> clip_emb
   classifier   classifier_loss (cross-entropy on x_t)    image, label
   clip         clip_loss (symmetric contrastive)         image, tokens
   prior        prior_loss (x0 MSE on CLIP embeddings)    image, tokens -> frozen CLIP -> embeddings
 
 A pipeline batch is the grain iterator's dict of numpy arrays (input_pipeline);
 `Task.model_batch` turns it into dict(image, cond) on the host, the train step's
-batch. The prior's batch goes through `Task.embed` (a jitted frozen CLIP) on
-the devices first.
+batch. The prior's and the decoder's batches go through `Task.embed` (a jitted
+frozen CLIP, train.frozen_clip) on the devices first. A U-Net smaller than the
+data's images trains on them box-downsampled to its size (unCLIP's decoder reads
+the CLIP's 32px renders at 16px); a super-resolution U-Net's low_res input is
+downsampled config.low_res.factor times more, and noise-augmented in the loss.
 """
 
 import dataclasses
@@ -22,11 +26,10 @@ import numpy as np
 
 from t2i_jax import models
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
-from t2i_jax.diffusion import schedules
-from t2i_jax.train import checkpoint, classifier_loss, clip_loss, diffusion_loss, prior_loss
+from t2i_jax.diffusion import augmentation, schedules
+from t2i_jax.train import classifier_loss, clip_loss, config_keys, diffusion_loss, frozen_clip, prior_loss
 
 FAMILIES = ("unet", "classifier", "clip", "prior")
-LOW_RES_FACTOR = 4  # a super-resolution U-Net sees the image at a quarter of its side (GLIDE's 64 -> 256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,24 +86,75 @@ def _text(batch: dict) -> dict:
   return {"tokens": batch["tokens"], "token_mask": batch["token_mask"]}
 
 
+def downsample_factor(config) -> int:
+  """How many times the data's images are box-downsampled to the U-Net's image_size (1: same size)."""
+  data_size, size = config.data.image_size, config.model.image_size
+  if data_size % size:
+    raise ValueError(f"data.image_size={data_size} is not a multiple of model.image_size={size}; the U-Net "
+                     "trains on the data's images box-downsampled to its size, so pick sizes that divide.")
+  return data_size // size
+
+
+def low_res_augment(config, model, schedule: schedules.Schedule):
+  """The loss's augment (cond, rng) -> cond for a super-resolution U-Net: low_res corrupted as
+  config.low_res says, its level as noise_aug_t when the model embeds it; None when nothing is done."""
+  settings = config_keys.section_of(config, "low_res")
+  for key in ("noise_aug_max", "noise_aug_sample"):
+    if not 0 <= settings[key] < schedule.num_timesteps:
+      raise ValueError(f"low_res.{key}={settings[key]} must be a timestep of the diffusion's schedule, in "
+                       f"[0, {schedule.num_timesteps - 1}].")
+  if not settings.noise_aug_max and not settings.blur_sigma_max and not model.noise_aug_embedding:
+    return None
+
+  def augment(cond, rng):
+    low_res, level = augmentation.augment_low_res(schedule, cond["low_res"], rng,
+                                                  max_level=settings.noise_aug_max,
+                                                  blur_sigma_max=settings.blur_sigma_max)
+    cond = dict(cond, low_res=low_res)
+    if model.noise_aug_embedding:
+      cond["noise_aug_t"] = level
+    return cond
+
+  return augment
+
+
 def _unet_task(config, model) -> Task:
   schedule = build_schedule(config.diffusion)
-  if model.clip_dim is not None or model.context_dim is not None:
-    raise ValueError("training a U-Net conditioned on CLIP embeddings or cross-attention context needs an "
-                     "encoder in the loop, which this trainer does not have yet; train a text (model.text), "
-                     "class (model.num_classes) or unconditional U-Net.")
+  if model.context_dim is not None:
+    raise ValueError("training a U-Net on cross-attention context needs a frozen text encoder in the loop, "
+                     "which this trainer does not have yet (latent diffusion); train a text (model.text), "
+                     "class, CLIP-embedding (unCLIP decoder) or unconditional U-Net.")
+  if model.clip_dim is not None and config.get("decoder") is None:
+    raise ValueError("a U-Net conditioned on CLIP embeddings (unCLIP's decoder) reads them from a frozen CLIP: "
+                     "set decoder.clip_workdir to a CLIP's workdir (configs/shapes_decoder.py).")
+  factor = downsample_factor(config)
+  low_res_factor = config_keys.section_of(config, "low_res").factor
+  embed = embed_params = None
+  drop_rates = None
+  if model.clip_dim is not None:
+    clip_model, embed_params, _ = frozen_clip.load(config.decoder.clip_workdir, config, "decoder")
+    embed = jax.jit(frozen_clip.make_decoder_embed_fn(clip_model))
+    drop_rates = {"clip_emb": config.decoder.p_drop_clip}
+    if model.text is not None:
+      drop_rates["text"] = config.decoder.p_drop_text
 
   def model_batch(batch):
-    cond = {}
+    image = batch["image"] if factor == 1 else input_pipeline.downsample(batch["image"], factor)
+    out, cond = {"image": image}, {}
     if model.text is not None:
       cond.update(_text(batch))
     if model.num_classes is not None:
       cond["y"] = labels(batch, config.data)
     if model.super_res:
-      cond["low_res"] = input_pipeline.downsample(batch["image"], LOW_RES_FACTOR)
-    return {"image": batch["image"], "cond": cond}
+      cond["low_res"] = input_pipeline.downsample(image, low_res_factor)
+    if embed is not None:
+      out["clip_image"] = batch["image"]
+    out["cond"] = cond
+    return out
 
-  return Task(model, diffusion_loss.make_loss_fn(model, schedule, config.diffusion), model_batch, schedule)
+  loss_fn = diffusion_loss.make_loss_fn(model, schedule, config.diffusion, drop_rates=drop_rates,
+                                        augment=low_res_augment(config, model, schedule) if model.super_res else None)
+  return Task(model, loss_fn, model_batch, schedule, embed, embed_params)
 
 
 def _classifier_task(config, model) -> Task:
@@ -120,15 +174,8 @@ def _prior_task(config, model) -> Task:
   if config.get("prior") is None:
     raise ValueError("a prior trains on a frozen CLIP's embeddings: set prior.clip_workdir to a CLIP's workdir "
                      "(configs/shapes_clip.py).")
-  clip_config = checkpoint.read_config(config.prior.clip_workdir)
-  clip_model, clip_params, _ = checkpoint.load_params(clip_config, config.prior.clip_workdir, use_ema=True)
-  if clip_model.embed_dim != model.clip_dim or clip_model.text_width != model.text_dim:
-    raise ValueError(f"the CLIP in {config.prior.clip_workdir} has embed_dim={clip_model.embed_dim} and "
-                     f"text_width={clip_model.text_width}; set model.clip_dim and model.text_dim to match.")
-  if clip_config.data.tokenizer != config.data.tokenizer:
-    raise ValueError(f"the CLIP was trained with tokenizer {clip_config.data.tokenizer!r}, this config uses "
-                     f"{config.data.tokenizer!r}; use the CLIP's tokenizer.")
-  embed = jax.jit(prior_loss.make_embed_fn(clip_model))
+  clip_model, clip_params, _ = frozen_clip.load(config.prior.clip_workdir, config, "prior")
+  embed = jax.jit(frozen_clip.make_prior_embed_fn(clip_model))
   return Task(model, prior_loss.make_loss_fn(model, schedule, config.diffusion),
               lambda batch: {"image": batch["image"], "cond": _text(batch)}, schedule, embed, clip_params)
 

@@ -1,7 +1,7 @@
-"""The class-conditional, classifier, CLIP and prior families train two runlocal steps; guidance samples."""
+"""The class-conditional and classifier families train two runlocal steps; guidance samples (CLIP and the prior:
+tests/pipelines/test_unclip.py)."""
 
 import numpy as np
-import pytest
 
 from t2i_jax.pipelines import sample_workdir
 
@@ -19,13 +19,3 @@ def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_pa
   x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
   grad = np.asarray(grad_fn(x, np.array([50, 90]), {"y": np.array([0, 3])}))
   assert grad.shape == x.shape and np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
-
-
-def test_clip_then_prior_on_its_frozen_embeddings(tmp_path, train_runlocal):
-  _, clip_metrics = train_runlocal("shapes_clip:runlocal", tmp_path / "clip")
-  assert 0.0 <= clip_metrics[-1]["image_to_text_accuracy"] <= 1.0
-  prior_config, prior_metrics = train_runlocal("shapes_prior:runlocal", tmp_path / "prior",
-                            prior=dict(clip_workdir=str(tmp_path / "clip")))
-  assert -1.0 <= prior_metrics[-1]["cosine_to_target"] <= 1.0
-  with pytest.raises(ValueError, match="draws images from a U-Net"):
-    sample_workdir.sample_to_files(prior_config, str(tmp_path / "prior"))

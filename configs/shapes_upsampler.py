@@ -1,0 +1,36 @@
+"""unCLIP's upsampler on captioned shapes: 16 → 32 px, conditioned on the low-resolution image only.
+
+The low-resolution input is the 32 px render box-downsampled 2×, noised in training at a level drawn
+from timesteps {0, …, 300} of the cosine schedule (that level embedded like a timestep), and sampled at
+level 100 — noise-conditioning augmentation, so the decoder's imperfect 16 px samples look like inputs it
+was trained on (unCLIP §2.1; Imagen §2.5). No text, as unCLIP's upsamplers.
+
+  python -m t2i_jax.main --config=configs/shapes_upsampler.py --workdir=runs/unclip/upsampler
+  python -m t2i_jax.main --config=configs/shapes_upsampler.py:runlocal --workdir=/tmp/shapes_upsampler
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None):
+  flags = common.parse_arg(arg)
+  config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
+  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=16)
+  config.model = ml_collections.ConfigDict(dict(
+      name="unet", image_size=32, in_channels=3, out_channels=3, learn_sigma=False, model_channels=32,
+      num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(), dropout=0.0,
+      use_scale_shift_norm=True, super_res=True, noise_aug_embedding=True, dtype="float32", remat=False,
+  ))
+  config.low_res = common.section("low_res", factor=2, noise_aug_max=300, noise_aug_sample=100)
+  config.diffusion = common.diffusion(var_type="fixed_small", loss_type="mse")
+  config.optim = common.optim(1e-3, warmup_steps=100, b2=0.99)
+  config.train = common.train(16, 2000, log_every=100, checkpoint_every=500, ema_rate=0.999, ema_warmup=True,
+                              sample_every=1000)
+  config.sample = common.sample(method="dpm++2m", steps=10, num_images=8)
+  if "runlocal" in flags:
+    common.shrink_for_cpu(config, image_size=32)  # from the runlocal decoder's 16 px
+    config.model.attention_resolutions = ()
+    config.low_res.update(dict(noise_aug_max=30, noise_aug_sample=10))  # of the 100 runlocal timesteps
+  return config
