@@ -48,6 +48,8 @@ FRESH = [
     (["--config=configs/shapes_default.py:bogus"], "config argument(s) ['bogus'] not understood"),
     (["--config.model.text.vocab_size=10"], "raise vocab_size to at least"),
     (["--mode=sample"], "has no checkpoint to read; train first"),
+    (["--config=configs/shapes_unclip.py:runlocal"], "a chain config names trained stages and trains nothing"),
+    (["--mode=sample", "--image=a.png"], "--image and --image2 (variations, interpolation) need an unCLIP chain"),
 ]
 # ... and for the trained workdir, which must stay as it is.
 TRAINED = [
