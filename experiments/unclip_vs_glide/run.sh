@@ -27,4 +27,5 @@ if [[ $which != chain ]]; then
   glide=$root/glide_s$seed
   timed glide $M --config=configs/shapes_default.py --workdir=$glide --config.seed=$seed
   timed glide_eval $M --config=configs/shapes_default.py --workdir=$glide --mode=eval --eval_setting=dpm++2m:20:3
+  $M --config=configs/shapes_default.py --workdir=$glide --mode=sample
 fi
