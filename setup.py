@@ -34,6 +34,6 @@ setuptools.setup(
         # Preparing real TFDS datasets needs TensorFlow, on a machine with network.
         "prepare": ["tensorflow-datasets>=4.9", "tensorflow>=2.16"],
         # The PyTorch reference for parity checks and benchmarks (CPU build on disk here).
-        "torch": ["torch>=2.9,<2.15", "diffusers>=0.35,<1"],
+        "torch": ["torch>=2.9,<2.15", "diffusers>=0.35,<1", "dalle2-pytorch>=1.15,<2"],
     },
 )

@@ -8,8 +8,9 @@ block_until_ready; medians.
   PYTHONPATH=. .venv/bin/python benchmarks/unclip_chain.py --root runs/unclip_vs_glide/unclip_s0 \
       [--batch 100] [--repeats 5]
 
-Measured on the 2-core CPU development machine, alone, with the seed-0 chain of
-experiments/unclip_vs_glide (commit a51a3b6), batch 100, 3 repeats, 2026-12-06:
+Measured on the 2-core CPU development machine with the seed-0 chain of experiments/unclip_vs_glide
+(commit a51a3b6), batch 100, 3 repeats, 2026-12-06, while another benchmark shared the machine: the
+absolute times are high, the stages' shares are the figure (the decoder 57%, the prior 21%):
 
 | stage | ms per image |
 |---|---|
@@ -19,8 +20,8 @@ experiments/unclip_vs_glide (commit a51a3b6), batch 100, 3 repeats, 2026-12-06:
 | upsampler (DPM++ 10 steps, 16 → 32 px) | 31.1 |
 | whole chain | 138.1 |
 
-The GLIDE-style default (24 px, DPM++ 20, guidance 3) samples at 208 ms per image in its --mode=eval
-on the same machine that day (sampling only, batch 100).
+Alone on the machine that day, --mode=eval timed the whole chain at 194 ms per image and the GLIDE-style
+default (24 px, DPM++ 20, guidance 3) at 208 (sampling only, batch 100; eval_table.md of each run).
 """
 
 import argparse
