@@ -173,19 +173,17 @@ def evaluate(stage: stage_lib.Stage, settings: Sequence[dict], evaluation, oracl
   """One row per setting dict(method, steps, guidance[, var_type]) of a text U-Net stage: the setting, its
   metrics, seconds_per_image. The sampler's eta and lowest timestep are the stage's (config.sample)."""
   config = stage.config
-  samplers = {}
-  for setting in settings:
-    samplers[str(setting)] = text_to_image.SampleSettings.from_config(config.sample, **setting)
 
-  def sample_fn(setting, prompts, seed):
-    sampler = dataclasses.replace(samplers[str(setting)], seed=seed)
-    return {"": text_to_image.generate(stage, prompts, sampler)}
+  def sampler(setting, seed=0):
+    return text_to_image.SampleSettings.from_config(config.sample, seed=seed, **setting)
 
-  rows = evaluate_fn(sample_fn, settings, evaluation, oracle)
+  rows = evaluate_fn(lambda setting, prompts, seed: {"": text_to_image.generate(stage, prompts,
+                                                                               sampler(setting, seed))},
+                     settings, evaluation, oracle)
   for row, setting in zip(rows, settings):
-    row["min_timestep"] = samplers[str(setting)].min_timestep
+    row["min_timestep"] = sampler(setting).min_timestep
     if setting["method"] == "ddpm":  # the only sampler that uses the variance
-      row["var_type"] = samplers[str(setting)].var_type or config.diffusion.var_type
+      row["var_type"] = sampler(setting).var_type or config.diffusion.var_type
   return rows
 
 

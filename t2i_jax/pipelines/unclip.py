@@ -69,10 +69,6 @@ class Chain:
   decoder: stage_lib.Stage
   upsampler: Optional[stage_lib.Stage] = None
 
-  @property
-  def image_size(self) -> int:
-    return (self.upsampler or self.decoder).model.image_size
-
 
 def check_chain(configs: dict) -> None:
   """Raises a ValueError naming both sides unless every stage was trained on the chain's CLIP and they fit.
