@@ -32,7 +32,7 @@ import jax
 
 from configs import shapes_unclip
 from t2i_jax.eval import evaluate
-from t2i_jax.pipelines import unclip
+from t2i_jax.pipelines import text_to_image, unclip
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -67,7 +67,7 @@ def main():
       f"decoder ({settings.decoder.method} {settings.decoder.steps}, w={settings.decoder.guidance:g})":
           lambda: unclip.decode(chain.decoder, clip_emb, settings.decoder, prompts),
       f"upsampler ({settings.upsampler.method} {settings.upsampler.steps})":
-          lambda: unclip.upsample(chain.upsampler, low, settings.upsampler),
+          lambda: text_to_image.super_resolve(chain.upsampler, low, settings.upsampler),
   }
   total = 0.0
   print(f"| stage | ms per image (batch {args.batch}) |\n|---|---|")

@@ -8,6 +8,7 @@
   python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample \
       --prompt="a small red circle left of a large blue square"     # a chain config: its stages' workdirs
   python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample --image=a.png
+  python -m t2i_jax.main --config=configs/shapes_glide.py --workdir=runs/glide --mode=sample    # base → upsampler
 
 Config values are overridden on the command line: --config.train.num_steps=100.
 A user error (a bad config value or flag, a workdir without a checkpoint, a run
@@ -79,7 +80,9 @@ def _run(config, workdir: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # On TPU pods, SLURM, Open MPI and Kubernetes, the three values are detected when left unset.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if config.get("unclip") is not None:
+  from t2i_jax.train import config_keys
+
+  if config_keys.chain_kind(config) is not None:
     _run_chain(config, workdir)
   elif _MODE.value == "train":
     from t2i_jax.pipelines import sample_workdir
@@ -106,7 +109,8 @@ def _run(config, workdir: str) -> None:
 
 
 def _run_chain(config, workdir: str) -> None:
-  """A chain config (configs/shapes_unclip.py): its trained stages sampled or evaluated; workdir gets the output."""
+  """A chain config (configs/shapes_unclip.py, configs/shapes_glide.py): its trained stages sampled or
+  evaluated; workdir gets the output."""
   if _MODE.value == "train":
     raise ValueError("a chain config names trained stages and trains nothing; train each stage with its own "
                      "config (the commands are in the chain config's docstring), then sample or eval the chain.")
@@ -119,11 +123,16 @@ def _run_chain(config, workdir: str) -> None:
     print(evaluate.format_table(rows, evaluate.CHAIN_COLUMNS))
     print("wrote", os.path.relpath(path))
     return
-  from t2i_jax.pipelines import unclip_files
+  sampler = dict(method=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value)
+  if config.get("glide") is not None:
+    from t2i_jax.pipelines import glide_files
 
-  paths = unclip_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, image=_IMAGE.value,
-                                       image2=_IMAGE2.value, seed=_SEED.value, method=_SAMPLER.value,
-                                       steps=_STEPS.value, guidance=_GUIDANCE.value)
+    paths = glide_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, seed=_SEED.value, **sampler)
+  else:
+    from t2i_jax.pipelines import unclip_files
+
+    paths = unclip_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, image=_IMAGE.value,
+                                         image2=_IMAGE2.value, seed=_SEED.value, **sampler)
   print("wrote", ", ".join(os.path.relpath(p) for p in paths["grids"].values()), "and", len(paths["images"]),
         "images")
 

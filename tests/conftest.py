@@ -108,9 +108,9 @@ def unclip_runlocal(tmp_path_factory):
 # xdist workers first, so the light files fill in at the end and the workers finish together; in collection
 # order the training files came last and one worker ran alone for the last ~3 minutes of a cold run.
 # `make test` passes --no-loadscope-reorder, without which xdist sends the files with the most tests first.
-HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/train/test_configs.py", "tests/models/test_unet.py", "tests/train/test_config_families.py",
-               "tests/train/test_loop.py", "tests/train/test_step.py", "tests/test_main.py",
-               "tests/train/test_distributed.py")
+HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/pipelines/test_glide.py", "tests/train/test_configs.py",
+               "tests/models/test_unet.py", "tests/train/test_config_families.py", "tests/train/test_loop.py",
+               "tests/train/test_step.py", "tests/test_main.py", "tests/train/test_distributed.py")
 
 
 def pytest_collection_modifyitems(items):

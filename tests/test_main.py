@@ -50,6 +50,8 @@ FRESH = [
     (["--mode=sample"], "has no checkpoint to read; train first"),
     (["--config=configs/shapes_unclip.py:runlocal"], "a chain config names trained stages and trains nothing"),
     (["--mode=sample", "--image=a.png"], "--image and --image2 (variations, interpolation) need an unCLIP chain"),
+    (["--config=configs/shapes_glide.py", "--mode=sample", "--config.glide.base_workdir=/nonexistent/base"],
+     "/nonexistent/base has no config.json: it is not a t2i_jax training workdir"),
 ]
 # ... and for the trained workdir, which must stay as it is.
 TRAINED = [

@@ -27,7 +27,8 @@ import numpy as np
 
 from t2i_jax.data import captions, shapes
 from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib
-from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image, unclip, unclip_files
+from t2i_jax.pipelines import glide, glide_files, images as images_lib, stage as stage_lib, text_to_image, unclip
+from t2i_jax.pipelines import unclip_files
 from t2i_jax.train import config_keys
 
 _SEEN_PAIRS = [(c, s) for c in range(len(captions.COLORS)) for s in range(len(captions.SHAPES))
@@ -228,7 +229,8 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
                      f"this config has model.name={config.model.name!r}.")
   if config.model.get("super_res"):
     raise ValueError("--mode=eval scores a base text U-Net; a super-resolution U-Net needs low-resolution "
-                     "inputs, so score it in a cascade (issue 24), or its bits/dim with eval.bits_per_dim.")
+                     "inputs, so score it in a cascade (configs/shapes_glide.py), or its bits/dim with "
+                     "eval.bits_per_dim.")
   if config.model.get("clip_dim") is not None:
     raise ValueError("--mode=eval scores a U-Net that draws from prompts; unCLIP's decoder draws from CLIP "
                      "embeddings, so score the chain config (configs/shapes_unclip.py) that feeds it the prior's.")
@@ -254,26 +256,40 @@ def _write(workdir: str, suffix: str, metrics: dict, table: str) -> str:
   return path
 
 
-def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[dict], str]:
-  """--mode=eval on an unCLIP chain config: the metrics of the decoder's output and of the upsampler's
-  (when the chain has one) for each decoder setting (default config.eval.settings), the prior and
-  upsampler sampling as the chain config says. Writes metrics.json and eval_table.md into workdir."""
+def _chain_sampler(config, settings: Sequence[dict]):
+  """(sample_fn for evaluate_fn, the loaded stages, the chain's own sampler settings) of a chain config;
+  each eval setting replaces the sampler of the chain's first image stage (unCLIP's decoder, GLIDE's
+  base)."""
+  if config_keys.chain_kind(config) == "glide":
+    config = glide_files.cascade_config(config)
+    cascade = glide.load_cascade(config.glide)
+    by_setting = {str(s): glide.CascadeSettings.from_config(config.glide, cascade, base=s) for s in settings}
+
+    def sample_fn(setting, prompts, seed):
+      return glide.generate(cascade, prompts, by_setting[str(setting)].reseeded(seed))
+    return sample_fn, cascade, dict(upsampler=config.glide.upsampler)
+
   config = unclip_files.chain_config(config)
-  evaluation = config_keys.section_of(config, "eval")
-  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
   chain = unclip.load_chain(config.unclip)
-  chain_settings = {str(s): unclip.ChainSettings.from_config(config.unclip, chain, decoder=s) for s in settings}
+  by_setting = {str(s): unclip.ChainSettings.from_config(config.unclip, chain, decoder=s) for s in settings}
 
   def sample_fn(setting, prompts, seed):
-    base = chain_settings[str(setting)]
-    seeded = unclip.ChainSettings(*(dataclasses.replace(getattr(base, k), seed=seed)
-                                    for k in ("prior", "decoder", "upsampler")), candidates=base.candidates)
-    result = unclip.generate(chain, prompts, seeded)
+    result = unclip.generate(chain, prompts, by_setting[str(setting)].reseeded(seed))
     return {k: result[k] for k in ("decoder", "upsampler") if k in result}
+  return sample_fn, chain, dict(prior=config.unclip.prior, upsampler=config.unclip.upsampler,
+                                candidates=config.unclip.candidates)
 
+
+def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[dict], str]:
+  """--mode=eval on a chain config (unCLIP's or GLIDE's): the metrics of each stage's output — unCLIP's
+  decoder and upsampler, GLIDE's base and upsampler — at its own resolution, for each setting of the
+  first image stage (default config.eval.settings), the other stages sampling as the chain config says.
+  Writes metrics.json and eval_table.md into workdir."""
+  evaluation = config_keys.section_of(config_keys.complete(config), "eval")
+  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
+  sample_fn, loaded, chain_settings = _chain_sampler(config, settings)
   rows = evaluate_fn(sample_fn, settings, evaluation)
-  stages = {name: dict(workdir=stage.workdir, step=stage.step) for name, stage in vars(chain).items()
+  stages = {name: dict(workdir=stage.workdir, step=stage.step) for name, stage in vars(loaded).items()
             if stage is not None}
-  metrics = dict(rows[-1], stages=stages, prior=config.unclip.prior, upsampler=config.unclip.upsampler,
-                 candidates=config.unclip.candidates, settings=rows)
+  metrics = dict(rows[-1], stages=stages, **chain_settings, settings=rows)
   return rows, _write(workdir, "", metrics, format_table(rows, CHAIN_COLUMNS))

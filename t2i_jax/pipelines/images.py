@@ -4,6 +4,7 @@ import os
 import re
 import struct
 import zlib
+from typing import Sequence
 
 import numpy as np
 
@@ -95,3 +96,18 @@ def save_images(images: np.ndarray, captions, out_dir: str, tag, columns: int = 
   with open(os.path.join(out_dir, f"prompts_{tag}.txt"), "w") as f:
     f.write("\n".join(f"{i:02d}\t{p}" for i, p in enumerate(captions)) + "\n")
   return {"grid": grid_path, "images": paths}
+
+
+def save_chain_outputs(result: dict, stages: Sequence[str], captions, out_dir: str, tag: str,
+                       columns: int = 4) -> dict:
+  """save_images of each of a chain's stage outputs (images [N, H, W, 3] in [-1, 1] under result[stage],
+  for the `stages` in order that are present) as `<tag>_<stage>`.
+
+  Returns dict(grid=the last stage's grid, images=its PNGs, grids={stage: grid path}).
+  """
+  grids, paths = {}, []
+  for name in stages:
+    if name in result:
+      saved = save_images(to_uint8(np.asarray(result[name])), captions, out_dir, f"{tag}_{name}", columns)
+      grids[name], paths = saved["grid"], saved["images"]
+  return {"grid": grids[list(grids)[-1]], "images": paths, "grids": grids}

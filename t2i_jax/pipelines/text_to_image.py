@@ -143,6 +143,27 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
       grad_fn=grad_fn, x_T=x_T)
 
 
+def with_text(stage, cond: dict, num: int, prompts: Optional[Sequence[str]] = None) -> dict:
+  """cond plus the tokens and mask of the prompts when the stage's U-Net reads text (its null caption when
+  prompts is None); cond unchanged for a U-Net without text."""
+  if stage.model.text is None:
+    return cond
+  if prompts is None:
+    null = stage.model.null_condition(num)
+    return dict(cond, tokens=null["tokens"], token_mask=null["token_mask"])
+  return stage.text_cond(prompts, cond)
+
+
+def super_resolve(stage, low_res, settings: SampleSettings, prompts: Optional[Sequence[str]] = None,
+                  x_T=None) -> jax.Array:
+  """Images [N, H, W, C] in [-1, 1] from a super-resolution U-Net stage given low-resolution ones
+  [N, h, w, C], noised at the level it samples at (`low_res_cond`); a text-conditional one (GLIDE's
+  upsampler) reads the prompts, or its null caption without them."""
+  num = low_res.shape[0]
+  cond = with_text(stage, low_res_cond(stage, low_res, settings.seed), num, prompts)
+  return sample_unet(stage.model, stage.params, stage.diffusion, cond, num, settings, x_T=x_T)
+
+
 def generate(stage, prompts: Sequence[str], settings: SampleSettings):
   """Images [len(prompts), H, W, C] in [-1, 1] for the prompts from a text-conditional U-Net stage
   (`stage.Stage`); settings.guidance is classifier-free guidance with the model's null text."""

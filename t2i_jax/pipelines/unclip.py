@@ -60,6 +60,10 @@ class ChainSettings:
                decoder=settings(chain.decoder, unclip_config.decoder, **(decoder or {})),
                upsampler=settings(upsampler, unclip_config.upsampler), candidates=unclip_config.candidates)
 
+  def reseeded(self, seed: int) -> "ChainSettings":
+    return ChainSettings(*(dataclasses.replace(getattr(self, k), seed=seed) for k in ("prior", "decoder", "upsampler")),
+                         candidates=self.candidates)
+
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
@@ -177,22 +181,8 @@ def decode(decoder: stage_lib.Stage, clip_emb, settings: SampleSettings, prompts
   """Images [N, H, W, 3] in [-1, 1] from scaled CLIP image embeddings [N, E] (and the captions, when given
   and the decoder reads text; without them its null caption)."""
   model, num = decoder.model, clip_emb.shape[0]
-  cond = {"clip_emb": jnp.asarray(clip_emb, jnp.float32)}
-  if model.text is not None:
-    if prompts is None:
-      null = model.null_condition(num)
-      cond.update(tokens=null["tokens"], token_mask=null["token_mask"])
-    else:
-      cond = decoder.text_cond(prompts, cond)
+  cond = text_to_image.with_text(decoder, {"clip_emb": jnp.asarray(clip_emb, jnp.float32)}, num, prompts)
   return text_to_image.sample_unet(model, decoder.params, decoder.diffusion, cond, num, settings, x_T=x_T)
-
-
-def upsample(upsampler: stage_lib.Stage, low_res, settings: SampleSettings, x_T=None) -> jax.Array:
-  """Images [N, H, W, 3] in [-1, 1] from low-resolution ones [N, h, w, 3], at the augmentation level the
-  upsampler samples at (config.low_res.noise_aug_sample)."""
-  cond = text_to_image.low_res_cond(upsampler, low_res, settings.seed)
-  return text_to_image.sample_unet(upsampler.model, upsampler.params, upsampler.diffusion, cond,
-                                   low_res.shape[0], settings, x_T=x_T)
 
 
 def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed_noise: bool = False) -> dict:
@@ -207,7 +197,7 @@ def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed
   low = decode(chain.decoder, clip_emb, settings.decoder, prompts, x_T.get("decoder"))
   out = {"clip_emb": clip_emb, "decoder": low}
   if chain.upsampler is not None:
-    out["upsampler"] = upsample(chain.upsampler, low, settings.upsampler, x_T.get("upsampler"))
+    out["upsampler"] = text_to_image.super_resolve(chain.upsampler, low, settings.upsampler, x_T=x_T.get("upsampler"))
   return out
 
 

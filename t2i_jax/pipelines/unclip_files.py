@@ -16,12 +16,6 @@ def chain_config(config):
   return config_keys.complete(config)
 
 
-def _outputs(result: dict) -> dict:
-  """The chain's image outputs as uint8 arrays, by stage name."""
-  return {name: images_lib.to_uint8(np.asarray(result[name])) for name in ("decoder", "upsampler")
-          if name in result}
-
-
 def sample_to_files(config, out_dir: str, prompts: Optional[Sequence[str]] = None, image: Optional[str] = None,
                     image2: Optional[str] = None, seed: int = 0, **decoder) -> dict:
   """Samples the chain into out_dir/samples: every prompt unclip.num_images times (rows of one batch);
@@ -59,10 +53,5 @@ def sample_to_files(config, out_dir: str, prompts: Optional[Sequence[str]] = Non
     result = unclip.generate(chain, [p for p in prompts for _ in range(num)], settings)
     captions = [p for p in prompts for _ in range(num)]
     tag = "prompts"
-  out_dir = os.path.join(out_dir, "samples")
-  grids, paths = {}, []
-  for name, images in _outputs(result).items():
-    saved = images_lib.save_images(images, captions, out_dir, f"{tag}_{name}", columns=num)
-    grids[name], paths = saved["grid"], saved["images"]
-  final = "upsampler" if "upsampler" in grids else "decoder"
-  return {"grid": grids[final], "images": paths, "grids": grids}
+  return images_lib.save_chain_outputs(result, ("decoder", "upsampler"), captions,
+                                       os.path.join(out_dir, "samples"), tag, columns=num)

@@ -52,12 +52,18 @@ DEFAULTS = {
     "unclip": dict(clip_workdir=..., prior_workdir=..., decoder_workdir=..., upsampler_workdir="",
                    prior="ddim:25:1", decoder="dpm++2m:20:3", upsampler="dpm++2m:10:1", candidates=2,
                    prompts=(), num_images=4),
+    # GLIDE's cascade (configs/shapes_glide.py): the base text U-Net's and the text-conditional
+    # upsampler's workdirs and samplers (METHOD:STEPS:GUIDANCE over each stage's own sample section).
+    "glide": dict(base_workdir=..., upsampler_workdir="", base="dpm++2m:20:3", upsampler="dpm++2m:10:1",
+                  prompts=(), num_images=4),
     # --mode=eval's prompt set (eval.evaluate) and sampler settings, the first the headline.
     # diversity: num_diverse one-object prompts drawn diverse_samples times each.
     "eval": dict(num_single=200, num_heldout=40, num_pair=100, batch_size=100, seed=0,
                  settings=("dpm++2m:20:3",), num_diverse=20, diverse_samples=4),
 }
 TOP_LEVEL = {"seed": 0, "fsdp": 1}
+# The sections of a chain config, which names trained stages and trains nothing.
+CHAINS = ("unclip", "glide")
 REQUIRED_SECTIONS = ("model", "data", "optim", "train")
 
 
@@ -99,6 +105,14 @@ def _message(problems, missing) -> str:
   return "; ".join(parts) + ". Fix the config file or the --config.* override; nothing was run."
 
 
+def chain_kind(config):
+  """"unclip" or "glide" for a chain config (the section it has), None for a stage's config."""
+  kinds = [kind for kind in CHAINS if config.get(kind) is not None]
+  if len(kinds) > 1:
+    raise ValueError(f"the config has sections {kinds}: a chain config is one chain; keep one of them.")
+  return kinds[0] if kinds else None
+
+
 def complete(config) -> ml_collections.ConfigDict:
   """A copy of config with every section's defaults filled in.
 
@@ -108,7 +122,7 @@ def complete(config) -> ml_collections.ConfigDict:
   """
   problems = _unknown(config.keys(), set(TOP_LEVEL) | {"model"} | set(DEFAULTS), "")
   # A chain config trains nothing: it names trained stages.
-  missing = [s for s in REQUIRED_SECTIONS if config.get(s) is None and config.get("unclip") is None]
+  missing = [s for s in REQUIRED_SECTIONS if config.get(s) is None and chain_kind(config) is None]
   for name, defaults in DEFAULTS.items():
     if config.get(name) is not None:
       problems += _unknown(config[name].keys(), defaults, f"{name}.")
