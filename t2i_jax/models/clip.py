@@ -27,6 +27,7 @@ Images are NHWC [B, H, W, 3], already normalised with CLIP's channel statistics
 float32 and unnormalised; `contrastive_loss` and `cosine_similarity` normalise.
 """
 
+import dataclasses
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
@@ -346,3 +347,33 @@ def contrastive_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax
   image_to_text = -jnp.mean(jax.nn.log_softmax(logits, axis=1)[diag, diag])
   text_to_image = -jnp.mean(jax.nn.log_softmax(logits, axis=0)[diag, diag])
   return (image_to_text + text_to_image) / 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClipGuidance:
+  """A noised CLIP's guidance gradient as a hashable callable (params, text_emb, scale, x_t, t, cond)."""
+  model: CLIP
+
+  def __call__(self, params, text_emb, scale, x_t, t, cond):
+    del cond  # the U-Net's conditioning; CLIP guidance reads its own text embedding
+
+    def score(x):
+      image_emb = l2_normalize(self.model.apply({"params": params}, normalize_images(x), t, method="encode_image"))
+      return jnp.exp(params["logit_scale"]) * jnp.sum(image_emb * text_emb)
+
+    return scale * jax.grad(score)(x_t)
+
+
+def guidance_grad_fn(model: CLIP, params, text_emb: jax.Array, scale) -> jax.tree_util.Partial:
+  """GLIDE's CLIP guidance (§2.3) as a samplers.sample grad_fn: (x_t, t, cond) -> scale·∇_{x_t} of
+  exp(logit_scale)·⟨f(x_t, t), g(c)⟩, f and g the l2-normalised image and text embeddings, summed over the
+  batch (each row's gradient is its own). The reverse step's mean moves by Σ times it (`condition_mean`).
+
+  model must be timestep-conditioned (a noised CLIP trained on the sampled U-Net's schedule; the sampler
+  passes original timesteps). text_emb [B, E]: the prompts' text embeddings (unnormalised). params,
+  text_emb and scale are Partial leaves, so new prompts, scales or CLIP weights reuse the compiled loop.
+  """
+  if not model.timestep_conditioned:
+    raise ValueError("CLIP guidance needs a noised CLIP (timestep_conditioned=True) that reads x_t; this "
+                     "CLIP reads clean images only (train configs/shapes_noised_clip.py).")
+  return jax.tree_util.Partial(_ClipGuidance(model), params, l2_normalize(text_emb), jnp.float32(scale))

@@ -72,6 +72,24 @@ def classifier_guidance(config):
       lambda x, t: classifier.model.apply({"params": classifier.params}, x, t), config.sample.classifier_scale)
 
 
+def clip_guidance(stage: stage_lib.Stage, prompts: Sequence[str]):
+  """The grad_fn of config.sample.clip_workdir's noised CLIP at config.sample.clip_scale for the prompts
+  (GLIDE's CLIP guidance; classifier-free guidance, settings.guidance, can run beside it)."""
+  config = stage.config
+  if config.sample.classifier_workdir:
+    raise ValueError("sample.classifier_workdir and sample.clip_workdir both guide by a gradient; set one.")
+  if stage.model.text is None or stage.model.super_res:
+    raise ValueError("CLIP guidance draws a text U-Net's samples towards its prompts; this U-Net does not "
+                     "sample from prompts.")
+  workdir = config.sample.clip_workdir
+  clip_config = stage_lib.read_config(workdir)
+  if clip_config.model.name != "clip":
+    raise ValueError(f"sample.clip_workdir={workdir} holds a {clip_config.model.name!r} model; point it at a "
+                     "noised CLIP's workdir (configs/shapes_noised_clip.py).")
+  clip_stage = stage_lib.load_stage(workdir, clip_config, use_ema=True)
+  return text_to_image.clip_guidance(clip_stage, stage, prompts, config.sample.clip_scale)
+
+
 def write_samples(stage: stage_lib.Stage, prompts: Sequence[str], settings: text_to_image.SampleSettings,
                   out_dir: str) -> dict:
   """Samples a grid; writes out_dir/grid_<step>.png (captioned), one PNG per sample and the captions.
@@ -86,6 +104,8 @@ def write_samples(stage: stage_lib.Stage, prompts: Sequence[str], settings: text
   grad_fn = classifier_guidance(config)
   if grad_fn is not None and "y" not in cond:
     cond["y"] = np.arange(len(captions), dtype=np.int32) % (model.num_classes or 1)
+  if config.sample.clip_workdir:
+    grad_fn = clip_guidance(stage, captions)
   images = text_to_image.sample_unet(model, stage.params, stage.diffusion, cond, len(captions), settings, grad_fn)
   return images_lib.save_images(images_lib.to_uint8(np.asarray(images)), captions, out_dir, step)
 

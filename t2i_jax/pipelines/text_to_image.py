@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax import models
+from t2i_jax.models import clip as clip_lib
 from t2i_jax.diffusion import augmentation, checks, guidance, samplers, schedules
 from t2i_jax.train import config_keys
 
@@ -164,7 +165,34 @@ def super_resolve(stage, low_res, settings: SampleSettings, prompts: Optional[Se
   return sample_unet(stage.model, stage.params, stage.diffusion, cond, num, settings, x_T=x_T)
 
 
-def generate(stage, prompts: Sequence[str], settings: SampleSettings):
+def clip_guidance(clip_stage, unet_stage, prompts: Sequence[str], scale: float):
+  """GLIDE's CLIP guidance for sampling `unet_stage` from `prompts`: a grad_fn for sample_unet that moves
+  each step's mean by scale·Σ·∇_{x_t} of the noised CLIP's image–text score (clip.guidance_grad_fn).
+
+  The CLIP must be a noised one (timestep-conditioned) trained on the U-Net's image size and diffusion
+  schedule; the prompts are tokenised with the CLIP's own tokenizer.
+  """
+  clip_model, where = clip_stage.model, clip_stage.workdir
+  if clip_model.image_size != unet_stage.model.image_size:
+    raise ValueError(f"the CLIP in {where} reads {clip_model.image_size}px images but the U-Net makes "
+                     f"{unet_stage.model.image_size}px ones; train the noised CLIP at the U-Net's size.")
+  if not clip_model.timestep_conditioned:
+    raise ValueError(f"the CLIP in {where} reads clean images only; CLIP guidance needs a noised CLIP "
+                     "(configs/shapes_noised_clip.py).")
+  ours, theirs = clip_stage.diffusion, unet_stage.diffusion
+  if (ours.schedule, ours.num_timesteps) != (theirs.schedule, theirs.num_timesteps):
+    raise ValueError(f"the noised CLIP in {where} was trained on the {ours.schedule} schedule of "
+                     f"{ours.num_timesteps} steps but the U-Net samples the {theirs.schedule} schedule of "
+                     f"{theirs.num_timesteps}; train the CLIP on the U-Net's diffusion section.")
+  cond = clip_stage.text_cond(prompts)
+  text_emb = clip_model.apply({"params": clip_stage.params}, jnp.asarray(cond["tokens"]),
+                              clip_lib.eot_index_from_mask(jnp.asarray(cond["token_mask"])), method="encode_text")
+  return clip_lib.guidance_grad_fn(clip_model, clip_stage.params, text_emb, scale)
+
+
+def generate(stage, prompts: Sequence[str], settings: SampleSettings, grad_fn=None):
   """Images [len(prompts), H, W, C] in [-1, 1] for the prompts from a text-conditional U-Net stage
-  (`stage.Stage`); settings.guidance is classifier-free guidance with the model's null text."""
-  return sample_unet(stage.model, stage.params, stage.diffusion, stage.text_cond(prompts), len(prompts), settings)
+  (`stage.Stage`); settings.guidance is classifier-free guidance with the model's null text; grad_fn
+  optional gradient guidance (`clip_guidance`)."""
+  return sample_unet(stage.model, stage.params, stage.diffusion, stage.text_cond(prompts), len(prompts), settings,
+                     grad_fn)

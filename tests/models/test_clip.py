@@ -259,3 +259,29 @@ def test_bad_inputs_raise(params):
     enc_img(images, jnp.array([0.5, 1.0, 2.0]), **noised)
   with pytest.raises(ValueError, match=r"t holds values in \[0, 10\].*num_timesteps=10"):
     enc_img(images, jnp.array([0, 1, 10]), **noised)
+
+
+def test_clip_guidance_gradient_matches_finite_differences(params):
+  model = _model(timestep_conditioned=True, num_timesteps=10)
+  noised = _noised(params)["params"]
+  images, tokens = _inputs()
+  t = jnp.array([0, 4, 9])
+  text_emb = ENCODE_TEXT(params, tokens)
+  grad_fn = clip.guidance_grad_fn(model, noised, text_emb, 2.5)
+  grad = np.asarray(grad_fn(images, t, None))
+
+  def score(x):  # 2.5 · exp(logit_scale) · Σ_rows cos(f(x_t, t), g(c)), by the model's own embeddings
+    image_emb = model.apply({"params": noised}, clip.normalize_images(x), t, method=clip.CLIP.encode_image)
+    return 2.5 * float(np.exp(noised["logit_scale"]) * np.sum(np.asarray(clip.cosine_similarity(image_emb, text_emb))))
+
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    v = rng.normal(size=images.shape).astype(np.float32)
+    h = 1e-2
+    numeric = (score(images + h * v) - score(images - h * v)) / (2 * h)
+    np.testing.assert_allclose(np.sum(grad * v), numeric, rtol=2e-2)
+  # Each row's gradient is its own image's: the rows do not mix.
+  row = np.asarray(clip.guidance_grad_fn(model, noised, text_emb[:1], 2.5)(images[:1], t[:1], None))
+  np.testing.assert_allclose(row, grad[:1], rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="needs a noised CLIP"):
+    clip.guidance_grad_fn(F32, params["params"], text_emb, 1.0)
