@@ -3,11 +3,11 @@
 configs/shapes_clip.py at the default base's 24 px (4×4 patches, 6×6 tokens), its image tower
 timestep-conditioned (GLIDE §2.3: a learned vector per timestep in place of the class token) and trained on
 x_t ~ q(x_t | x_0) at uniform timesteps of the default's diffusion schedule, so that its gradient at every
-sampling step points towards the caption.
+sampling step points towards the caption. Guide ancestrally (DDPM), as GLIDE did (experiments/glide_guidance).
 
   python -m t2i_jax.main --config=configs/shapes_noised_clip.py --workdir=runs/noised_clip
   python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=sample --guidance=1 \
-      --config.sample.clip_workdir=runs/noised_clip --config.sample.clip_scale=3
+      --sampler=ddpm --steps=25 --config.sample.clip_workdir=runs/noised_clip --config.sample.clip_scale=30
   python -m t2i_jax.main --config=configs/shapes_noised_clip.py:runlocal --workdir=/tmp/shapes_noised_clip
 """
 
