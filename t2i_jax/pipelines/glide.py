@@ -40,12 +40,9 @@ class CascadeSettings:
                   base: Optional[dict] = None) -> "CascadeSettings":
     """The chain config's glide section ("METHOD:STEPS:GUIDANCE" per stage) over each stage's own sample
     section (η, lowest timestep); `base` overrides the base's setting (an eval row's, the CLI's)."""
-    def settings(stage, text, **overrides):
-      setting = dict(text_to_image.parse_setting(text), seed=seed, **overrides)
-      return SampleSettings.from_config(config_keys.section_of(stage.config, "sample"), **setting)
     upsampler = cascade.upsampler or cascade.base  # without one its settings are parsed but unused
-    return cls(base=settings(cascade.base, glide_config.base, **(base or {})),
-               upsampler=settings(upsampler, glide_config.upsampler))
+    return cls(base=text_to_image.stage_settings(cascade.base, glide_config.base, seed, **(base or {})),
+               upsampler=text_to_image.stage_settings(upsampler, glide_config.upsampler, seed))
 
   def reseeded(self, seed: int) -> "CascadeSettings":
     return CascadeSettings(*(dataclasses.replace(s, seed=seed) for s in (self.base, self.upsampler)))

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax import models
-from t2i_jax.models import clip as clip_lib
 from t2i_jax.diffusion import augmentation, checks, guidance, samplers, schedules
-from t2i_jax.train import config_keys
+from t2i_jax.models import clip as clip_lib
+from t2i_jax.train import config_keys, frozen_clip
 
 
 def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: int = 0):
@@ -77,6 +77,13 @@ class SampleSettings:
                   eta=sample_config.eta, min_timestep=sample_config.min_timestep)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
+
+
+def stage_settings(stage, text: str, seed: int = 0, **overrides) -> SampleSettings:
+  """A chain stage's SampleSettings: "METHOD:STEPS:GUIDANCE" (a chain config's, `parse_setting`) over the
+  stage's own sample section (η, lowest timestep), the seed and any non-None `overrides` on top."""
+  setting = dict(parse_setting(text), seed=seed, **overrides)
+  return SampleSettings.from_config(config_keys.section_of(stage.config, "sample"), **setting)
 
 
 def parse_setting(text: str) -> dict:
@@ -185,8 +192,8 @@ def clip_guidance(clip_stage, unet_stage, prompts: Sequence[str], scale: float):
                      f"{ours.num_timesteps} steps but the U-Net samples the {theirs.schedule} schedule of "
                      f"{theirs.num_timesteps}; train the CLIP on the U-Net's diffusion section.")
   cond = clip_stage.text_cond(prompts)
-  text_emb = clip_model.apply({"params": clip_stage.params}, jnp.asarray(cond["tokens"]),
-                              clip_lib.eot_index_from_mask(jnp.asarray(cond["token_mask"])), method="encode_text")
+  text_emb, _ = frozen_clip.embed_text(clip_model, clip_stage.params, jnp.asarray(cond["tokens"]),
+                                       jnp.asarray(cond["token_mask"]))  # its scale drops out: normalised
   return clip_lib.guidance_grad_fn(clip_model, clip_stage.params, text_emb, scale)
 
 

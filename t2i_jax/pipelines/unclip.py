@@ -52,17 +52,15 @@ class ChainSettings:
                   decoder: Optional[dict] = None) -> "ChainSettings":
     """The chain config's unclip section ("METHOD:STEPS:GUIDANCE" per stage) over each stage's own sample
     section (η, lowest timestep); `decoder` overrides the decoder's setting (an eval row's)."""
-    def settings(stage, text, **overrides):
-      setting = dict(text_to_image.parse_setting(text), seed=seed, **overrides)
-      return SampleSettings.from_config(config_keys.section_of(stage.config, "sample"), **setting)
     upsampler = chain.upsampler or chain.decoder  # without one its settings are parsed but unused
-    return cls(prior=settings(chain.prior, unclip_config.prior),
-               decoder=settings(chain.decoder, unclip_config.decoder, **(decoder or {})),
-               upsampler=settings(upsampler, unclip_config.upsampler), candidates=unclip_config.candidates)
+    settings = text_to_image.stage_settings
+    return cls(prior=settings(chain.prior, unclip_config.prior, seed),
+               decoder=settings(chain.decoder, unclip_config.decoder, seed, **(decoder or {})),
+               upsampler=settings(upsampler, unclip_config.upsampler, seed), candidates=unclip_config.candidates)
 
   def reseeded(self, seed: int) -> "ChainSettings":
-    return ChainSettings(*(dataclasses.replace(getattr(self, k), seed=seed) for k in ("prior", "decoder", "upsampler")),
-                         candidates=self.candidates)
+    stages = (self.prior, self.decoder, self.upsampler)
+    return ChainSettings(*(dataclasses.replace(s, seed=seed) for s in stages), candidates=self.candidates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +195,8 @@ def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed
   low = decode(chain.decoder, clip_emb, settings.decoder, prompts, x_T.get("decoder"))
   out = {"clip_emb": clip_emb, "decoder": low}
   if chain.upsampler is not None:
-    out["upsampler"] = text_to_image.super_resolve(chain.upsampler, low, settings.upsampler, x_T=x_T.get("upsampler"))
+    out["upsampler"] = text_to_image.super_resolve(chain.upsampler, low, settings.upsampler,
+                                                   x_T=x_T.get("upsampler"))
   return out
 
 
