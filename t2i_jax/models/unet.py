@@ -69,10 +69,23 @@ class UNet(nn.Module):
   # --- geometry ---------------------------------------------------------------
 
   @property
+  def input_layout(self) -> tuple:
+    """((name, channels), ...) of the first conv's input per pixel, in order (before space-to-depth): x_t,
+    then the masked image and mask (inpainting), low_res (super-res), pixel coordinates."""
+    c = self.in_channels
+    parts = [("x", c)]
+    if self.inpaint:
+      parts += [("inpaint_image", c), ("inpaint_mask", 1)]
+    if self.super_res:
+      parts.append(("low_res", c))
+    if self.coord_channels:
+      parts.append(("coordinates", 2))
+    return tuple(parts)
+
+  @property
   def input_channels(self) -> int:
-    """Channels of the first conv: x_t, plus low_res (super-res), masked image and mask, pixel coordinates."""
-    return (self.in_channels * (1 + int(self.super_res) + int(self.inpaint)) + int(self.inpaint)
-            + 2 * int(self.coord_channels))
+    """Channels of the first conv per pixel (`input_layout`'s total)."""
+    return sum(width for _, width in self.input_layout)
 
   @property
   def feature_size(self) -> int:
@@ -156,6 +169,7 @@ class UNet(nn.Module):
       raise ValueError(f"context has width {context.shape[-1]}; this U-Net expects context_dim={self.context_dim}.")
 
   def _assemble_input(self, x, low_res, inpaint_image, inpaint_mask):
+    """The first conv's input [B, H, W, input_channels], laid out as `input_layout` says."""
     parts = [x]
     if self.inpaint:
       mask = jnp.zeros(x.shape[:-1] + (1,), x.dtype) if inpaint_mask is None else inpaint_mask.astype(x.dtype)

@@ -11,6 +11,7 @@ pipeline's own (`input_pipeline.DATA_DEFAULTS`). From it:
 - the model section is checked by models.build against the module's fields.
 """
 
+import dataclasses
 import difflib
 import inspect
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from t2i_jax.data import input_pipeline
+from t2i_jax.data import input_pipeline, masks
 from t2i_jax.diffusion import timestep_sampling
 
 # The logit-normal sampler's parameters default to its own keyword defaults.
@@ -49,6 +50,11 @@ DEFAULTS = {
     # corrupted in training by noise at a level drawn from {0, …, noise_aug_max} (timesteps of its own
     # schedule) after a blur of σ ~ U[0, blur_sigma_max] pixels; sampled at level noise_aug_sample.
     "low_res": dict(factor=4, noise_aug_max=0, noise_aug_sample=0, blur_sigma_max=0.0),
+    # An inpainting U-Net's (model.inpaint) training masks, drawn in the loss (data.masks.MaskSettings).
+    "inpaint": dataclasses.asdict(masks.MaskSettings()),
+    # Fine-tuning: params start from the (EMA) params of another run's workdir, new input channels zeroed
+    # (train.finetune); used by GLIDE's inpainting model, fine-tuned from the base.
+    "finetune": dict(workdir=..., use_ema=True),
     # A chain config (configs/shapes_unclip.py): the stages' workdirs and each stage's sampler as
     # METHOD:STEPS:GUIDANCE over its own sample section; K prior candidates per prompt (unCLIP: 2).
     "unclip": dict(clip_workdir=..., prior_workdir=..., decoder_workdir=..., upsampler_workdir="",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2i_jax.data import input_pipeline
-from t2i_jax.train import checkpoint, config_keys, sharding, state as state_lib, step as step_lib, tasks
+from t2i_jax.train import checkpoint, config_keys, finetune, sharding, state as state_lib, step as step_lib, tasks
 
 
 def _check_text(config, tokenizer) -> None:
@@ -125,6 +125,11 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
       process_count=jax.process_count(), image_size=config.data.image_size,
       random_crop=config.data.random_crop, random_flip=config.data.random_flip)
 
+  # A fine-tuned run starts from its base's params, unless it resumes from its own checkpoints.
+  fresh_finetune = config.get("finetune") is not None and not os.path.isdir(os.path.join(workdir, "checkpoints"))
+  if fresh_finetune:
+    finetune.check_base(config)
+
   # Everything above validates the config and the data; only now is the workdir touched.
   os.makedirs(workdir, exist_ok=True)
   _write_config(workdir, config)  # refuses another model's workdir before anything is compiled
@@ -134,9 +139,9 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
   abstract = jax.eval_shape(init_state)
   n_params = sum(leaf.size for leaf in jax.tree.leaves(abstract.params))
   shardings = sharding.state_sharding(abstract, mesh)
-  state = jax.jit(init_state, out_shardings=shardings)()
-
   manager = checkpoint.make_manager(workdir, config.train.max_to_keep)
+  initial = finetune.base_params(config, model, abstract.params) if fresh_finetune else None
+  state = jax.jit(init_state, out_shardings=shardings)(initial)
   state, extra, start, damaged = checkpoint.restore_or_init(manager, state, shardings)
   if jax.process_index() == 0:
     checkpoint.set_aside(manager, damaged, workdir)

@@ -3,7 +3,7 @@
 `make_task(config)` reads config.model.name and returns a Task:
 
   family       loss                                      batch it reads
-  unet         diffusion_loss (L_simple / hybrid, CFG)   image (+ tokens | label | low_res)
+  unet         diffusion_loss (L_simple / hybrid, CFG)   image (+ tokens | label | low_res | random mask)
     decoder    the same, + unCLIP's condition dropout    image, tokens -> frozen CLIP -> clip_emb
   classifier   classifier_loss (cross-entropy on x_t)    image, label
   clip         clip_loss (symmetric contrastive)         image, tokens
@@ -15,7 +15,8 @@ batch. The prior's and the decoder's batches go through `Task.embed` (a jitted
 frozen CLIP, train.frozen_clip) on the devices first. A U-Net smaller than the
 data's images trains on them box-downsampled to its size (unCLIP's decoder reads
 the CLIP's 32px renders at 16px); a super-resolution U-Net's low_res input is
-downsampled config.low_res.factor times more, and noise-augmented in the loss.
+downsampled config.low_res.factor times more, and noise-augmented in the loss; an
+inpainting U-Net sees its image under a random mask drawn in the loss (data.masks).
 """
 
 import dataclasses
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 
 from t2i_jax import models
-from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
+from t2i_jax.data import input_pipeline, masks, tokenizer as tokenizer_lib
 from t2i_jax.diffusion import augmentation, schedules
 from t2i_jax.train import classifier_loss, clip_loss, config_keys, diffusion_loss, frozen_clip, prior_loss
 
@@ -118,6 +119,33 @@ def low_res_augment(config, model, schedule: schedules.Schedule):
   return augment
 
 
+def inpaint_augment(config):
+  """The loss's augment (cond, rng) -> cond for an inpainting U-Net (GLIDE §3.4): a random training mask per
+  example (data.masks, as config.inpaint says), drawn on the devices; the U-Net sees the clean image
+  (cond["inpaint_image"]) only where the mask is 1."""
+  settings = masks.MaskSettings(**config_keys.section_of(config, "inpaint"))
+  size = config.model.image_size
+
+  def augment(cond, rng):
+    return dict(cond, inpaint_mask=masks.random_masks(rng, cond["inpaint_image"].shape[0], size, settings))
+
+  return augment
+
+
+def compose_augments(*augments):
+  """One augment running the given ones (None entries skipped) in order, each on its own fold of the rng."""
+  augments = [a for a in augments if a is not None]
+  if len(augments) <= 1:
+    return augments[0] if augments else None
+
+  def augment(cond, rng):
+    for i, each in enumerate(augments):
+      cond = each(cond, jax.random.fold_in(rng, i))
+    return cond
+
+  return augment
+
+
 def _unet_task(config, model) -> Task:
   schedule = build_schedule(config.diffusion)
   if model.context_dim is not None:
@@ -147,13 +175,16 @@ def _unet_task(config, model) -> Task:
       cond["y"] = labels(batch, config.data)
     if model.super_res:
       cond["low_res"] = input_pipeline.downsample(image, low_res_factor)
+    if model.inpaint:
+      cond["inpaint_image"] = image  # masked on the devices (inpaint_augment)
     if embed is not None:
       out["clip_image"] = batch["image"]
     out["cond"] = cond
     return out
 
-  loss_fn = diffusion_loss.make_loss_fn(model, schedule, config.diffusion, drop_rates=drop_rates,
-                                        augment=low_res_augment(config, model, schedule) if model.super_res else None)
+  augment = compose_augments(low_res_augment(config, model, schedule) if model.super_res else None,
+                             inpaint_augment(config) if model.inpaint else None)
+  loss_fn = diffusion_loss.make_loss_fn(model, schedule, config.diffusion, drop_rates=drop_rates, augment=augment)
   return Task(model, loss_fn, model_batch, schedule, embed, embed_params)
 
 

@@ -1,0 +1,99 @@
+"""Fine-tuning from a base run: the grafted inpainting U-Net starts as exactly the base (its new input
+channels at zero), through the real loop; other architectures and processes are refused; a resumed run
+does not read the base again."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from t2i_jax.models.unet import UNet
+from t2i_jax.pipelines import stage as stage_lib
+from t2i_jax.train import finetune, loop
+
+from tests.conftest import load_config
+
+TINY = dict(image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(), channel_mult=(1, 1),
+            learn_sigma=True)
+
+
+@pytest.mark.parametrize("layout", [dict(patch_size=2, coord_channels=True), dict(patch_size=1, super_res=True)])
+def test_the_grafted_inpainting_unet_computes_exactly_the_base(layout):
+  base, wide = UNet(**TINY, **layout), UNet(**TINY, **layout, inpaint=True)
+  keys = jax.random.split(jax.random.PRNGKey(0), 6)
+  x = jax.random.normal(keys[0], (2, 8, 8, 3))
+  t = np.asarray([3, 700], np.int32)
+  extra = {"low_res": jax.random.normal(keys[1], (2, 4, 4, 3))} if layout.get("super_res") else {}
+  base_params = base.init(keys[2], x, t, **extra)["params"]
+  # ADM zeroes its output layers at init, where every input gives 0: move every weight off its init.
+  leaves, tree = jax.tree.flatten(base_params)
+  noise = jax.random.split(keys[5], len(leaves))
+  base_params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, noise)])
+  abstract = jax.eval_shape(lambda: wide.init(keys[2], x, t, **extra)["params"])
+  params = finetune.graft(base_params, base, wide, abstract)
+  kernel = np.asarray(params["input_conv"]["kernel"])
+  assert kernel.shape[2] == wide.input_channels * layout["patch_size"] ** 2
+  new = [i for i, (name, _) in enumerate(wide.input_layout) if name.startswith("inpaint")]
+  per_position = kernel.reshape(kernel.shape[:2] + (layout["patch_size"] ** 2, wide.input_channels, -1))
+  starts = np.cumsum([0] + [w for _, w in wide.input_layout])
+  for i in new:
+    assert not per_position[:, :, :, starts[i]:starts[i + 1]].any()
+  image, mask = jax.random.normal(keys[3], (2, 8, 8, 3)), (jax.random.uniform(keys[4], (2, 8, 8, 1)) > 0.5)
+  want = base.apply({"params": base_params}, x, t, **extra)
+  assert np.abs(np.asarray(want)).mean() > 1e-2
+  got = wide.apply({"params": params}, x, t, **extra, inpaint_image=image, inpaint_mask=mask)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_graft_refuses_another_architecture():
+  base, other = UNet(**TINY), UNet(**dict(TINY, model_channels=64), inpaint=True)
+  x, t = np.zeros((1, 8, 8, 3), np.float32), np.zeros((1,), np.int32)
+  base_params = base.init(jax.random.PRNGKey(0), x, t)["params"]
+  abstract = jax.eval_shape(lambda: other.init(jax.random.PRNGKey(0), x, t)["params"])
+  with pytest.raises(ValueError, match="has shape .* but this model's is .*same architecture"):
+    finetune.graft(base_params, base, other, abstract)
+  coords = UNet(**TINY, coord_channels=True)
+  plain = UNet(**TINY, inpaint=True)
+  with pytest.raises(ValueError, match=r"reads input\(s\) \['coordinates'\] that this one does not"):
+    finetune.graft_input_kernel(np.zeros((3, 3, 5, 16)), coords, plain, (3, 3, 7, 16))
+
+
+def test_the_inpainting_config_fine_tunes_from_its_base_through_the_loop(trained_runlocal, tmp_path):
+  base_dir, _ = trained_runlocal
+  config = load_config("shapes_inpaint:runlocal")
+  config.finetune = common.section("finetune", workdir=base_dir)
+  loop.train(config, str(tmp_path))
+  tuned, base = stage_lib.load_stage(str(tmp_path)), stage_lib.load_stage(base_dir)
+  assert tuned.step == 2 and tuned.model.inpaint and not base.model.inpaint
+  # Two Adam steps at lr 1e-3 move no weight further than 2e-3 from where it started: the base's
+  # weights, and zeros on the new channels (a fresh init would be 0.1 away).
+  flat = jax.tree_util.tree_leaves_with_path(tuned.params)
+  base_flat = dict(jax.tree_util.tree_leaves_with_path(base.params))
+  for path, value in flat:
+    if path[0].key == "input_conv" and path[1].key == "kernel":
+      continue
+    np.testing.assert_allclose(np.asarray(value), np.asarray(base_flat[path]), atol=2.1e-3)
+  kernel = np.asarray(tuned.params["input_conv"]["kernel"])
+  grafted = finetune.graft_input_kernel(np.asarray(base.params["input_conv"]["kernel"]), base.model, tuned.model,
+                                        kernel.shape)
+  np.testing.assert_allclose(kernel, grafted, atol=2.1e-3)
+  assert np.abs(grafted).max() > 0.05
+
+  # A resumed run reads its own checkpoint, not the base (which may be gone by then).
+  config.finetune.workdir = str(tmp_path / "no_such_base")
+  config.train.num_steps = 3
+  assert int(loop.train(config, str(tmp_path)).step) == 3
+
+
+def test_a_base_of_another_process_or_family_is_refused(trained_runlocal, tmp_path):
+  base_dir, _ = trained_runlocal
+  config = load_config("shapes_inpaint:runlocal")
+  config.finetune = common.section("finetune", workdir=base_dir)
+  config.diffusion.mean_type = "eps"
+  with pytest.raises(ValueError, match=r"diffusion.mean_type='v' but this config has 'eps'"):
+    loop.train(config, str(tmp_path / "a"))
+  assert not (tmp_path / "a").exists()  # refused before the workdir was touched
+  config = load_config("shapes_clip:runlocal")
+  config.finetune = common.section("finetune", workdir=base_dir)
+  with pytest.raises(ValueError, match="holds a 'unet' model but this config trains a 'clip'"):
+    loop.train(config, str(tmp_path / "b"))
