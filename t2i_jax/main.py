@@ -9,6 +9,8 @@
       --prompt="a small red circle left of a large blue square"     # a chain config: its stages' workdirs
   python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample --image=a.png
   python -m t2i_jax.main --config=configs/shapes_glide.py --workdir=runs/glide --mode=sample    # base → upsampler
+  python -m t2i_jax.main --config=configs/shapes_inpaint.py --workdir=runs/inpaint --mode=sample --image=a.png \
+      --box=12,0,24,12 --prompt="a red circle left of a blue star"                           # or --mask=m.png
 
 Config values are overridden on the command line: --config.train.num_steps=100.
 A user error (a bad config value or flag, a workdir without a checkpoint, a run
@@ -35,8 +37,11 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, e
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale (1 = none).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_IMAGE = flags.DEFINE_string("image", None, "--mode=sample on an unCLIP chain: variations of this image.")
+_IMAGE = flags.DEFINE_string("image", None, "--mode=sample on an unCLIP chain: variations of this image; on a text "
+                             "U-Net with --mask or --box: inpaint it.")
 _IMAGE2 = flags.DEFINE_string("image2", None, "With --image: interpolate from --image to this image instead.")
+_MASK = flags.DEFINE_string("mask", None, "With --image: a black (keep) and white (fill) PNG of the region to inpaint.")
+_BOX = flags.DEFINE_string("box", None, "With --image: the region to inpaint as LEFT,TOP,RIGHT,BOTTOM pixels.")
 _CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
                                         "--mode=sample/eval: a saved step to read instead of the latest.")
 _SETTINGS = flags.DEFINE_multi_string("eval_setting", None,
@@ -99,6 +104,13 @@ def _run(config, workdir: str) -> None:
     rows, path = evaluate.run(config, workdir, _SETTINGS.value or (), step=_CHECKPOINT_STEP.value)
     print(evaluate.format_table(rows))
     print("wrote", os.path.relpath(path))
+  elif _IMAGE.present:
+    from t2i_jax.pipelines import inpaint_files
+
+    paths = inpaint_files.inpaint_to_files(
+        config, workdir, _IMAGE.value, _MASK.value, _BOX.value, prompts=_PROMPTS.value, step=_CHECKPOINT_STEP.value,
+        method=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value)
+    print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
   else:
     from t2i_jax.pipelines import sample_workdir
 
@@ -179,15 +191,22 @@ def _parse_flags(argv):
 def _check_flags(argv) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected argument(s) {argv[1:]}: every setting is a --flag (e.g. --prompt=\"...\").")
-  sampling = [f"--{f.name}" for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _CHECKPOINT_STEP, _SEED, _IMAGE,
-                                      _IMAGE2) if f.present]
+  images = (_IMAGE, _IMAGE2, _MASK, _BOX)
+  sampling = [f"--{f.name}" for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _CHECKPOINT_STEP, _SEED) + images
+              if f.present]
   if _MODE.value == "train" and sampling:
     raise ValueError(f"{', '.join(sampling)}: for --mode=sample only; training samples with config.sample "
                      "(e.g. --config.sample.steps=20).")
-  if _MODE.value == "sample" and (_IMAGE.present or _IMAGE2.present) and _CONFIG.value.get("unclip") is None:
-    raise ValueError("--image and --image2 (variations, interpolation) need an unCLIP chain config such as "
-                     "configs/shapes_unclip.py.")
-  if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE, _IMAGE, _IMAGE2)):
+  unclip = _CONFIG.value.get("unclip") is not None
+  if _MODE.value == "sample" and _IMAGE2.present and not unclip:
+    raise ValueError("--image2 (interpolation) needs an unCLIP chain config such as configs/shapes_unclip.py.")
+  if _MODE.value == "sample" and _IMAGE.present and _CONFIG.value.get("glide") is not None:
+    raise ValueError("--image: a GLIDE cascade config samples from prompts; inpaint an image with a text U-Net's "
+                     "config and workdir (configs/shapes_inpaint.py) and --mask or --box.")
+  if _MODE.value == "sample" and (_MASK.present or _BOX.present) and (unclip or not _IMAGE.present):
+    raise ValueError("--mask and --box mark the region of --image to inpaint with a text U-Net's config "
+                     "(configs/shapes_inpaint.py); give --image too, and no chain config.")
+  if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE) + images):
     raise ValueError("--mode=eval samples its own prompt set; give sampler settings as "
                      "--eval_setting=METHOD:STEPS:GUIDANCE.")
 

@@ -49,7 +49,8 @@ FRESH = [
     (["--config.model.text.vocab_size=10"], "raise vocab_size to at least"),
     (["--mode=sample"], "has no checkpoint to read; train first"),
     (["--config=configs/shapes_unclip.py:runlocal"], "a chain config names trained stages and trains nothing"),
-    (["--mode=sample", "--image=a.png"], "--image and --image2 (variations, interpolation) need an unCLIP chain"),
+    (["--mode=sample", "--image=a.png"], "--image on a U-Net's config inpaints it: give the region to fill as"),
+    (["--mode=sample", "--mask=m.png"], "--mask and --box mark the region of --image to inpaint"),
     (["--config=configs/shapes_glide.py", "--mode=sample", "--config.glide.base_workdir=/nonexistent/base"],
      "/nonexistent/base has no config.json: it is not a t2i_jax training workdir"),
 ]
@@ -60,6 +61,7 @@ TRAINED = [
     (["--mode=sample", "--sampler=bogus"], "sampler='bogus' is not supported; use one of 'ddpm'"),
     (["--mode=sample", "--guidance=nan"], "guidance=nan must be a finite number"),
     (["--mode=sample", "--prompt=chartreuse dodecahedron"], "no word of the prompt 'chartreuse dodecahedron'"),
+    (["--mode=sample", "--image=/nonexistent/scene.png", "--box=0,0,8,8"], "--image /nonexistent/scene.png: no such"),
     (["--mode=eval", "--eval_setting=ddim:fast:3"], "STEPS must be an integer"),
     (["--config.model.model_channels=64"], "was written by a run with another model config"),
 ]

@@ -43,12 +43,16 @@ def rescale_guidance(guided: jax.Array, cond: jax.Array, rescale: float) -> jax.
 
 
 def _concat_with_null(cond, null_cond):
-  """Leafwise [cond; null] along the batch axis; null leaves may have batch 1."""
+  """Leafwise [cond; null] along the batch axis; null leaves may have batch 1. A dict cond's entries that
+  the null does not name (a super-resolution model's low_res, an inpainting model's image and mask) are
+  not guided on: both halves get the cond's value."""
 
   def join(c, u):
     u = jnp.broadcast_to(jnp.asarray(u, c.dtype), c.shape)
     return jnp.concatenate([c, u], axis=0)
 
+  if isinstance(cond, dict) and isinstance(null_cond, dict):
+    null_cond = {k: null_cond[k] if k in null_cond else v for k, v in cond.items()}
   return jax.tree.map(join, cond, null_cond)
 
 
@@ -75,7 +79,8 @@ def classifier_free(denoise_fn: DenoiseFn, guidance_scale: float, null_cond, res
     denoise_fn: (x_t [B, ..., C], t [B], cond) -> [B, ..., C or 2C].
     guidance_scale: w.
     null_cond: a pytree shaped like cond (leading dim B or 1): the "empty"
-      condition (null label, empty caption tokens, zero embedding).
+      condition (null label, empty caption tokens, zero embedding); for a dict
+      cond, the entries it leaves out are shared by both halves.
     rescale: guidance-rescale weight φ in [0, 1]; 0 disables it.
 
   Returns:

@@ -120,7 +120,7 @@ def low_res_cond(stage, low_res, seed: int = 0) -> dict:
 
 
 def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings: SampleSettings, grad_fn=None,
-                x_T=None):
+                x_T=None, inpaint=None):
   """Images [num, H, W, C] in [-1, 1] from a U-Net given its conditioning kwargs.
 
   Args:
@@ -131,6 +131,8 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
       (models.classifier.classifier_grad_fn), cond holding the target classes "y".
     x_T: optional starting noise [num, H, W, C] (default: drawn from settings.seed); a fixed x_T holds
       the noise still while the condition moves (unCLIP's interpolations).
+    inpaint: optional (known [num, H, W, C], mask [num, H, W, 1], 1 = known): the known region replaced
+      at every step (samplers.sample's inpaint; pipelines.inpaint).
   """
   var_type = settings.var_type or diffusion_config.var_type
   learned = diffusion_config.var_type in checks.LEARNED_VAR_TYPES
@@ -148,7 +150,7 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
       denoise, schedule, shape, jax.random.PRNGKey(settings.seed), method=method,
       mean_type=diffusion_config.mean_type, var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
       timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
-      grad_fn=grad_fn, x_T=x_T)
+      grad_fn=grad_fn, x_T=x_T, inpaint=inpaint)
 
 
 def with_text(stage, cond: dict, num: int, prompts: Optional[Sequence[str]] = None) -> dict:

@@ -40,6 +40,22 @@ def test_classifier_free_guidance_formula():
                              rtol=1e-6)
 
 
+def test_conditions_the_null_leaves_out_go_to_both_halves():
+  seen = {}
+
+  def model(x_t, t, cond):
+    seen.update(cond)
+    return x_t * cond["label"][:, None, None, None] + cond["image"]
+
+  x = jnp.ones((2, 2, 2, 1))
+  cond = {"label": jnp.array([2.0, 3.0]), "image": jnp.array([10.0, 20.0])[:, None, None, None] * jnp.ones_like(x)}
+  guided = guidance.classifier_free(model, 2.0, {"label": jnp.zeros(1)})(x, jnp.array([1, 1]), cond)
+  np.testing.assert_array_equal(np.asarray(seen["image"][:, 0, 0, 0]), [10.0, 20.0, 10.0, 20.0])
+  np.testing.assert_array_equal(np.asarray(seen["label"]), [2.0, 3.0, 0.0, 0.0])
+  # uncond = image, cond = label + image: guided = image + 2·label.
+  np.testing.assert_allclose(np.asarray(guided[:, 0, 0, 0]), [14.0, 26.0])
+
+
 def test_guidance_rescale_restores_conditional_std():
   model = Partial(_linear_model, {"w": 2.0})
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4, 1))
