@@ -1,0 +1,245 @@
+"""The latent-diffusion first stage: shapes, layer placement, the Gaussian posterior, the vector quantiser, sizes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t2i_jax.models.autoencoder import AutoencoderKL, DiagonalGaussian, Downsample, VectorQuantizer, VQModel
+from tests.models.util import random_params
+
+TINY = dict(ch=32, num_res_blocks=1, z_channels=4, embed_dim=3, resolution=16, attn_resolutions=(8,))
+
+
+def _count(model, size):
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))["params"]
+  return {name: sum(leaf.size for leaf in jax.tree.leaves(tree)) for name, tree in shapes.items()}
+
+
+# --- published sizes ----------------------------------------------------------------------------------------------
+
+
+def test_kl_f8_parameter_count():
+  # LDM's models/first_stage_models/kl-f8 (= Stable Diffusion v1's VAE, which diffusers reports at 83,653,863).
+  # Checked against the reference: latent-diffusion's Encoder/Decoder (commit a506df5) built in torch with this
+  # config hold 34,163,592 and 49,490,179 parameters, quant_conv 8→8 72, post_quant_conv 4→4 20. The CompVis
+  # checkpoint also stores the LPIPS/discriminator loss, which is not part of the model and not counted here.
+  model = AutoencoderKL(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, z_channels=4, embed_dim=4, resolution=256)
+  counts = _count(model, 256)
+  assert counts == {"encoder": 34_163_592, "decoder": 49_490_179, "quant_conv": 72, "post_quant_conv": 20}
+  assert sum(counts.values()) == 83_653_863
+
+
+def test_vq_f4_parameter_count():
+  # LDM's vq-f4 config; no published figure, so the count is the reference's torch modules' (as above) plus the
+  # 8192 × 3 codebook. With ema=True the codebook is state, not a param.
+  config = dict(ch=128, ch_mult=(1, 2, 4), num_res_blocks=2, z_channels=3, embed_dim=3, resolution=256, n_embed=8192)
+  assert sum(_count(VQModel(**config), 256).values()) == 55_322_782
+  assert sum(_count(VQModel(**config, ema=True), 256).values()) == 55_322_782 - 8192 * 3
+
+
+# --- shapes and structure -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ch_mult, f", [((1, 2), 2), ((1, 2, 2), 4)])
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_shapes(kind, ch_mult, f):
+  model = AutoencoderKL(ch_mult=ch_mult, **TINY) if kind == "kl" else VQModel(ch_mult=ch_mult, n_embed=16, **TINY)
+  key = jax.random.PRNGKey(0)
+  x = jax.random.uniform(key, (2, 16, 16, 3), minval=-1, maxval=1)
+  variables = random_params(model, key, x)
+
+  @jax.jit
+  def run(variables, x):
+    latent = model.apply(variables, x, method=model.encode)
+    z = latent.mode() if kind == "kl" else latent
+    decoded = model.apply(variables, z, method=model.decode)
+    return z, decoded, model.apply(variables, x)
+
+  z, decoded, (recon, aux) = run(variables, x)
+  assert model.downsampling_factor == f and model.latent_shape == (16 // f, 16 // f, 3)
+  assert z.shape == (2, 16 // f, 16 // f, 3)
+  if f == 4:
+    assert z.shape == (2, 4, 4, 3)
+  assert recon.shape == decoded.shape == (2, 16, 16, 3) and recon.dtype == jnp.float32
+  assert np.all(np.isfinite(recon))
+  # The forward pass decodes the posterior mean (no key) / the quantised latent: the same as encode → decode.
+  np.testing.assert_allclose(recon, decoded, rtol=1e-5, atol=1e-5)
+  if kind == "kl":
+    assert aux["kl"].shape == (2,) and np.all(aux["kl"] > 0)
+  else:
+    assert aux["indices"].shape == (2, 16 // f, 16 // f) and aux["indices"].dtype == jnp.int32
+
+
+def test_attention_placement():
+  # Attention only where the feature map is 8 px: level 1 of a 16 px, f = 4 model; the middle always has one.
+  model = AutoencoderKL(ch_mult=(1, 2, 2), **TINY)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3))))["params"]
+  assert sorted(k for k in params["encoder"] if "attn" in k) == ["down_1_attn_0", "mid_attn_1"]
+  assert sorted(k for k in params["decoder"] if "attn" in k) == ["mid_attn_1", "up_1_attn_0", "up_1_attn_1"]
+  assert "down_2_downsample" not in params["encoder"] and "up_0_upsample" not in params["decoder"]
+
+
+def test_downsample_pads_bottom_right_only():
+  x = jnp.arange(36, dtype=jnp.float32).reshape(1, 6, 6, 1)
+  for tap, expected in [((0, 0), x[0, ::2, ::2, 0]), ((2, 2), jnp.pad(x[0, 2::2, 2::2, 0], ((0, 1), (0, 1))))]:
+    kernel = jnp.zeros((3, 3, 1, 1)).at[tap + (0, 0)].set(1.0)
+    out = Downsample().apply({"params": {"conv": {"kernel": kernel, "bias": jnp.zeros(1)}}}, x)
+    np.testing.assert_array_equal(out[0, :, :, 0], expected)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(dict(resolution=18), "not divisible by f=4"), (dict(ch=48), "32 GroupNorm groups"),
+     (dict(ch_mult=(1,) * 6), "f=32"), (dict(attn_resolutions=(2,)), "feature sizes")],
+)
+def test_bad_config(change, message):
+  model = AutoencoderKL(**{**TINY, "ch_mult": (1, 2, 2), **change})
+  with pytest.raises(ValueError, match=message):
+    model.check_config()
+
+
+def test_bad_input():
+  model = AutoencoderKL(ch_mult=(1, 2, 2), **TINY)
+  with pytest.raises(ValueError, match="H and W divisible by 4"):
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 18, 18, 3))))
+
+
+# --- the KL posterior ---------------------------------------------------------------------------------------------
+
+
+def test_gaussian_kl_mode_and_clipping():
+  mean = np.array([1.0, 0.5, -2.0, 0.0], np.float32).reshape(1, 1, 2, 2)
+  logvar = np.array([0.0, np.log(2.0), -1.0, 50.0], np.float32).reshape(1, 1, 2, 2)
+  posterior = DiagonalGaussian.from_moments(jnp.concatenate([mean, logvar], -1))  # [1, 1, 2, 4]: mean first
+  # By hand, per element 0.5·(m² + e^lv - 1 - lv), with lv = 50 clipped to 20:
+  terms = [0.5 * (1 + 1 - 1 - 0), 0.5 * (0.25 + 2 - 1 - np.log(2.0)), 0.5 * (4 + np.exp(-1.0) - 1 + 1),
+           0.5 * (0 + np.exp(20.0) - 1 - 20)]
+  np.testing.assert_allclose(posterior.kl(), [sum(terms)], rtol=1e-6)
+  np.testing.assert_array_equal(posterior.mode(), mean)
+  assert float(posterior.logvar.max()) == 20.0
+  clipped = DiagonalGaussian.from_moments(jnp.array([0.0, -100.0]).reshape(1, 1, 1, 2))
+  assert float(clipped.logvar[0, 0, 0, 0]) == -30.0
+
+
+def test_gaussian_sample_moments():
+  # Channel 0: N(1.5, 0.5²); channel 1: N(-2, 2²); 50,000 draws each (standard errors 0.0022 and 0.0089).
+  mean = jnp.broadcast_to(jnp.array([1.5, -2.0]), (1, 200, 250, 2))
+  logvar = jnp.broadcast_to(jnp.log(jnp.array([0.25, 4.0])), (1, 200, 250, 2))
+  draws = np.asarray(DiagonalGaussian(mean, logvar).sample(jax.random.PRNGKey(3))).reshape(-1, 2)
+  np.testing.assert_allclose(draws.mean(0), [1.5, -2.0], atol=0.04)
+  np.testing.assert_allclose(draws.std(0), [0.5, 2.0], rtol=0.015)
+  assert abs(draws[:, 0].mean() - 1.5) < 0.01
+
+
+# --- the vector quantiser -----------------------------------------------------------------------------------------
+
+CODEBOOK = np.array([[0, 0], [1, 0], [0, 1], [-1, -1], [5, 5]], np.float32)  # the last entry is never nearest
+Z = np.array([[0.9, 0.2], [0.1, 0.1], [0.2, 0.7], [-0.6, -0.4], [0.45, 0.0], [0.3, 0.6]], np.float32)
+Z = Z.reshape(2, 1, 3, 2)
+HAND_INDICES = np.array([1, 0, 2, 3, 0, 2]).reshape(2, 1, 3)
+
+
+def _vq(**kw):
+  return VectorQuantizer(num_embeddings=5, embedding_dim=2, beta=0.25, **kw)
+
+
+def test_vq_indices_losses_and_perplexity():
+  vq = _vq()
+  z_q, aux = vq.apply({"params": {"codebook": jnp.asarray(CODEBOOK)}}, jnp.asarray(Z))
+  flat = Z.reshape(-1, 2)
+  dists = ((flat[:, None] - CODEBOOK[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(aux["indices"], dists.argmin(1).reshape(2, 1, 3))
+  np.testing.assert_array_equal(aux["indices"], HAND_INDICES)
+  q = CODEBOOK[HAND_INDICES.reshape(-1)].reshape(Z.shape)
+  np.testing.assert_allclose(z_q, q, atol=1e-7)
+  np.testing.assert_allclose(aux["commitment_loss"], 0.25 * np.mean((Z - q) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(aux["codebook_loss"], np.mean((Z - q) ** 2), rtol=1e-6)
+  usage = np.array([2, 1, 2, 1, 0]) / 6
+  used = usage[usage > 0]
+  np.testing.assert_allclose(aux["perplexity"], np.exp(-(used * np.log(used)).sum()), rtol=1e-5)
+
+
+def test_vq_straight_through_gradient():
+  vq, g = _vq(), jax.random.normal(jax.random.PRNGKey(1), Z.shape)
+  params = {"params": {"codebook": jnp.asarray(CODEBOOK)}}
+  grad = jax.grad(lambda z: jnp.sum(vq.apply(params, z)[0] * g))(jnp.asarray(Z))
+  np.testing.assert_allclose(grad, g, rtol=1e-6)
+
+
+def test_vq_loss_gradients():
+  vq = _vq()
+
+  def loss_grads(name):
+    fn = lambda params, z: vq.apply(params, z)[1][name]  # noqa: E731
+    return jax.grad(fn, argnums=(0, 1))({"params": {"codebook": jnp.asarray(CODEBOOK)}}, jnp.asarray(Z))
+
+  q = CODEBOOK[HAND_INDICES.reshape(-1)]
+  flat = Z.reshape(-1, 2)
+  # codebook_loss = mean((sg(z) - e)²) over 12 numbers: entry i gets Σ_{z → i} 2(e_i - z) / 12, z gets nothing.
+  d_book, d_z = loss_grads("codebook_loss")
+  expected = np.zeros_like(CODEBOOK)
+  np.add.at(expected, HAND_INDICES.reshape(-1), 2 * (q - flat) / 12)
+  np.testing.assert_allclose(d_book["params"]["codebook"], expected, rtol=1e-5, atol=1e-7)
+  assert np.all(expected[4] == 0) and np.all(d_z == 0)
+  # commitment_loss = beta·mean((z - sg(e))²): z gets 2·beta(z - q) / 12, the codebook nothing.
+  d_book, d_z = loss_grads("commitment_loss")
+  np.testing.assert_allclose(d_z.reshape(-1, 2), 2 * 0.25 * (flat - q) / 12, rtol=1e-5)
+  assert np.all(d_book["params"]["codebook"] == 0)
+
+
+def _ema_state(codebook):
+  return {"vq_stats": {"codebook": jnp.asarray(codebook), "cluster_size": jnp.ones(len(codebook)),
+                       "embed_sum": jnp.asarray(codebook)}}
+
+
+def test_vq_ema_update_by_hand():
+  # A large epsilon, so that the Laplace smoothing shows at float32 precision.
+  vq = VectorQuantizer(num_embeddings=2, embedding_dim=2, ema=True, decay=0.9, epsilon=0.1)
+  init = vq.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 3, 2)))
+  assert set(init) == {"vq_stats"}  # no params: the codebook is not trained by gradients
+  # The stats start as if each entry had been assigned once to its own (uniform ±1/K, as taming) initial value.
+  stats = init["vq_stats"]
+  np.testing.assert_array_equal(stats["cluster_size"], [1.0, 1.0])
+  np.testing.assert_array_equal(stats["embed_sum"], stats["codebook"])
+  assert np.all(np.abs(stats["codebook"]) <= 0.5) and np.std(stats["codebook"]) > 0.05
+  book = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+  z = jnp.array([[0.1, 0.2], [-0.1, 0.0], [0.9, 1.2]]).reshape(1, 1, 3, 2)
+  (z_q, aux), state = vq.apply(_ema_state(book), z, update_codebook=True, mutable=["vq_stats"])
+  np.testing.assert_array_equal(aux["indices"].reshape(-1), [0, 0, 1])
+  np.testing.assert_allclose(z_q.reshape(-1, 2), book[[0, 0, 1]], atol=1e-7)  # quantised with the old codebook
+  assert float(aux["codebook_loss"]) == 0.0
+  # counts n = [2, 1], sums [[0, 0.2], [0.9, 1.2]]:
+  # N = 0.9·[1, 1] + 0.1·[2, 1] = [1.1, 1.0];  m = 0.9·book + 0.1·sums = [[0, 0.02], [0.99, 1.02]]
+  # Laplace: N' = (N + ε) / (2.1 + 2ε) · 2.1 = [1.2, 1.1] / 2.3 · 2.1;  e = m / N'.
+  stats = state["vq_stats"]
+  np.testing.assert_allclose(stats["cluster_size"], [1.1, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(stats["embed_sum"], [[0.0, 0.02], [0.99, 1.02]], rtol=1e-6, atol=1e-7)
+  smoothed = np.array([1.2, 1.1]) / 2.3 * 2.1
+  expected = np.array([[0.0, 0.02], [0.99, 1.02]]) / smoothed[:, None]
+  np.testing.assert_allclose(stats["codebook"], expected, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(expected, [[0.0, 0.01825397], [0.98571429, 1.01558442]], rtol=1e-6)
+
+  # decay 0 and a small epsilon: the entries jump to the means of their vectors (up to the smoothing).
+  fast = vq.clone(decay=0.0, epsilon=1e-5)
+  _, state = fast.apply(_ema_state(book), z, update_codebook=True, mutable=["vq_stats"])
+  np.testing.assert_allclose(state["vq_stats"]["codebook"], [[0.0, 0.1], [0.9, 1.2]], rtol=1e-4)
+
+  # Without update_codebook nothing changes; asking for it without the mutable collection, or without EMA, fails.
+  _, state = vq.apply(_ema_state(book), z, mutable=["vq_stats"])
+  np.testing.assert_array_equal(state["vq_stats"]["codebook"], book)
+  with pytest.raises(ValueError, match='mutable=\\["vq_stats"\\]'):
+    vq.apply(_ema_state(book), z, update_codebook=True)
+  with pytest.raises(ValueError, match="needs ema=True"):
+    _vq().apply({"params": {"codebook": jnp.asarray(CODEBOOK)}}, jnp.asarray(Z), update_codebook=True)
+
+
+def test_vq_model_ema_updates_through_the_model():
+  model = VQModel(ch_mult=(1, 2), n_embed=8, ema=True, **TINY)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  variables = random_params(model, jax.random.PRNGKey(1), x)
+  variables["vq_stats"] = {"quantizer": _ema_state(variables["vq_stats"]["quantizer"]["codebook"])["vq_stats"]}
+  (_, aux), state = jax.jit(lambda v, x: model.apply(v, x, update_codebook=True, mutable=["vq_stats"]))(variables, x)
+  stats = state["vq_stats"]["quantizer"]
+  counts = np.bincount(np.asarray(aux["indices"]).reshape(-1), minlength=8)
+  np.testing.assert_allclose(stats["cluster_size"], 0.99 + 0.01 * counts, rtol=1e-6)
