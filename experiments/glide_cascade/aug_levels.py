@@ -1,0 +1,66 @@
+"""The cascade's caption accuracy against the noise level the upsampler's input is corrupted with at sampling.
+
+The upsampler trained on box-downsampled renders noised at levels {0, …, low_res.noise_aug_max} and is fed
+the base's samples noised at one fixed level, low_res.noise_aug_sample (Imagen §2.5 sweeps this level).
+This script scores the cascade of trained stages at several levels, everything else as the chain config,
+and the upsampler fed renders of the prompts at the base's size (at the last level): what it loses by itself.
+
+  PYTHONPATH=. .venv/bin/python experiments/glide_cascade/aug_levels.py --base=runs/unclip_vs_glide/glide_s0 \
+      --upsampler=runs/glide_cascade/upsampler_s0 --levels=0,50,100 --out=runs/glide_cascade/levels_s0.json
+"""
+
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+
+from configs import shapes_glide
+from t2i_jax.data import shapes
+from t2i_jax.eval import evaluate
+from t2i_jax.pipelines import glide, text_to_image
+
+COLUMNS = ("input", "level", "output", "image_size", "caption_accuracy", "color_accuracy", "shape_accuracy",
+           "size_accuracy", "position_accuracy", "binding_accuracy", "fid")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--base", required=True)
+  parser.add_argument("--upsampler", required=True)
+  parser.add_argument("--levels", default="0,50,100,200")
+  parser.add_argument("--out", required=True)
+  args = parser.parse_args()
+  config = shapes_glide.get_config()
+  config.glide.update(dict(base_workdir=args.base, upsampler_workdir=args.upsampler))
+  cascade = glide.load_cascade(config.glide)
+  settings = glide.CascadeSettings.from_config(config.glide, cascade)
+  levels = [int(v) for v in args.levels.split(",")]
+
+  # "renders": the upsampler fed renders of the prompts at the base's size instead of the base's samples.
+  scenes = evaluate.prompt_scenes(config.eval.num_single, config.eval.num_heldout, config.eval.num_pair,
+                                  config.eval.seed)
+  scene_of = dict(zip(evaluate.prompts_for(scenes), scenes))
+  size = cascade.base.model.image_size
+
+  def sample_fn(setting, prompts, seed):
+    upsampler_config = cascade.upsampler.config.copy_and_resolve_references()
+    upsampler_config.low_res.noise_aug_sample = setting["level"]
+    upsampler = dataclasses.replace(cascade.upsampler, config=upsampler_config)
+    if setting["input"] == "base samples":
+      return glide.generate(glide.Cascade(cascade.base, upsampler), prompts, settings.reseeded(seed))
+    rng = np.random.default_rng(seed)
+    renders = np.stack([shapes.to_float(shapes.render(scene_of[p].objects, scene_of[p].relation, size, rng))
+                        for p in prompts])
+    return {"upsampler": text_to_image.super_resolve(upsampler, renders, settings.reseeded(seed).upsampler, prompts)}
+
+  rows = evaluate.evaluate_fn(sample_fn, [dict(input="base samples", level=v) for v in levels]
+                              + [dict(input="renders", level=levels[-1])], config.eval)
+  with open(args.out, "w") as f:
+    json.dump(dict(base=args.base, upsampler=args.upsampler, upsampler_setting=config.glide.upsampler, rows=rows),
+              f, indent=2)
+  print(evaluate.format_table(rows, COLUMNS))
+
+
+if __name__ == "__main__":
+  main()
