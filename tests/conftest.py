@@ -110,6 +110,7 @@ def unclip_runlocal(tmp_path_factory):
 # `make test` passes --no-loadscope-reorder, without which xdist sends the files with the most tests first.
 HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/pipelines/test_glide.py", "tests/train/test_configs.py",
                "tests/pipelines/test_clip_guidance.py", "tests/pipelines/test_inpaint.py", "tests/train/test_finetune.py",
+               "tests/train/test_autoencoder_loss.py",
                "tests/models/test_unet.py", "tests/train/test_config_families.py", "tests/train/test_loop.py",
                "tests/train/test_step.py", "tests/test_main.py", "tests/train/test_distributed.py")
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.models.apply import denoise_fn  # noqa: F401  (re-exported)
+from t2i_jax.models.autoencoder import AutoencoderKL, VQModel
 from t2i_jax.models.classifier import NoisyClassifier
 from t2i_jax.models.clip import CLIP
 from t2i_jax.models.prior import DiffusionPrior
@@ -28,6 +29,8 @@ MODELS: Dict[str, type] = {
     "classifier": NoisyClassifier,
     "prior": DiffusionPrior,
     "clip": CLIP,
+    "autoencoder_kl": AutoencoderKL,
+    "autoencoder_vq": VQModel,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -103,11 +106,17 @@ def _clip_inputs(m: CLIP, batch: int):
   return (images, tokens), kwargs
 
 
+def _autoencoder_inputs(m, batch: int):
+  return (jnp.zeros((batch, m.resolution, m.resolution, m.in_channels), jnp.float32),), {}
+
+
 EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
     UNet: _unet_inputs,
     NoisyClassifier: _classifier_inputs,
     DiffusionPrior: _prior_inputs,
     CLIP: _clip_inputs,
+    AutoencoderKL: _autoencoder_inputs,
+    VQModel: _autoencoder_inputs,
 }
 
 

@@ -55,6 +55,9 @@ DEFAULTS = {
     # Fine-tuning: params start from the (EMA) params of another run's workdir, new input channels zeroed
     # (train.finetune); used by GLIDE's inpainting model, fine-tuned from the base.
     "finetune": dict(workdir=..., use_ema=True),
+    # Latent diffusion's first stage (models/autoencoder.py): the per-pixel reconstruction term, "l1" or
+    # "l2", and the KL weight of a KL model (latent-diffusion's 1e-6; train/autoencoder_loss.py).
+    "autoencoder": dict(reconstruction="l1", kl_weight=1e-6),
     # A chain config (configs/shapes_unclip.py): the stages' workdirs and each stage's sampler as
     # METHOD:STEPS:GUIDANCE over its own sample section; K prior candidates per prompt (unCLIP: 2).
     "unclip": dict(clip_workdir=..., prior_workdir=..., decoder_workdir=..., upsampler_workdir="",

@@ -8,6 +8,7 @@
   classifier   classifier_loss (cross-entropy on x_t)    image, label
   clip         clip_loss (symmetric contrastive)         image, tokens
   prior        prior_loss (x0 MSE on CLIP embeddings)    image, tokens -> frozen CLIP -> embeddings
+  autoencoder  autoencoder_loss (reconstruction + KL/VQ) image
 
 A pipeline batch is the grain iterator's dict of numpy arrays (input_pipeline);
 `Task.model_batch` turns it into dict(image, cond) on the host, the train step's
@@ -28,9 +29,10 @@ import numpy as np
 from t2i_jax import models
 from t2i_jax.data import input_pipeline, masks, tokenizer as tokenizer_lib
 from t2i_jax.diffusion import augmentation, schedules
-from t2i_jax.train import classifier_loss, clip_loss, config_keys, diffusion_loss, frozen_clip, prior_loss
+from t2i_jax.train import (autoencoder_loss, classifier_loss, clip_loss, config_keys, diffusion_loss, frozen_clip,
+                           prior_loss)
 
-FAMILIES = ("unet", "classifier", "clip", "prior")
+FAMILIES = ("unet", "classifier", "clip", "prior", "autoencoder_kl", "autoencoder_vq")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +213,21 @@ def _prior_task(config, model) -> Task:
               lambda batch: {"image": batch["image"], "cond": _text(batch)}, schedule, embed, clip_params)
 
 
-_TASKS = {"unet": _unet_task, "classifier": _classifier_task, "clip": _clip_task, "prior": _prior_task}
+def _autoencoder_task(config, model) -> Task:
+  if config.data.image_size % model.resolution:
+    raise ValueError(f"data.image_size={config.data.image_size} is not a multiple of model.resolution="
+                     f"{model.resolution}; the autoencoder trains on the data's images box-downsampled to its size.")
+  factor = config.data.image_size // model.resolution
+
+  def model_batch(batch):
+    return {"image": batch["image"] if factor == 1 else input_pipeline.downsample(batch["image"], factor)}
+
+  return Task(model, autoencoder_loss.make_loss_fn(model, config_keys.section_of(config, "autoencoder")),
+              model_batch)
+
+
+_TASKS = {"unet": _unet_task, "classifier": _classifier_task, "clip": _clip_task, "prior": _prior_task,
+          "autoencoder_kl": _autoencoder_task, "autoencoder_vq": _autoencoder_task}
 
 
 def make_task(config) -> Task:
