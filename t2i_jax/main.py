@@ -102,7 +102,7 @@ def _run(config, workdir: str) -> None:
     from t2i_jax.eval import evaluate
 
     rows, path = evaluate.run(config, workdir, _SETTINGS.value or (), step=_CHECKPOINT_STEP.value)
-    print(evaluate.format_table(rows))
+    print(evaluate.format_table(rows, evaluate.columns_for(config)))
     print("wrote", os.path.relpath(path))
   elif _IMAGE.present:
     from t2i_jax.pipelines import inpaint_files

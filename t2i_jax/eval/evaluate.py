@@ -1,4 +1,5 @@
-"""Evaluating a text-to-image U-Net on captioned shapes: prompts, samples, oracle readings, metrics.
+"""Evaluating a text-to-image U-Net on captioned shapes: prompts, samples, oracle readings, metrics (an
+autoencoder's reconstructions: eval/reconstruction.py).
 
 The prompts are fixed by a seed and built from the dataset's structure, so every
 run is measured on the same set:
@@ -26,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from t2i_jax.data import captions, shapes
-from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib
+from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib, reconstruction
 from t2i_jax.pipelines import glide, glide_files, images as images_lib, stage as stage_lib, text_to_image, unclip
 from t2i_jax.pipelines import unclip_files
 from t2i_jax.train import config_keys
@@ -224,8 +225,10 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   Returns:
     (rows, path of the metrics file written).
   """
+  if config.model.name in reconstruction.FAMILIES:
+    return _run_autoencoder(config, workdir, settings, step)
   if config.model.name != "unet" or config.model.get("text") is None:
-    raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes; "
+    raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes, or an autoencoder; "
                      f"this config has model.name={config.model.name!r}.")
   if config.model.get("super_res"):
     raise ValueError("--mode=eval scores a base text U-Net; a super-resolution U-Net needs low-resolution "
@@ -244,6 +247,25 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   got = stage.step
   suffix = "" if step is None else f"_step{got}"
   return rows, _write(workdir, suffix, dict(rows[0], step=got, settings=rows), format_table(rows))
+
+
+def _run_autoencoder(config, workdir: str, settings: Sequence[str], step: Optional[int]):
+  """run() for latent diffusion's first stage: reconstructions of as many test renders as the text-to-image
+  eval has prompts (eval.reconstruction)."""
+  if settings:
+    raise ValueError("an autoencoder is evaluated on its reconstructions; it takes no --eval_setting.")
+  config = config_keys.complete(config)
+  evaluation = config_keys.section_of(config, "eval")
+  stage = stage_lib.load_stage(workdir, config, step=step)
+  num = evaluation.num_single + evaluation.num_heldout + evaluation.num_pair
+  row = dict(reconstruction.evaluate(stage, num, evaluation.seed), step=stage.step)
+  suffix = "" if step is None else f"_step{stage.step}"
+  return [row], _write(workdir, suffix, row, format_table([row], reconstruction.COLUMNS))
+
+
+def columns_for(config) -> Sequence[str]:
+  """The table columns of run()'s rows for this config."""
+  return reconstruction.COLUMNS if config.model.name in reconstruction.FAMILIES else COLUMNS
 
 
 def _write(workdir: str, suffix: str, metrics: dict, table: str) -> str:
