@@ -103,6 +103,13 @@ def _check_same_architecture(manager, step: int, target: Any) -> None:
     )
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether <workdir>/checkpoints holds a saved step (a folder named by its number; Orbax's half-written
+  "<step>.orbax-checkpoint-tmp" folders do not count). Reads the directory only."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config.json a training run wrote into its workdir (the run's own settings), defaults filled in
   for keys added since it was written."""

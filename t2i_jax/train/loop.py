@@ -126,7 +126,7 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
       random_crop=config.data.random_crop, random_flip=config.data.random_flip)
 
   # A fine-tuned run starts from its base's params, unless it resumes from its own checkpoints.
-  fresh_finetune = config.get("finetune") is not None and not os.path.isdir(os.path.join(workdir, "checkpoints"))
+  fresh_finetune = config.get("finetune") is not None and not checkpoint.has_checkpoint(workdir)
   if fresh_finetune:
     finetune.check_base(config)
 

@@ -9,7 +9,7 @@ import pytest
 from configs import common
 from t2i_jax.models.unet import UNet
 from t2i_jax.pipelines import stage as stage_lib
-from t2i_jax.train import finetune, loop
+from t2i_jax.train import checkpoint, finetune, loop
 
 from tests.conftest import load_config
 
@@ -80,7 +80,11 @@ def test_the_inpainting_config_fine_tunes_from_its_base_through_the_loop(trained
   np.testing.assert_allclose(kernel, grafted, atol=2.1e-3)
   assert np.abs(grafted).max() > 0.05
 
-  # A resumed run reads its own checkpoint, not the base (which may be gone by then).
+  # A resumed run reads its own checkpoint, not the base (which may be gone by then); a run that died before
+  # its first save (an empty checkpoints folder, a half-written step) still starts from the base.
+  assert checkpoint.has_checkpoint(str(tmp_path))
+  (tmp_path / "empty" / "checkpoints" / "2.orbax-checkpoint-tmp").mkdir(parents=True)
+  assert not checkpoint.has_checkpoint(str(tmp_path / "empty"))
   config.finetune.workdir = str(tmp_path / "no_such_base")
   config.train.num_steps = 3
   assert int(loop.train(config, str(tmp_path)).step) == 3
