@@ -93,11 +93,12 @@ def _run(config, workdir: str) -> None:
     from t2i_jax.pipelines import sample_workdir
     from t2i_jax.train import loop
 
-    loop.train(config, workdir, sample_fn=sample_workdir.periodic_sampler(config, workdir))
+    sample_fn = sample_workdir.periodic_sampler(config, workdir)
+    loop.train(config, workdir, sample_fn=sample_fn)
     if jax.process_index() == 0:
       workdir = os.path.relpath(workdir)
       print(f"checkpoints: {workdir}/checkpoints\nmetrics: {workdir}/metrics.jsonl (TensorBoard: "
-            f"{workdir}/tensorboard)\nsamples: {workdir}/samples")
+            f"{workdir}/tensorboard)" + (f"\nsamples: {workdir}/samples" if sample_fn is not None else ""))
   elif _MODE.value == "eval":
     from t2i_jax.eval import evaluate
 
