@@ -1,10 +1,13 @@
-"""Inpainting: replacement keeps the known region exactly with every sampler and with guidance, the trained
-model reads its image and mask, new inputs do not recompile, the files and the CLI's grid, and every bad
-image, mask or box refused with one line."""
+"""Inpainting: the inpainting stage fine-tuned from its base through the loop, replacement keeps the known
+region exactly with the ancestral and multistep samplers and with guidance, the trained model reads its image
+and mask, new inputs do not recompile, the files and the CLI's grid, and every bad image, mask or box refused
+with one line."""
 
 import dataclasses
 import os
+import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,7 +17,7 @@ from t2i_jax.data import shapes
 from t2i_jax.data.captions import ObjectSpec
 from t2i_jax.diffusion import samplers
 from t2i_jax.pipelines import inpaint, inpaint_files, stage as stage_lib, text_to_image
-from t2i_jax.train import loop
+from t2i_jax.train import checkpoint, finetune, loop
 
 from tests.conftest import load_config
 
@@ -38,7 +41,35 @@ def _scene():
   return image[None], inpaint.box_mask(16, (8, 2, 16, 14))
 
 
-@pytest.mark.parametrize("method, guidance", [("ddim", 1.0), ("dpm++2m", 3.0), ("ddpm", 2.0)])
+def test_the_inpainting_stage_was_fine_tuned_from_its_base_and_resumes_without_it(stages, tmp_path):
+  base, tuned = stages
+  assert tuned.step == 2 and tuned.model.inpaint and not base.model.inpaint
+  # Two Adam steps at lr 1e-3 move no weight further than 2e-3 from where it started: the base's
+  # weights, and zeros on the new channels (a fresh init would be 0.1 away).
+  base_flat = dict(jax.tree_util.tree_leaves_with_path(base.params))
+  for path, value in jax.tree_util.tree_leaves_with_path(tuned.params):
+    if path[0].key == "input_conv" and path[1].key == "kernel":
+      continue
+    np.testing.assert_allclose(np.asarray(value), np.asarray(base_flat[path]), atol=2.1e-3)
+  kernel = np.asarray(tuned.params["input_conv"]["kernel"])
+  grafted = finetune.graft_input_kernel(np.asarray(base.params["input_conv"]["kernel"]), base.model, tuned.model,
+                                        kernel.shape)
+  np.testing.assert_allclose(kernel, grafted, atol=2.1e-3)
+  assert np.abs(grafted).max() > 0.05
+  # A resumed run reads its own checkpoint, not the base (which may be gone by then); a run that died before
+  # its first save (an empty checkpoints folder, a half-written step) still starts from the base.
+  workdir = tmp_path / "resumed"
+  shutil.copytree(tuned.workdir, workdir)
+  assert checkpoint.has_checkpoint(str(workdir))
+  (tmp_path / "empty" / "checkpoints" / "2.orbax-checkpoint-tmp").mkdir(parents=True)
+  assert not checkpoint.has_checkpoint(str(tmp_path / "empty"))
+  config = load_config("shapes_inpaint:runlocal")
+  config.finetune = common.section("finetune", workdir=str(tmp_path / "no_such_base"))
+  config.train.num_steps = 3
+  assert int(loop.train(config, str(workdir)).step) == 3
+
+
+@pytest.mark.parametrize("method, guidance", [("dpm++2m", 3.0), ("ddpm", 2.0)])
 def test_replacement_keeps_the_known_region_exactly(stages, method, guidance):
   image, mask = _scene()
   settings = text_to_image.SampleSettings(method=method, steps=4, guidance=guidance)

@@ -1,5 +1,7 @@
-"""The first stage's training: KL and VQ `:runlocal` through the loop, the loss's terms against their
-definitions, the reconstruction falling over a few dozen steps, and the settings it cannot train refused."""
+"""The first stage's training: KL and VQ `:runlocal` through the loop and --mode=eval, the loss's terms against
+their definitions, the reconstruction falling over a few dozen steps, and the settings it cannot train refused."""
+
+import json
 
 import jax
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 from configs import common
 from t2i_jax import models
 from t2i_jax.data import shapes
+from t2i_jax.eval import evaluate, reconstruction
+from t2i_jax.pipelines import stage as stage_lib
 from t2i_jax.train import autoencoder_loss, state as state_lib, step as step_lib
 
 TINY = dict(name="autoencoder_kl", ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=8)
@@ -19,9 +23,23 @@ def _renders(num, size=8):
 
 
 @pytest.mark.parametrize("arg, terms", [("runlocal", {"kl"}), ("runlocal,vq", {"commitment", "codebook"})])
-def test_runlocal_first_stages_train_through_the_loop(arg, terms, train_runlocal, tmp_path):
-  _, lines = train_runlocal(f"shapes_autoencoder:{arg}", tmp_path)
+def test_runlocal_first_stages_train_through_the_loop_and_are_scored(arg, terms, train_runlocal, tmp_path):
+  config, lines = train_runlocal(f"shapes_autoencoder:{arg}", tmp_path)
   assert terms <= set(lines[-1]) and 0 < lines[-1]["psnr"] < 60
+  # --mode=eval: reconstructions of test renders, read by the oracle.
+  rows, path = evaluate.run(config, str(tmp_path))
+  row = rows[0]
+  assert row["num_images"] == 340 and row["image_size"] == 16 and row["step"] == 2
+  assert row["original_scene_accuracy"] >= 0.9  # the oracle reads 16 px renders
+  # Two steps of training reconstruct almost nothing the oracle can read.
+  assert row["reconstructed_scene_accuracy"] < 0.5 and row["kept_accuracy"] < 0.5 and 0 < row["psnr"] < 20
+  assert json.load(open(path))["psnr"] == row["psnr"] and (tmp_path / "eval_table.md").exists()
+  assert evaluate.columns_for(config) == reconstruction.COLUMNS
+  # The same images reconstructed twice are the same: the posterior's mean (or the codes), not a sample.
+  stage = stage_lib.load_stage(str(tmp_path))
+  assert reconstruction.evaluate(stage, 8)["psnr"] == reconstruction.evaluate(stage, 8)["psnr"]
+  with pytest.raises(ValueError, match="takes no --eval_setting"):
+    evaluate.run(config, str(tmp_path), ["ddim:3:3"])
 
 
 def _loss(model_config, section, params, batch, seed=0):
