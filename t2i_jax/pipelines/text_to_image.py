@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 
 from t2i_jax import models
 from t2i_jax.diffusion import augmentation, checks, guidance, samplers, schedules
@@ -38,6 +39,9 @@ def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: i
   return schedules.respace(betas, min_timestep + schedules.space_timesteps(span, spacing))
 
 
+THRESHOLDS = ("static", "dynamic", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleSettings:
   """How to sample a diffusion U-Net.
@@ -52,6 +56,10 @@ class SampleSettings:
     var_type: the reverse-step variance (None: the training config's); "fixed_small" or "fixed_large"
       with a learned-variance model drops its variance output (Improved DDPM's learned vs fixed
       comparison on one network). Only the ancestral sampler uses it.
+    threshold: what bounds each x0 prediction: "static" clips it to [-1, 1] (pixels), "dynamic" is
+      Imagen's dynamic thresholding at `percentile` (guidance.dynamic_threshold), "none" leaves it
+      (latents, whose range is not [-1, 1]).
+    percentile: the quantile of |x0| that dynamic thresholding scales to 1 (Imagen: 0.995).
   """
   method: str = "ddim"
   steps: int = 50
@@ -60,9 +68,15 @@ class SampleSettings:
   min_timestep: int = 0
   seed: int = 0
   var_type: Optional[str] = None
+  threshold: str = "static"
+  percentile: float = 0.995
 
   def __post_init__(self):
     checks.check_choice("sampler", self.method, samplers.METHODS)
+    checks.check_choice("threshold", self.threshold, THRESHOLDS)
+    if not 0.5 <= self.percentile <= 1.0:
+      raise ValueError(f"percentile={self.percentile!r}: dynamic thresholding scales a high quantile of |x0| "
+                       "to 1; use a value in [0.5, 1] (Imagen: 0.995).")
     if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
       raise ValueError(f"steps={self.steps!r}: sample with at least 1 step (e.g. 20 for dpm++2m, 50 for ddim).")
     if not math.isfinite(self.guidance):
@@ -74,7 +88,8 @@ class SampleSettings:
   def from_config(cls, sample_config, **overrides) -> "SampleSettings":
     """The settings of a config's sample section, with the non-None `overrides` on top."""
     values = dict(method=sample_config.method, steps=sample_config.steps, guidance=sample_config.guidance,
-                  eta=sample_config.eta, min_timestep=sample_config.min_timestep)
+                  eta=sample_config.eta, min_timestep=sample_config.min_timestep,
+                  threshold=sample_config.threshold, percentile=sample_config.threshold_percentile)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
 
@@ -146,10 +161,14 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
   method, steps = settings.method, settings.steps
   schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, settings.min_timestep)
   shape = (num, model.image_size, model.image_size, model.out_channels)
+  dynamic = settings.threshold == "dynamic"
   return samplers.sample(
       denoise, schedule, shape, jax.random.PRNGKey(settings.seed), method=method,
       mean_type=diffusion_config.mean_type, var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
       timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
+      clip_denoised=settings.threshold == "static",
+      # A Partial keeps the percentile a leaf of the compiled loop: another percentile does not recompile.
+      denoised_fn=Partial(guidance.dynamic_threshold, percentile=settings.percentile) if dynamic else None,
       grad_fn=grad_fn, x_T=x_T, inpaint=inpaint)
 
 

@@ -39,9 +39,11 @@ DEFAULTS = {
                   ema_rate=0.9999, ema_warmup=False, grad_accum_steps=1, sample_every=0),
     # --mode=sample, the loop's periodic samples and --mode=eval's sampler defaults. Gradient guidance:
     # a noisy classifier (classifier_workdir, guided diffusion) or a noised CLIP (clip_workdir, GLIDE).
+    # threshold: each x0 prediction clipped to [-1, 1] ("static"), Imagen's "dynamic" thresholding at
+    # threshold_percentile, or left alone ("none": latents).
     "sample": dict(method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(),
                    num_images=8, labels=(), split="test", classifier_workdir="", classifier_scale=1.0,
-                   clip_workdir="", clip_scale=0.0),
+                   clip_workdir="", clip_scale=0.0, threshold="static", threshold_percentile=0.995),
     "prior": dict(clip_workdir=...),
     # unCLIP's decoder: the frozen CLIP that embeds each training image, and how often each condition is
     # dropped for classifier-free guidance (the paper's rates: the CLIP embedding 10%, the caption 50%).
