@@ -27,8 +27,8 @@ COLUMNS = ("num_images", "image_size", "psnr", "original_scene_accuracy", "recon
 def reconstruct(stage, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
   """float32 [N, S, S, C] reconstructions in [-1, 1] of images [N, S, S, C] in [-1, 1] (S = the model's size)."""
   model = stage.model
-  apply = jax.jit(lambda params, x: jnp.clip(model.apply({"params": params}, x)[0], -1.0, 1.0))
-  return np.concatenate([np.asarray(apply(stage.params, images[i:i + batch_size]))
+  apply = jax.jit(lambda variables, x: jnp.clip(model.apply(variables, x)[0], -1.0, 1.0))
+  return np.concatenate([np.asarray(apply(stage.variables, images[i:i + batch_size]))
                          for i in range(0, len(images), batch_size)])
 
 

@@ -13,6 +13,10 @@ on which the diffusion model is trained; the decoder maps latents back to images
   Two classes rather than one with a regularizer switch, because what `encode` returns (a posterior vs. the
   pre-quantisation latent) and what a forward pass needs (a key to sample vs. whether to update the EMA
   codebook) differ; the names are latent-diffusion's.
+- PatchDiscriminator (models/discriminator.py): VQGAN's adversary. With disc_layers > 0 either model holds one
+  ("discriminator", in the same params tree, made by init and run by `discriminate`), so one optimizer trains
+  both, and a later stage that loads the autoencoder as a frozen model needs nothing new: encode and decode
+  never touch those params.
 
 Layer order and shapes follow CompVis/latent-diffusion (ldm/modules/diffusionmodules/model.py,
 ldm/models/autoencoder.py), so its `kl-f8` (Stable Diffusion v1's VAE) has exactly 83,653,863 parameters
@@ -20,7 +24,8 @@ ldm/models/autoencoder.py), so its `kl-f8` (Stable Diffusion v1's VAE) has exact
 - attention is always LDM's "vanilla" single-head kind, resampling always uses convs;
 - the VQ losses weight as the VQ-VAE paper does (beta on the commitment term); LDM's quantiser (taming's
   VectorQuantizer2 with legacy=True) puts beta on the codebook term instead;
-- the EMA codebook (van den Oord et al., 2017, appendix A.1) is not in LDM.
+- the EMA codebook (van den Oord et al., 2017, appendix A.1) is not in LDM;
+- the discriminator normalises with GroupNorm where taming's uses BatchNorm (see PatchDiscriminator).
 """
 
 from typing import Any, Optional, Sequence
@@ -31,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.models import layers
+from t2i_jax.models.discriminator import PatchDiscriminator
 
 Dtype = Any
 NUM_GROUPS = 32
@@ -136,7 +142,12 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Latent [B, h, w, z_channels] -> float32 image [B, h·f, w·f, out_channels]."""
+  """Latent [B, h, w, z_channels] -> float32 image [B, h·f, w·f, out_channels].
+
+  The activation entering conv_out, [B, H, W, ch], is sown as intermediates/features (kept only when applied
+  with mutable=["intermediates"]): with `decoder_head` the output is then a function of conv_out's params
+  alone, which VQGAN's adaptive GAN weight differentiates without running the network again.
+  """
 
   ch: int
   ch_mult: Sequence[int]
@@ -162,7 +173,14 @@ class Decoder(nn.Module):
         h = layers.Upsample(True, dtype, name=f"up_{level}_upsample")(h)
         side *= 2
     h = nn.silu(Normalize(dtype, name="norm_out")(h))
+    self.sow("intermediates", "features", h)
     return layers.conv3x3(self.out_channels, dtype, name="conv_out")(h).astype(jnp.float32)
+
+
+def decoder_head(conv_out_params, features: jax.Array, out_channels: int, dtype: Dtype = jnp.float32) -> jax.Array:
+  """The decoder's last conv as a function of its params {"kernel" [3, 3, ch, C], "bias" [C]}: the sown features
+  [B, H, W, ch] -> float32 image [B, H, W, C], the same computation (and numbers) as in Decoder.__call__."""
+  return layers.conv3x3(out_channels, dtype).apply({"params": conv_out_params}, features).astype(jnp.float32)
 
 
 @flax.struct.dataclass
@@ -272,6 +290,9 @@ class _FirstStage(nn.Module):
   out_channels: int = 3
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  # VQGAN's patch discriminator, trained beside the autoencoder (train/autoencoder_loss.py): 0 for none.
+  disc_layers: int = 0
+  disc_channels: int = 64
 
   @property
   def downsampling_factor(self) -> int:
@@ -297,6 +318,15 @@ class _FirstStage(nn.Module):
     sides = [self.resolution // 2**i for i in range(len(self.ch_mult))]
     if set(self.attn_resolutions) - set(sides):
       raise ValueError(f"attn_resolutions {tuple(self.attn_resolutions)} must be among the feature sizes {sides}.")
+    if self.disc_layers < 0:
+      raise ValueError(f"disc_layers={self.disc_layers}; use 0 (no discriminator) or a positive number of layers.")
+    if self.disc_layers:
+      if self.disc_channels <= 0 or (2 * self.disc_channels) % NUM_GROUPS:
+        raise ValueError(f"disc_channels={self.disc_channels} must be a positive multiple of {NUM_GROUPS // 2}: the "
+                         f"discriminator's normed layers (2·disc_channels and more) split into {NUM_GROUPS} groups.")
+      if PatchDiscriminator.output_side(self.resolution, self.disc_layers) < 1:
+        raise ValueError(f"disc_layers={self.disc_layers} leaves no patch of a {self.resolution} px image "
+                         f"(a side S becomes S / 2^disc_layers - 2); use fewer layers.")
 
   def _check_image(self, x):
     f = self.downsampling_factor
@@ -314,6 +344,19 @@ class _FirstStage(nn.Module):
     # Float32 because the log-variance and the codebook distances are sensitive, and these convs are tiny.
     self.quant_conv = nn.Conv(moments, (1, 1), dtype=jnp.float32)
     self.post_quant_conv = nn.Conv(self.z_channels, (1, 1), dtype=jnp.float32)
+    if self.disc_layers:
+      self.discriminator = PatchDiscriminator(self.disc_channels, self.disc_layers, self.dtype)
+
+  def discriminate(self, x):
+    """Image [B, H, W, out_channels] -> float32 patch logits [B, H', W', 1] (PatchDiscriminator)."""
+    if not self.disc_layers:
+      raise ValueError("this autoencoder has no discriminator; set model.disc_layers > 0 to build one.")
+    return self.discriminator(x)
+
+  def _init_discriminator(self, recon):
+    # model.init runs __call__ only: the discriminator's params are made there, beside the autoencoder's.
+    if self.disc_layers and self.is_initializing():
+      self.discriminator(recon)
 
   def decode(self, z, deterministic: bool = True):
     """Latent [B, h, w, embed_dim] -> float32 image [B, h·f, w·f, out_channels]."""
@@ -338,7 +381,9 @@ class AutoencoderKL(_FirstStage):
     given, else its mean. Dropout (deterministic=False) draws from the "dropout" rng."""
     posterior = self.encode(x, deterministic)
     z = posterior.mode() if key is None else posterior.sample(key)
-    return self.decode(z, deterministic), {"kl": posterior.kl()}
+    recon = self.decode(z, deterministic)
+    self._init_discriminator(recon)
+    return recon, {"kl": posterior.kl()}
 
 
 class VQModel(_FirstStage):
@@ -369,4 +414,6 @@ class VQModel(_FirstStage):
   def __call__(self, x, update_codebook: bool = False, deterministic: bool = True):
     """(reconstruction [B, H, W, out_channels], the quantiser's aux); update_codebook as VectorQuantizer."""
     z_q, aux = self.quantizer(self.encode(x, deterministic), update_codebook)
-    return self.decode(z_q, quantize=False, deterministic=deterministic), aux
+    recon = self.decode(z_q, quantize=False, deterministic=deterministic)
+    self._init_discriminator(recon)
+    return recon, aux

@@ -15,7 +15,7 @@ import ml_collections
 
 from t2i_jax.data import tokenizer as tokenizer_lib
 from t2i_jax.diffusion import schedules
-from t2i_jax.train import checkpoint, config_keys, tasks
+from t2i_jax.train import checkpoint, config_keys, state as state_lib, tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Stage:
     params: its params pytree (the EMA copy unless asked otherwise).
     step: the checkpoint's step.
     tokenizer: the tokenizer of config.data.tokenizer for a text model, else None.
+    model_state: the model's non-param variables (a VQ model's EMA codebook), or None.
   """
   workdir: str
   config: ml_collections.ConfigDict
@@ -36,6 +37,12 @@ class Stage:
   params: Any
   step: int
   tokenizer: Any = None
+  model_state: Any = None
+
+  @property
+  def variables(self) -> dict:
+    """What model.apply takes: {"params": params, **model_state}."""
+    return state_lib.variables(self.params, self.model_state)
 
   @property
   def diffusion(self) -> Optional[ml_collections.ConfigDict]:
@@ -83,5 +90,6 @@ def load_stage(workdir: str, config: Optional[ml_collections.ConfigDict] = None,
   config = checkpoint.read_config(workdir) if config is None else config_keys.complete(config)
   if use_ema is None:
     use_ema = config.sample.use_ema if config.get("sample") is not None else True
-  model, params, got = checkpoint.load_params(config, workdir, use_ema, step)
-  return Stage(workdir, config, model, params, got, tasks.tokenizer_for(config))
+  model, state, got = checkpoint.load_state(config, workdir, step)
+  params = state.ema_params if use_ema else state.params
+  return Stage(workdir, config, model, params, got, tasks.tokenizer_for(config), state.model_state)

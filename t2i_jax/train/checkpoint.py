@@ -121,8 +121,8 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return config_keys.complete(ml_collections.ConfigDict(json.load(f)))
 
 
-def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] = None):
-  """(model, params, step) of a training workdir's latest checkpoint (or of `step`), for sampling or as a
+def load_state(config, workdir: str, step: Optional[int] = None):
+  """(model, TrainState, step) of a training workdir's latest checkpoint (or of `step`), for sampling or as a
   frozen model.
 
   Only shapes are built (jax.eval_shape of the config's init), so nothing is
@@ -140,7 +140,27 @@ def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] 
                                         step)
   finally:
     manager.close()
+  return model, state, step
+
+
+def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] = None):
+  """(model, params, step) of `load_state`: the EMA params or the raw ones. A model with non-param variables
+  (TrainState.model_state: an EMA codebook) needs those too: use load_state, or a pipelines Stage."""
+  model, state, step = load_state(config, workdir, step)
   return model, (state.ema_params if use_ema else state.params), step
+
+
+def read_extra(workdir: str, step: int) -> dict:
+  """The JSON saved beside the state of checkpoint `step` in workdir (the data iterator's state, and what the
+  task stores there, e.g. an autoencoder's latent scale)."""
+  manager = make_manager(workdir, read_only=True)
+  try:
+    if step not in manager.all_steps():
+      raise ValueError(f"no checkpoint at step {step} in {manager.directory}; saved steps: "
+                       f"{sorted(manager.all_steps())}.")
+    return manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
+  finally:
+    manager.close()
 
 
 class ArchitectureError(ValueError):

@@ -57,9 +57,16 @@ DEFAULTS = {
     # Fine-tuning: params start from the (EMA) params of another run's workdir, new input channels zeroed
     # (train.finetune); used by GLIDE's inpainting model, fine-tuned from the base.
     "finetune": dict(workdir=..., use_ema=True),
-    # Latent diffusion's first stage (models/autoencoder.py): the per-pixel reconstruction term, "l1" or
-    # "l2", and the KL weight of a KL model (latent-diffusion's 1e-6; train/autoencoder_loss.py).
-    "autoencoder": dict(reconstruction="l1", kl_weight=1e-6),
+    # Latent diffusion's first stage (models/autoencoder.py; its loss: train/autoencoder_loss.py).
+    "autoencoder": dict(
+        reconstruction="l1",  # the per-pixel reconstruction term, "l1" or "l2"
+        kl_weight=1e-6,  # the KL term's weight for a KL model (latent-diffusion's)
+        disc_weight=0.0,  # the adversarial term's weight (× VQGAN's adaptive λ); 0 = off, > 0 needs model.disc_layers
+        disc_start=0,  # the first step at which the discriminator and the adversarial term train (zero before)
+    ),
+    # A latent U-Net (train.frozen_autoencoder): the frozen autoencoder whose scaled latents it learns, and
+    # the frozen CLIP whose token states it attends to ("": its own text encoder, model.text).
+    "latent_diffusion": dict(autoencoder_workdir=..., clip_workdir=""),
     # A chain config (configs/shapes_unclip.py): the stages' workdirs and each stage's sampler as
     # METHOD:STEPS:GUIDANCE over its own sample section; K prior candidates per prompt (unCLIP: 2).
     "unclip": dict(clip_workdir=..., prior_workdir=..., decoder_workdir=..., upsampler_workdir="",

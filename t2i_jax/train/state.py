@@ -1,13 +1,15 @@
 """Train state, optimizer and EMA: everything a run checkpoints, as one pytree.
 
-TrainState holds the step, params, their EMA, the optimizer state and the
-loss-aware timestep sampler's history (or None). It is a flax.struct dataclass,
-so jit, sharding and Orbax treat it like any pytree; nothing lives outside it.
+TrainState holds the step, params, their EMA, the optimizer state, the
+loss-aware timestep sampler's history (or None) and the model's variables other
+than params (or None): a VQModel(ema=True)'s EMA codebook, which the loss updates
+rather than the optimizer. It is a pytree, so jit, sharding and Orbax treat it
+like any other; nothing lives outside it.
 """
 
+import dataclasses
 from typing import Any, Optional
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,13 +18,39 @@ from t2i_jax import models
 from t2i_jax.diffusion import timestep_sampling
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainState:
+  """A frozen dataclass registered as a pytree (below) whose nodes are its fields, like a flax.struct dataclass,
+  except that model_state is a node only when it is not None: Orbax matches a checkpoint against the target's
+  tree by field names, so a None model_state that was a node would make every checkpoint saved before the field
+  existed unreadable; without it every family but the EMA-codebook VQ keeps exactly its old state tree."""
+
   step: jax.Array  # int32 scalar
   params: Any
   ema_params: Any
   opt_state: Any
   loss_history: Optional[timestep_sampling.LossHistoryState] = None
+  # {collection: tree} of the model's non-param variables (e.g. {"vq_stats": ...}), or None when it has none.
+  # Not averaged into an EMA copy: sampling with ema_params reads these as they are.
+  model_state: Any = None
+
+  def replace(self, **changes) -> "TrainState":
+    """A copy with the given fields changed."""
+    return dataclasses.replace(self, **changes)
+
+
+_FIELDS = ("step", "params", "ema_params", "opt_state", "loss_history")
+
+
+def _node_names(state: TrainState) -> tuple:
+  return _FIELDS if state.model_state is None else _FIELDS + ("model_state",)
+
+
+jax.tree_util.register_pytree_with_keys(
+    TrainState,
+    lambda s: ([(jax.tree_util.GetAttrKey(n), getattr(s, n)) for n in _node_names(s)], len(_node_names(s))),
+    lambda _, children: TrainState(*children),
+    flatten_func=lambda s: ([getattr(s, n) for n in _node_names(s)], len(_node_names(s))))
 
 
 def make_lr_schedule(config) -> optax.Schedule:
@@ -82,12 +110,29 @@ def ema_update(ema_params, params, decay: jax.Array):
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
 
 
+# Variables a module writes only when asked (Module.sow); never part of the state.
+TRANSIENT_COLLECTIONS = ("intermediates",)
+
+
+def split_variables(variables):
+  """(params, model_state) of `model.init`'s variables: model_state is the other collections as a dict, or None
+  when there are none (every family but a VQModel with an EMA codebook)."""
+  rest = {k: v for k, v in variables.items() if k != "params" and k not in TRANSIENT_COLLECTIONS}
+  return variables["params"], (rest or None)
+
+
+def variables(params, model_state) -> dict:
+  """{"params": params, **model_state}: what model.apply takes; model_state None for a params-only model."""
+  return {"params": params, **(model_state or {})}
+
+
 def make_init_fn(model, config, optimizer: optax.GradientTransformation):
   """() -> a fresh TrainState for a config of any model family: jit it with out_shardings to
   initialise directly on the mesh, or jax.eval_shape it for the shapes alone (restoring, sampling).
 
   The loss-aware timestep sampler's history is included when
-  config.diffusion.timestep_sampler asks for it.
+  config.diffusion.timestep_sampler asks for it; the model's non-param variables (model_state)
+  when model.init makes any.
   """
   args, kwargs = models.example_inputs(model, 1)
   diffusion = config.get("diffusion")  # CLIP has none
@@ -96,18 +141,25 @@ def make_init_fn(model, config, optimizer: optax.GradientTransformation):
 
   def init_fn(params=None):
     """params: given initial params (a fine-tuned run's), else drawn from config.seed."""
+    # The "rbg" generator: XLA compiles a model's init 2-3x faster with it than with threefry
+    # (7.6 s -> 3.0 s for the runlocal U-Net on CPU); only the init draws from it.
+    init = lambda: model.init(jax.random.key(config.seed, impl="rbg"), *args, **kwargs)  # noqa: E731
     if params is None:
-      # The "rbg" generator: XLA compiles a model's init 2-3x faster with it than with threefry
-      # (7.6 s -> 3.0 s for the runlocal U-Net on CPU); only the init draws from it.
-      params = model.init(jax.random.key(config.seed, impl="rbg"), *args, **kwargs)["params"]
-    return create_train_state(params, optimizer, num_timesteps, loss_aware=loss_aware)
+      params, model_state = split_variables(init())
+    else:
+      # Given params: the other collections (if the model has any; shapes alone tell) still start fresh.
+      model_state = split_variables(jax.eval_shape(init))[1]
+      if model_state is not None:
+        model_state = split_variables(init())[1]
+    return create_train_state(params, optimizer, num_timesteps, loss_aware=loss_aware, model_state=model_state)
 
   return init_fn
 
 
 def create_train_state(params, optimizer: optax.GradientTransformation, num_timesteps: Optional[int] = None,
-                       loss_aware: bool = False) -> TrainState:
-  """A fresh TrainState at step 0; EMA params start as a copy of params."""
+                       loss_aware: bool = False, model_state: Any = None) -> TrainState:
+  """A fresh TrainState at step 0; EMA params start as a copy of params; model_state: the model's non-param
+  variables ({collection: tree}) or None."""
   history = timestep_sampling.init_loss_history(num_timesteps) if loss_aware else None
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -115,4 +167,5 @@ def create_train_state(params, optimizer: optax.GradientTransformation, num_time
       ema_params=jax.tree.map(jnp.copy, params),
       opt_state=optimizer.init(params),
       loss_history=history,
+      model_state=model_state,
   )

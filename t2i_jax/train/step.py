@@ -27,28 +27,44 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
   state's (int32 [], before the update), for losses whose sampling changes over training.
   With grad_accum_steps = k the batch is split into k micro-batches along its
   leading axis and their gradients averaged (one optimizer update).
+  A state with model_state (the model's non-param variables, e.g. an EMA codebook) passes it to the
+  loss as the keyword model_state=, and the loss returns the updated variables as aux["model_state"],
+  which become the new state's: with k micro-batches, each one's update is the next one's input (the
+  codebook moves k times, once per micro-batch, as k smaller steps would move it). A state without
+  it calls the loss exactly as before.
   metrics: the loss's, grad_norm, and finite (bool []: loss and gradients finite).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def micro_step(params, batch, rng, history, step):
-    (_, aux), grads = grad_fn(params, batch, rng, history, step)
+  def micro_step(params, batch, rng, history, step, model_state):
+    extra = {} if model_state is None else {"model_state": model_state}
+    (_, aux), grads = grad_fn(params, batch, rng, history, step, **extra)
+    if model_state is not None and "model_state" not in aux:
+      raise ValueError("the state holds model_state (the model's non-param variables) but the loss returned no "
+                       'aux["model_state"]; a loss for such a model must return its updated variables.')
     return grads, aux
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
+    model_state = state.model_state
     if grad_accum_steps == 1:
-      grads, aux = micro_step(state.params, batch, rng, state.loss_history, state.step)
+      grads, aux = micro_step(state.params, batch, rng, state.loss_history, state.step, model_state)
+      if model_state is not None:
+        model_state = aux.pop("model_state")
     else:
       micro = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:]), batch)
 
-      def body(acc, inputs):
+      def body(carry, inputs):
+        acc, variables = carry
         i, mb = inputs
-        grads, aux = micro_step(state.params, mb, jax.random.fold_in(rng, i), state.loss_history, state.step)
-        return jax.tree.map(jnp.add, acc, grads), aux
+        grads, aux = micro_step(state.params, mb, jax.random.fold_in(rng, i), state.loss_history, state.step,
+                                variables)
+        if variables is not None:
+          variables = aux.pop("model_state")
+        return (jax.tree.map(jnp.add, acc, grads), variables), aux
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
-      grads, aux = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
+      (grads, model_state), aux = jax.lax.scan(body, (zeros, model_state), (jnp.arange(grad_accum_steps), micro))
       grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
       flat = {k: aux[k].reshape(-1) for k in ("t", "per_example_loss") if k in aux}
       aux = dict(flat, metrics=jax.tree.map(jnp.mean, aux["metrics"]))
@@ -63,7 +79,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     finite = jnp.isfinite(aux["metrics"]["loss"]) & jnp.isfinite(grad_norm)
     metrics = dict(aux["metrics"], grad_norm=grad_norm, finite=finite)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
-                              loss_history=history)
+                              loss_history=history, model_state=model_state)
     return new_state, metrics
 
   return train_step

@@ -1,11 +1,17 @@
-"""The latent-diffusion first stage: shapes, layer placement, the Gaussian posterior, the vector quantiser, sizes."""
+"""The latent-diffusion first stage: shapes, layer placement, the Gaussian posterior, the vector quantiser, sizes,
+and VQGAN's patch discriminator."""
 
+import contextlib
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2i_jax.models.autoencoder import AutoencoderKL, DiagonalGaussian, Downsample, VectorQuantizer, VQModel
+from t2i_jax.models.autoencoder import (AutoencoderKL, DiagonalGaussian, Downsample, VectorQuantizer, VQModel,
+                                        decoder_head)
+from t2i_jax.models.discriminator import PatchDiscriminator
 from tests.models.util import random_params
 
 TINY = dict(ch=32, num_res_blocks=1, z_channels=4, embed_dim=3, resolution=16, attn_resolutions=(8,))
@@ -91,7 +97,9 @@ def test_downsample_pads_bottom_right_only():
 @pytest.mark.parametrize(
     "change, message",
     [(dict(resolution=18), "not divisible by f=4"), (dict(ch=48), "32 GroupNorm groups"),
-     (dict(ch_mult=(1,) * 6), "f=32"), (dict(attn_resolutions=(2,)), "feature sizes")],
+     (dict(ch_mult=(1,) * 6), "f=32"), (dict(attn_resolutions=(2,)), "feature sizes"),
+     (dict(disc_layers=3), "leaves no patch of a 16 px image"),
+     (dict(disc_layers=1, disc_channels=24), "multiple of 16"), (dict(disc_layers=-1), "disc_layers=-1")],
 )
 def test_bad_config(change, message):
   model = AutoencoderKL(**{**TINY, "ch_mult": (1, 2, 2), **change})
@@ -243,3 +251,70 @@ def test_vq_model_ema_updates_through_the_model():
   stats = state["vq_stats"]["quantizer"]
   counts = np.bincount(np.asarray(aux["indices"]).reshape(-1), minlength=8)
   np.testing.assert_allclose(stats["cluster_size"], 0.99 + 0.01 * counts, rtol=1e-6)
+
+
+# --- the patch discriminator --------------------------------------------------------------------------------------
+
+
+def _without_group_norm(next_fun, args, kwargs, context):
+  # GroupNorm's statistics span the image; with the norms skipped, what a logit depends on is the convs' reach.
+  if isinstance(context.module, nn.GroupNorm) and context.method_name == "__call__":
+    return args[0]
+  return next_fun(*args, **kwargs)
+
+
+@pytest.mark.parametrize("layers, side, out, field", [(2, 48, 10, 34), (3, 96, 10, 70)])
+def test_discriminator_patches_and_receptive_field(layers, side, out, field):
+  # pix2pix's 70×70 PatchGAN: 30×30 logits for a 256 px image; a side S gives S / 2^L - 2 logits.
+  big = jax.eval_shape(lambda: PatchDiscriminator(64, 3).init_with_output(
+      jax.random.PRNGKey(0), jnp.zeros((2, 256, 256, 3)))[0])
+  assert big.shape == (2, 30, 30, 1) and PatchDiscriminator.receptive_field(3) == 70
+  disc = PatchDiscriminator(channels=16, num_layers=layers)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, side, side, 3))
+  variables = random_params(disc, jax.random.PRNGKey(1), x, scale=0.3)
+  assert disc.apply(variables, x).shape == (1, out, out, 1) and PatchDiscriminator.output_side(side, layers) == out
+  assert PatchDiscriminator.receptive_field(layers) == field
+
+  def support(intercept):
+    def logit(x):
+      with nn.intercept_methods(_without_group_norm) if intercept else contextlib.nullcontext():
+        return disc.apply(variables, x)[0, out // 2, out // 2, 0]
+    touched = np.abs(np.asarray(jax.grad(logit)(x))[0]).sum(-1) > 0
+    rows, cols = np.nonzero(touched.any(1))[0], np.nonzero(touched.any(0))[0]
+    return rows.min(), rows.max(), cols.min(), cols.max()
+
+  # An interior logit reaches exactly a field × field patch, away from the image's border.
+  top, bottom, left, right = support(intercept=True)
+  assert bottom - top + 1 == right - left + 1 == field and top > 0 and bottom < side - 1
+  if layers == 2:  # with the norms, every pixel moves it a little (through the image's statistics)
+    assert support(intercept=False) == (0, side - 1, 0, side - 1)
+
+
+def test_the_discriminator_lives_in_the_models_params():
+  config = dict(ch_mult=(1, 2), disc_layers=2, disc_channels=16, **TINY)
+  model = AutoencoderKL(**config)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  # Either model's init makes the discriminator's params, beside the autoencoder's.
+  vq_shapes = jax.eval_shape(lambda: VQModel(n_embed=16, **config).init(jax.random.PRNGKey(0), x))["params"]
+  assert "discriminator" in vq_shapes
+  variables = random_params(model, jax.random.PRNGKey(1), x)
+  params = variables["params"]
+  assert jax.tree.map(jnp.shape, params["discriminator"]) == jax.tree.map(jnp.shape, vq_shapes["discriminator"])
+  # 4×4 convs 3→16 (bias), 16→32, 32→64 (no bias: a GroupNorm follows), 64→1 (bias); two GroupNorms.
+  sizes = {k: sum(v.size for v in jax.tree.leaves(t)) for k, t in params["discriminator"].items()}
+  assert sizes == {"conv_0": 16 * 48 + 16, "conv_1": 16 * 16 * 32, "conv_2": 16 * 32 * 64, "conv_out": 16 * 64 + 1,
+                   "norm_1": 64, "norm_2": 128}
+
+  (recon, _), sown = model.apply(variables, x, mutable=["intermediates"])
+  features = sown["intermediates"]["decoder"]["features"][0]
+  logits = model.apply(variables, recon, method=model.discriminate)
+  assert logits.shape == (2, 2, 2, 1) and logits.dtype == jnp.float32
+  # The decoder's last conv, recomputed from its sown input, gives the reconstruction bit for bit.
+  assert features.shape == (2, 16, 16, 32)
+  np.testing.assert_array_equal(decoder_head(params["decoder"]["conv_out"], features, 3), recon)
+  # A model without a discriminator has none to run; its params are the same tree less the discriminator.
+  plain = model.clone(disc_layers=0)
+  shapes = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0), x))["params"]
+  assert set(shapes) == set(params) - {"discriminator"}
+  with pytest.raises(ValueError, match="set model.disc_layers > 0"):
+    plain.apply({"params": {k: params[k] for k in shapes}}, x, method=plain.discriminate)

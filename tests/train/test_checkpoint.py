@@ -1,7 +1,9 @@
 """Orbax checkpoints: round trip with shardings, keep N, architecture mismatch, a crashed save."""
 
 import os
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,3 +89,36 @@ def test_a_crashed_save_leaves_the_previous_checkpoint_usable(tmp_path):
   assert step == 1 and extra["data"]["index"] == 1
   _assert_equal(restored, good)
   assert not partial.exists()  # cleaned up by cleanup_tmp_directories
+
+
+@flax.struct.dataclass
+class _TrainStateBeforeModelState:
+  """TrainState as it was before it had a model_state field."""
+
+  step: Any
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  loss_history: Any = None
+
+
+def test_a_checkpoint_from_before_model_state_restores_and_a_stateful_target_is_refused(tmp_path):
+  # Orbax matches a checkpoint against the target's tree by field names: a state without model_state keeps the
+  # old tree exactly, so the checkpoints every family wrote before the field existed still restore.
+  state = _state().replace(step=jnp.int32(4))
+  old = _TrainStateBeforeModelState(state.step, state.params, state.ema_params, state.opt_state, state.loss_history)
+  names = [[checkpoint._path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(t)[0]] for t in (state, old)]
+  assert names[0] == names[1]
+  manager = checkpoint.make_manager(str(tmp_path))
+  checkpoint.save(manager, 4, old, {})
+  manager.wait_until_finished()
+  fresh = _state(seed=1)
+  shardings = sharding.state_sharding(fresh, sharding.make_mesh(1))
+  restored, _, step, _ = checkpoint.restore_or_init(checkpoint.make_manager(str(tmp_path)), fresh, shardings)
+  assert step == 4 and restored.model_state is None
+  _assert_equal(restored, state)
+  # A model with non-param variables (an EMA codebook) is another architecture for that checkpoint.
+  stateful = fresh.replace(model_state={"vq_stats": {"codebook": jnp.zeros((4, 2))}})
+  with pytest.raises(ValueError, match=r"only in the config: \['model_state/vq_stats/codebook'\]"):
+    checkpoint.restore_or_init(checkpoint.make_manager(str(tmp_path)), stateful,
+                               sharding.state_sharding(stateful, sharding.make_mesh(1)))
