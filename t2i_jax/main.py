@@ -122,8 +122,8 @@ def _run(config, workdir: str) -> None:
 
 
 def _run_chain(config, workdir: str) -> None:
-  """A chain config (configs/shapes_unclip.py, configs/shapes_glide.py): its trained stages sampled or
-  evaluated; workdir gets the output."""
+  """A chain config (configs/shapes_unclip.py, shapes_glide.py, shapes_latent_chain.py): its trained stages
+  sampled or evaluated; workdir gets the output."""
   if _MODE.value == "train":
     raise ValueError("a chain config names trained stages and trains nothing; train each stage with its own "
                      "config (the commands are in the chain config's docstring), then sample or eval the chain.")
@@ -141,6 +141,10 @@ def _run_chain(config, workdir: str) -> None:
     from t2i_jax.pipelines import glide_files
 
     paths = glide_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, seed=_SEED.value, **sampler)
+  elif config.get("latent") is not None:
+    from t2i_jax.pipelines import latent_files
+
+    paths = latent_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, seed=_SEED.value, **sampler)
   else:
     from t2i_jax.pipelines import unclip_files
 

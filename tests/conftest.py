@@ -108,7 +108,7 @@ def unclip_runlocal(tmp_path_factory):
 # xdist workers first, so the light files fill in at the end and the workers finish together; in collection
 # order the training files came last and one worker ran alone for the last ~3 minutes of a cold run.
 # `make test` passes --no-loadscope-reorder, without which xdist sends the files with the most tests first.
-HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/pipelines/test_glide.py", "tests/train/test_configs.py",
+HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/pipelines/test_latent.py", "tests/pipelines/test_glide.py", "tests/train/test_configs.py",
                "tests/pipelines/test_clip_guidance.py", "tests/pipelines/test_inpaint.py", "tests/train/test_finetune.py",
                "tests/train/test_autoencoder_loss.py",
                "tests/models/test_unet.py", "tests/train/test_config_families.py", "tests/train/test_loop.py",

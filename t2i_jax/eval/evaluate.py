@@ -28,8 +28,8 @@ import numpy as np
 
 from t2i_jax.data import captions, shapes
 from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib, reconstruction
-from t2i_jax.pipelines import glide, glide_files, images as images_lib, stage as stage_lib, text_to_image, unclip
-from t2i_jax.pipelines import unclip_files
+from t2i_jax.pipelines import glide, glide_files, images as images_lib, latent, latent_files, stage as stage_lib
+from t2i_jax.pipelines import text_to_image, unclip, unclip_files
 from t2i_jax.train import config_keys
 
 _SEEN_PAIRS = [(c, s) for c in range(len(captions.COLORS)) for s in range(len(captions.SHAPES))
@@ -227,6 +227,9 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   """
   if config.model.name in reconstruction.FAMILIES:
     return _run_autoencoder(config, workdir, settings, step)
+  if config.get("latent_diffusion") is not None:
+    raise ValueError("a latent U-Net's samples are latents; score the chain config that decodes them "
+                     "(configs/shapes_latent_chain.py).")
   if config.model.name != "unet" or config.model.get("text") is None:
     raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes, or an autoencoder; "
                      f"this config has model.name={config.model.name!r}.")
@@ -282,6 +285,16 @@ def _chain_sampler(config, settings: Sequence[dict]):
   """(sample_fn for evaluate_fn, the loaded stages, the chain's own sampler settings) of a chain config;
   each eval setting replaces the sampler of the chain's first image stage (unCLIP's decoder, GLIDE's
   base)."""
+  if config_keys.chain_kind(config) == "latent":
+    config = latent_files.chain_config(config)
+    model = latent.load_latent(config.latent)
+    by_setting = {str(s): latent_files.settings_for(config.latent, model, overrides=s) for s in settings}
+
+    def sample_fn(setting, prompts, seed):
+      return {"image": latent.generate(model, prompts, dataclasses.replace(by_setting[str(setting)],
+                                                                            seed=seed))["image"]}
+    return sample_fn, model, {}
+
   if config_keys.chain_kind(config) == "glide":
     config = glide_files.cascade_config(config)
     cascade = glide.load_cascade(config.glide)
@@ -312,6 +325,6 @@ def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[
   sample_fn, loaded, chain_settings = _chain_sampler(config, settings)
   rows = evaluate_fn(sample_fn, settings, evaluation)
   stages = {name: dict(workdir=stage.workdir, step=stage.step) for name, stage in vars(loaded).items()
-            if stage is not None}
+            if isinstance(stage, stage_lib.Stage)}
   metrics = dict(rows[-1], stages=stages, **chain_settings, settings=rows)
   return rows, _write(workdir, "", metrics, format_table(rows, CHAIN_COLUMNS))

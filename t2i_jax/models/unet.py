@@ -126,7 +126,9 @@ class UNet(nn.Module):
     """The "dropped" value of each conditioning input (classifier-free guidance).
 
     The null label is index num_classes (needs class_null), empty text is all
-    padding (mask False), a dropped CLIP embedding is zeros.
+    padding (mask False), a dropped CLIP embedding is zeros, and dropped context
+    is one masked-out token [B, 1, context_dim] (broadcast to any length): the
+    attention then reads the image's own positions only.
     """
     null = {}
     if self.num_classes is not None:
@@ -139,6 +141,9 @@ class UNet(nn.Module):
       null["token_mask"] = jnp.zeros((batch_size, length), bool)
     if self.clip_dim is not None:
       null["clip_emb"] = jnp.zeros((batch_size, self.clip_dim), jnp.float32)
+    if self.context_dim is not None:
+      null["context"] = jnp.zeros((batch_size, 1, self.context_dim), jnp.float32)
+      null["context_mask"] = jnp.zeros((batch_size, 1), bool)
     return null
 
   # --- inputs -----------------------------------------------------------------

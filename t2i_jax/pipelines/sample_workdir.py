@@ -122,6 +122,9 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
     raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
                      f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
                      "through config.sample.classifier_workdir).")
+  if config.get("latent_diffusion") is not None:
+    raise ValueError("a latent U-Net's samples are latents; sample the chain config that decodes them "
+                     "(configs/shapes_latent_chain.py).")
   if prompts and config.model.get("clip_dim") is not None:
     raise ValueError("unCLIP's decoder samples from CLIP image embeddings (of test images, here); to draw a "
                      "prompt, sample the chain config (configs/shapes_unclip.py), whose prior makes them.")
@@ -135,8 +138,8 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
 
 def periodic_sampler(config, workdir: str) -> Optional[Callable]:
   """For loop.train's sample_fn: (params, step) -> the grid path of config.sample's prompts and settings,
-  written to workdir/samples; None for a model that is not a U-Net."""
-  if config.model.name != "unet":
+  written to workdir/samples; None for a model that is not a U-Net or samples latents."""
+  if config.model.name != "unet" or config.get("latent_diffusion") is not None:
     return None
   config = config_keys.complete(config)
   model = models.build(config.model)

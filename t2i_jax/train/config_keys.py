@@ -76,6 +76,10 @@ DEFAULTS = {
     # upsampler's workdirs and samplers (METHOD:STEPS:GUIDANCE over each stage's own sample section).
     "glide": dict(base_workdir=..., upsampler_workdir="", base="dpm++2m:20:3", upsampler="dpm++2m:10:1",
                   prompts=(), num_images=4),
+    # Latent diffusion (configs/shapes_latent_chain.py): the latent U-Net and the frozen models it must
+    # have been trained on, and its sampler (METHOD:STEPS:GUIDANCE).
+    "latent": dict(unet_workdir=..., autoencoder_workdir=..., clip_workdir="", sampler="dpm++2m:20:3",
+                   prompts=(), num_images=4),
     # --mode=eval's prompt set (eval.evaluate) and sampler settings, the first the headline.
     # diversity: num_diverse one-object prompts drawn diverse_samples times each.
     "eval": dict(num_single=200, num_heldout=40, num_pair=100, batch_size=100, seed=0,
@@ -83,7 +87,7 @@ DEFAULTS = {
 }
 TOP_LEVEL = {"seed": 0, "fsdp": 1}
 # The sections of a chain config, which names trained stages and trains nothing.
-CHAINS = ("unclip", "glide")
+CHAINS = ("unclip", "glide", "latent")
 REQUIRED_SECTIONS = ("model", "data", "optim", "train")
 
 

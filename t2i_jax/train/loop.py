@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2i_jax.data import input_pipeline
-from t2i_jax.train import checkpoint, config_keys, finetune, sharding, state as state_lib, step as step_lib, tasks
+from t2i_jax.train import (checkpoint, config_keys, finetune, frozen_autoencoder, sharding, state as state_lib,
+                           step as step_lib, tasks)
 
 
 def _check_text(config, tokenizer) -> None:
@@ -92,6 +93,17 @@ def _check_finite(step: int, metrics: dict, manager, workdir: str) -> None:
       f"stopped without saving that state; {kept}. Lower optim.lr, set optim.grad_clip, or check the data.")
 
 
+def make_iterator(config, tokenizer=None):
+  """This process's iterator over the training split: its share of config.train.batch_size per batch,
+  shuffled by config.seed (a checkpoint stores its state)."""
+  source = input_pipeline.make_source(config.data, "train")
+  return input_pipeline.create_iterator(
+      source, batch_size=config.train.batch_size // jax.process_count(), seed=config.seed, tokenizer=tokenizer,
+      context_length=config.data.context_length, process_index=jax.process_index(),
+      process_count=jax.process_count(), image_size=config.data.image_size,
+      random_crop=config.data.random_crop, random_flip=config.data.random_flip)
+
+
 def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] = None) -> Any:
   """Trains config.train.num_steps steps (resuming if the workdir has a checkpoint); returns the final state.
 
@@ -111,19 +123,13 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
   config = config_keys.complete(config)
   mesh = sharding.make_mesh(config.fsdp)
   sharding.check_batch_size(config.train.batch_size, mesh)
-  task = tasks.make_task(config)
+  task = tasks.make_task(config, workdir)
   model = task.model
   tokenizer = tasks.tokenizer_for(config)
   if tokenizer is not None:
     _check_text(config, tokenizer)
 
-  local_batch = config.train.batch_size // jax.process_count()
-  source = input_pipeline.make_source(config.data, "train")
-  iterator = input_pipeline.create_iterator(
-      source, batch_size=local_batch, seed=config.seed, tokenizer=tokenizer,
-      context_length=config.data.context_length, process_index=jax.process_index(),
-      process_count=jax.process_count(), image_size=config.data.image_size,
-      random_crop=config.data.random_crop, random_flip=config.data.random_flip)
+  iterator = make_iterator(config, tokenizer)
 
   # A fine-tuned run starts from its base's params, unless it resumes from its own checkpoints.
   fresh_finetune = config.get("finetune") is not None and not checkpoint.has_checkpoint(workdir)
@@ -133,6 +139,8 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
   # Everything above validates the config and the data; only now is the workdir touched.
   os.makedirs(workdir, exist_ok=True)
   _write_config(workdir, config)  # refuses another model's workdir before anything is compiled
+  if task.frozen is not None:
+    frozen_autoencoder.write_record(workdir, task.frozen)
   optimizer = state_lib.make_optimizer(config.optim)
   init_state = state_lib.make_init_fn(model, config, optimizer)
   # Shapes first, then one compiled init that writes every array straight to its shards.
@@ -203,7 +211,10 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
           print(f"step {done}/{config.train.num_steps}  loss {logged['loss']:.4f}  {rate:.1f} img/s  "
                 f"ETA {eta / 60:.1f} min", flush=True)
         if save:
-          checkpoint.save(manager, done, state, {"data": iterator.get_state()}, force=True)
+          extra = {"data": iterator.get_state()}
+          if task.checkpoint_extra is not None:
+            extra.update({k: float(_local(v)) for k, v in task.checkpoint_extra(state, batch).items()})
+          checkpoint.save(manager, done, state, extra, force=True)
         if sample:
           params = state.ema_params if config.sample.use_ema else state.params
           print(f"samples: {sample_fn(jax.tree.map(_local, params), done)}", flush=True)

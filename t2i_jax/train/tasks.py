@@ -5,6 +5,8 @@
   family       loss                                      batch it reads
   unet         diffusion_loss (L_simple / hybrid, CFG)   image (+ tokens | label | low_res | random mask)
     decoder    the same, + unCLIP's condition dropout    image, tokens -> frozen CLIP -> clip_emb
+    latent     the same, on latents                      image -> frozen autoencoder -> s·z, tokens
+                                                         (-> frozen CLIP -> token states as context)
   classifier   classifier_loss (cross-entropy on x_t)    image, label
   clip         clip_loss (symmetric contrastive)         image, tokens
   prior        prior_loss (x0 MSE on CLIP embeddings)    image, tokens -> frozen CLIP -> embeddings
@@ -12,8 +14,9 @@
 
 A pipeline batch is the grain iterator's dict of numpy arrays (input_pipeline);
 `Task.model_batch` turns it into dict(image, cond) on the host, the train step's
-batch. The prior's and the decoder's batches go through `Task.embed` (a jitted
-frozen CLIP, train.frozen_clip) on the devices first. A U-Net smaller than the
+batch. The prior's, the decoder's and a latent U-Net's batches go through
+`Task.embed` (a jitted frozen CLIP, train.frozen_clip; a frozen autoencoder and
+CLIP, train.frozen_autoencoder) on the devices first. A U-Net smaller than the
 data's images trains on them box-downsampled to its size (unCLIP's decoder reads
 the CLIP's 32px renders at 16px); a super-resolution U-Net's low_res input is
 downsampled config.low_res.factor times more, and noise-augmented in the loss; an
@@ -29,8 +32,8 @@ import numpy as np
 from t2i_jax import models
 from t2i_jax.data import input_pipeline, masks, tokenizer as tokenizer_lib
 from t2i_jax.diffusion import augmentation, schedules
-from t2i_jax.train import (autoencoder_loss, classifier_loss, clip_loss, config_keys, diffusion_loss, frozen_clip,
-                           prior_loss)
+from t2i_jax.train import (autoencoder_loss, classifier_loss, clip_loss, config_keys, diffusion_loss,
+                           frozen_autoencoder, frozen_clip, prior_loss)
 
 FAMILIES = ("unet", "classifier", "clip", "prior", "autoencoder_kl", "autoencoder_vq")
 
@@ -46,6 +49,10 @@ class Task:
     schedule: the diffusion Schedule, or None (CLIP).
     embed: optional jitted (embed_params, batch) -> batch run before the step (the prior's frozen CLIP).
     embed_params: the params `embed` takes.
+    checkpoint_extra: optional (state, batch) -> dict of scalar arrays stored with every checkpoint
+      (an autoencoder's latent scale).
+    frozen: which checkpoints of its frozen models the run trains on (a latent U-Net's record,
+      train.frozen_autoencoder), kept in the workdir; None for the others.
   """
   model: Any
   loss_fn: Callable
@@ -53,13 +60,16 @@ class Task:
   schedule: Optional[schedules.Schedule] = None
   embed: Optional[Callable] = None
   embed_params: Any = None
+  checkpoint_extra: Optional[Callable] = None
+  frozen: Optional[dict] = None
 
 
 def tokenizer_for(config):
-  """The tokenizer of config.data.tokenizer if the config's model reads tokens (a text U-Net, CLIP, the
-  prior), else None."""
+  """The tokenizer of config.data.tokenizer if the config's model reads tokens (a text U-Net, one reading a
+  frozen CLIP's token states, CLIP, the prior), else None."""
   model = config.model
-  if model.name in ("clip", "prior") or (model.name == "unet" and model.get("text") is not None):
+  reads_text = model.get("text") is not None or model.get("context_dim") is not None
+  if model.name in ("clip", "prior") or (model.name == "unet" and reads_text):
     return tokenizer_lib.load_tokenizer(config.data.tokenizer)
   return None
 
@@ -148,19 +158,29 @@ def compose_augments(*augments):
   return augment
 
 
-def _unet_task(config, model) -> Task:
+def _unet_task(config, model, workdir) -> Task:
   schedule = build_schedule(config.diffusion)
-  if model.context_dim is not None:
-    raise ValueError("training a U-Net on cross-attention context needs a frozen text encoder in the loop, "
-                     "which this trainer does not have yet (latent diffusion); train a text (model.text), "
-                     "class, CLIP-embedding (unCLIP decoder) or unconditional U-Net.")
+  latent = config.get("latent_diffusion") is not None
+  if model.context_dim is not None and not latent:
+    raise ValueError("a U-Net on cross-attention context reads a frozen CLIP's token states: set "
+                     "latent_diffusion.clip_workdir (configs/shapes_latent.py).")
   if model.clip_dim is not None and config.get("decoder") is None:
     raise ValueError("a U-Net conditioned on CLIP embeddings (unCLIP's decoder) reads them from a frozen CLIP: "
                      "set decoder.clip_workdir to a CLIP's workdir (configs/shapes_decoder.py).")
-  factor = downsample_factor(config)
+  factor = 1 if latent else downsample_factor(config)  # a latent U-Net's images go to the autoencoder whole
   low_res_factor = config_keys.section_of(config, "low_res").factor
-  embed = embed_params = None
+  embed = embed_params = frozen = None
   drop_rates = None
+  if latent:
+    if model.super_res or model.inpaint or model.clip_dim is not None:
+      raise ValueError("a latent U-Net here is text-conditional only: set model.super_res, model.inpaint "
+                       "and model.clip_dim off.")
+    if workdir is None:
+      raise ValueError("a latent U-Net's task needs its workdir (it records the frozen models it trains on).")
+    frozen = frozen_autoencoder.frozen_models(config, workdir)
+    ae_model, ae_params, scale, clip_model, clip_params, _ = frozen_autoencoder.load(frozen)
+    embed = jax.jit(frozen_autoencoder.make_latent_embed_fn(ae_model, clip_model))
+    embed_params = dict(autoencoder=ae_params, latent_scale=np.float32(scale), clip=clip_params)
   if model.clip_dim is not None:
     clip_model, embed_params, _ = frozen_clip.load(config.decoder.clip_workdir, config, "decoder")
     embed = jax.jit(frozen_clip.make_decoder_embed_fn(clip_model))
@@ -171,7 +191,7 @@ def _unet_task(config, model) -> Task:
   def model_batch(batch):
     image = batch["image"] if factor == 1 else input_pipeline.downsample(batch["image"], factor)
     out, cond = {"image": image}, {}
-    if model.text is not None:
+    if model.text is not None or model.context_dim is not None:  # context: tokens -> the frozen CLIP's states
       cond.update(_text(batch))
     if model.num_classes is not None:
       cond["y"] = labels(batch, config.data)
@@ -187,7 +207,7 @@ def _unet_task(config, model) -> Task:
   augment = compose_augments(low_res_augment(config, model, schedule) if model.super_res else None,
                              inpaint_augment(config) if model.inpaint else None)
   loss_fn = diffusion_loss.make_loss_fn(model, schedule, config.diffusion, drop_rates=drop_rates, augment=augment)
-  return Task(model, loss_fn, model_batch, schedule, embed, embed_params)
+  return Task(model, loss_fn, model_batch, schedule, embed, embed_params, frozen=frozen)
 
 
 def _classifier_task(config, model) -> Task:
@@ -223,16 +243,18 @@ def _autoencoder_task(config, model) -> Task:
     return {"image": batch["image"] if factor == 1 else input_pipeline.downsample(batch["image"], factor)}
 
   return Task(model, autoencoder_loss.make_loss_fn(model, config_keys.section_of(config, "autoencoder")),
-              model_batch)
+              model_batch, checkpoint_extra=frozen_autoencoder.latent_scale_extra(model))
 
 
 _TASKS = {"unet": _unet_task, "classifier": _classifier_task, "clip": _clip_task, "prior": _prior_task,
           "autoencoder_kl": _autoencoder_task, "autoencoder_vq": _autoencoder_task}
 
 
-def make_task(config) -> Task:
-  """The Task for config.model.name (one of FAMILIES)."""
+def make_task(config, workdir: Optional[str] = None) -> Task:
+  """The Task for config.model.name (one of FAMILIES); workdir: the run's, read by a latent U-Net for the
+  frozen models a resumed run trains on (nothing is written)."""
   name = config.model.get("name")
   if name not in _TASKS:
     raise ValueError(f"model.name={name!r} cannot be trained; use one of {', '.join(map(repr, FAMILIES))}.")
-  return _TASKS[name](config, models.build(config.model))
+  model = models.build(config.model)
+  return _unet_task(config, model, workdir) if name == "unet" else _TASKS[name](config, model)

@@ -1,0 +1,40 @@
+"""Latent diffusion on captioned shapes: a text U-Net on the 6×6×4 latents of configs/shapes_autoencoder.py.
+
+Stable Diffusion's design at CPU size: the frozen autoencoder's latents, scaled by its checkpoint's latent
+scale, and cross-attention on the token states of the frozen CLIP text tower of configs/shapes_clip.py;
+`:glide_text` reads the caption through the U-Net's own GLIDE-style encoder instead. The diffusion and
+sampler are the pixel-space default's (configs/shapes_default.py), which experiments/latent_vs_pixel
+compares it to. Train the frozen stages first; sample and score through configs/shapes_latent_chain.py.
+
+  python -m t2i_jax.main --config=configs/shapes_autoencoder.py --workdir=runs/latent/autoencoder
+  python -m t2i_jax.main --config=configs/shapes_clip.py --workdir=runs/latent/clip
+  python -m t2i_jax.main --config=configs/shapes_latent.py --workdir=runs/latent/unet
+  python -m t2i_jax.main --config=configs/shapes_latent.py:runlocal --workdir=/tmp/shapes_latent
+"""
+
+from configs import common, shapes_default
+
+
+def get_config(arg=None):
+  flags = common.parse_arg(arg, allowed=("runlocal", "glide_text"))
+  runlocal, glide_text = "runlocal" in flags, "glide_text" in flags
+  config = shapes_default.get_config("runlocal" if runlocal else None)
+  workdirs = ("/tmp/shapes_autoencoder", "/tmp/shapes_clip") if runlocal else ("runs/latent/autoencoder",
+                                                                               "runs/latent/clip")
+  config.latent_diffusion = common.section("latent_diffusion", autoencoder_workdir=workdirs[0],
+                                           clip_workdir="" if glide_text else workdirs[1])
+  config.data.context_length = 16  # the CLIP's
+  text = dict(config.model.text.to_dict(), context_length=16)
+  config.model.text = None
+  # The latents: 6×6×4 (8×8×4 for the :runlocal autoencoder); the default's 12×12 U-Net (patch 2) does
+  # four times the work per layer.
+  config.model.update(dict(image_size=8 if runlocal else 6, in_channels=4, out_channels=4, patch_size=1))
+  if not runlocal:
+    config.model.update(dict(channel_mult=(1, 2), attention_resolutions=(6, 3)))
+  if glide_text:
+    config.model.text = text
+  else:
+    config.model.context_dim = 32 if runlocal else 64  # the CLIP's text_width
+  config.sample.threshold = "none"  # latents are not bounded by [-1, 1]
+  config.train.sample_every = 0  # samples come from the chain config, which decodes the latents
+  return config

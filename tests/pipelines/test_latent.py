@@ -1,0 +1,210 @@
+"""Latent diffusion end to end at `:runlocal` size: the autoencoder's latent scale stored with its checkpoint,
+the latent U-Net trained two steps through the loop on the frozen autoencoder and CLIP (and on its own text
+encoder), the chain sampled and scored from its config, and every mismatch of frozen models refused."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t2i_jax import models
+from t2i_jax.eval import evaluate
+from t2i_jax.pipelines import latent, latent_files, sample_workdir, stage as stage_lib, text_to_image
+from t2i_jax.train import checkpoint, frozen_autoencoder, loop, tasks
+from tests.conftest import load_config
+
+
+@pytest.fixture(scope="module")
+def latent_runlocal(tmp_path_factory):
+  """The `shapes_latent_chain:runlocal` config and its workdirs: autoencoder and CLIP (two steps each), and
+  the latent U-Net trained two steps on them."""
+  root = tmp_path_factory.mktemp("latent")
+  dirs = {name: str(root / name) for name in ("autoencoder", "clip", "unet")}
+  loop.train(load_config("shapes_autoencoder:runlocal"), dirs["autoencoder"])
+  loop.train(load_config("shapes_clip:runlocal"), dirs["clip"])
+  config = load_config("shapes_latent:runlocal")
+  config.latent_diffusion.update(dict(autoencoder_workdir=dirs["autoencoder"], clip_workdir=dirs["clip"]))
+  state = loop.train(config, dirs["unet"])
+  assert int(state.step) == 2
+  chain = load_config("shapes_latent_chain:runlocal")
+  chain.latent.update(dict(unet_workdir=dirs["unet"], autoencoder_workdir=dirs["autoencoder"],
+                           clip_workdir=dirs["clip"]))
+  return chain, config, dirs
+
+
+def _first_batches(config, task, num):
+  tokenizer = tasks.tokenizer_for(config)
+  iterator = loop.make_iterator(config, tokenizer)
+  return [task.model_batch(next(iterator)) for _ in range(num)]
+
+
+def test_the_autoencoder_checkpoint_stores_its_latent_scale(latent_runlocal):
+  _, _, dirs = latent_runlocal
+  ae_config = checkpoint.read_config(dirs["autoencoder"])
+  # The scale saved at step 2 is 1 / std of the latents of step 2's batch under the saved EMA params.
+  task = tasks.make_task(ae_config)
+  batch = _first_batches(ae_config, task, 2)[-1]
+  model, params, step = checkpoint.load_params(ae_config, dirs["autoencoder"], use_ema=True)
+  z = frozen_autoencoder.latents(model, params, jnp.asarray(batch["image"]))
+  assert z.shape == (8, 8, 8, 4)  # 16 px, f = 2
+  scale = frozen_autoencoder.read_latent_scale(dirs["autoencoder"], step)
+  np.testing.assert_allclose(scale, 1.0 / float(jnp.std(z)), rtol=1e-5)
+  assert scale != 1.0
+  # The latent run recorded that checkpoint and its scale, and its latents carry it: unit std.
+  record = json.load(open(os.path.join(dirs["unet"], frozen_autoencoder.FROZEN_MODELS)))
+  assert record["autoencoder"] == {"workdir": os.path.realpath(dirs["autoencoder"]), "step": 2,
+                                   "latent_scale": scale}
+  assert record["clip"] == {"workdir": os.path.realpath(dirs["clip"]), "step": 2}
+  np.testing.assert_allclose(float(jnp.std(z * scale)), 1.0, rtol=1e-5)
+
+
+def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_runlocal):
+  _, config, dirs = latent_runlocal
+  task = tasks.make_task(config, dirs["unet"])
+  batch = _first_batches(config, task, 1)[0]
+  assert set(batch["cond"]) == {"tokens", "token_mask"}
+  embedded = task.embed(task.embed_params, jax.tree.map(jnp.asarray, batch))
+  ae_model, ae_params, scale, clip_model, clip_params, _ = frozen_autoencoder.load(task.frozen)
+  z = frozen_autoencoder.latents(ae_model, ae_params, jnp.asarray(batch["image"])) * scale
+  np.testing.assert_allclose(embedded["image"], z, atol=2e-5)  # jitted and not
+  states = clip_model.apply({"params": clip_params}, jnp.asarray(batch["cond"]["tokens"]),
+                            jnp.argmax(jnp.cumsum(batch["cond"]["token_mask"], -1), -1),
+                            method="encode_text_states")[1]
+  np.testing.assert_allclose(embedded["cond"]["context"], states, atol=2e-5)
+  assert embedded["cond"]["context"].shape == (8, 16, 32)
+  np.testing.assert_array_equal(embedded["cond"]["context_mask"], batch["cond"]["token_mask"])
+  # The dropped condition (CFG; broadcast over the caption's length as the loss does) attends to no token:
+  # the output of any masked-out context. Params perturbed: the attention's output projection starts at zero.
+  model = task.model
+  params = checkpoint.load_params(config, dirs["unet"])[1]
+  params = jax.tree.map(lambda p, k: p + 0.1 * jax.random.normal(k, p.shape), params,
+                        jax.tree.unflatten(jax.tree.structure(params),
+                                           jax.random.split(jax.random.PRNGKey(0), len(jax.tree.leaves(params)))))
+  apply = jax.jit(lambda context, mask: model.apply({"params": params}, z[:2], jnp.array([5, 50]), context=context,
+                                                    context_mask=mask))
+  null = model.null_condition(2)
+  shape = embedded["cond"]["context"][:2].shape
+  dropped = apply(jnp.broadcast_to(null["context"], shape), jnp.broadcast_to(null["context_mask"], shape[:2]))
+  np.testing.assert_allclose(dropped, apply(jnp.ones(shape), jnp.zeros(shape[:2], bool)), atol=1e-5)
+  conditioned = apply(embedded["cond"]["context"][:2], embedded["cond"]["context_mask"][:2])
+  assert np.abs(np.asarray(conditioned - dropped)).max() > 1e-2
+
+
+def test_the_chain_samples_and_scores_from_its_config(latent_runlocal, check_samples, tmp_path):
+  chain, _, dirs = latent_runlocal
+  paths = latent_files.sample_to_files(chain, str(tmp_path), prompts=["a small red circle", "a large blue star"])
+  check_samples(paths, 4, 16)
+  # generate: the U-Net's latents decoded after dividing by the scale, clipped to [-1, 1].
+  model = latent.load_latent(chain.latent)
+  assert model.latent_scale == frozen_autoencoder.read_latent_scale(dirs["autoencoder"], 2)
+  settings = latent_files.settings_for(chain.latent, model)
+  assert settings.threshold == "none" and (settings.method, settings.steps, settings.guidance) == ("ddim", 3, 3.0)
+  out = latent.generate(model, ["a small red circle"] * 2, settings)
+  assert out["latents"].shape == (2, 8, 8, 4) and out["image"].shape == (2, 16, 16, 3)
+  ae = model.autoencoder
+  decoded = ae.model.apply(ae.variables, out["latents"] / model.latent_scale, method="decode")
+  np.testing.assert_allclose(out["image"], np.clip(decoded, -1, 1), atol=1e-5)
+  rows, path = evaluate.run_chain(chain, str(tmp_path))
+  assert rows[0]["output"] == "image" and rows[0]["image_size"] == 16 and rows[0]["num_prompts"] == 8
+  stages = json.load(open(path))["stages"]
+  assert set(stages) == {"unet", "autoencoder", "clip"} and stages["autoencoder"]["step"] == 2
+
+
+def test_the_unets_own_text_encoder_variant_trains_and_samples(latent_runlocal, tmp_path):
+  chain, _, dirs = latent_runlocal
+  config = load_config("shapes_latent:runlocal,glide_text")
+  config.latent_diffusion.autoencoder_workdir = dirs["autoencoder"]
+  loop.train(config, str(tmp_path / "unet"))
+  record = frozen_autoencoder.read_record(str(tmp_path / "unet"))
+  assert record["clip"] is None
+  chain = chain.copy_and_resolve_references()
+  chain.latent.update(dict(unet_workdir=str(tmp_path / "unet"), clip_workdir=""))
+  model = latent.load_latent(chain.latent)
+  assert model.clip is None and set(latent.text_cond(model, ["a red circle"])) == {"tokens", "token_mask"}
+  out = latent.generate(model, ["a red circle"], latent_files.settings_for(chain.latent, model))
+  assert out["image"].shape == (1, 16, 16, 3) and np.isfinite(out["image"]).all()
+
+
+def test_frozen_models_that_differ_are_refused(latent_runlocal, tmp_path):
+  chain, config, dirs = latent_runlocal
+  other = chain.copy_and_resolve_references()
+  other.latent.autoencoder_workdir = str(tmp_path)
+  with pytest.raises(ValueError, match=r"^the latent U-Net in .* was trained on the autoencoder in .*, not "):
+    latent.load_latent(other.latent)
+  other = chain.copy_and_resolve_references()
+  other.latent.clip_workdir = ""
+  with pytest.raises(ValueError, match=r"trained on the text encoder .*shapes_clip|trained on the text encoder"):
+    latent.load_latent(other.latent)
+  other = chain.copy_and_resolve_references()
+  other.latent.unet_workdir = dirs["clip"]
+  with pytest.raises(ValueError, match="not latents"):
+    latent.load_latent(other.latent)
+  # A resumed run whose config names another autoencoder is refused before anything is written.
+  copied = str(tmp_path / "unet")
+  shutil.copytree(dirs["unet"], copied)
+  moved = config.copy_and_resolve_references()
+  moved.latent_diffusion.autoencoder_workdir = dirs["clip"]
+  moved.train.num_steps = 3
+  with pytest.raises(ValueError, match="was trained on the autoencoder in"):
+    loop.train(moved, copied)
+  assert checkpoint.has_checkpoint(copied) and sorted(os.listdir(os.path.join(copied, "checkpoints"))) == ["2"]
+  # A new run whose U-Net does not fit the frozen models is refused before its workdir exists.
+  for change, message in [(dict(context_dim=16), "has text_width=32 but the U-Net has model.context_dim=16"),
+                          (dict(image_size=4), "makes 8×8×4 latents but the U-Net has image_size=4")]:
+    bad = config.copy_and_resolve_references()
+    bad.model.update(change)
+    with pytest.raises(ValueError, match=message):
+      loop.train(bad, str(tmp_path / "new"))
+    assert not os.path.exists(tmp_path / "new")
+  # Sampling or scoring the U-Net's own workdir would give latents: pointed to the chain.
+  with pytest.raises(ValueError, match="shapes_latent_chain"):
+    sample_workdir.sample_to_files(config, dirs["unet"])
+  with pytest.raises(ValueError, match="shapes_latent_chain"):
+    evaluate.run(config, dirs["unet"])
+  assert sample_workdir.periodic_sampler(config, dirs["unet"]) is None
+
+
+def test_a_record_pins_the_autoencoder_step_it_trained_on(latent_runlocal, tmp_path):
+  """The autoencoder trained on after the latent U-Net started: the chain still decodes with the step the
+  U-Net learned, and its scale."""
+  chain, _, dirs = latent_runlocal
+  ae_dir = str(tmp_path / "autoencoder")
+  shutil.copytree(dirs["autoencoder"], ae_dir)
+  unet_dir = str(tmp_path / "unet")
+  shutil.copytree(dirs["unet"], unet_dir)
+  record = frozen_autoencoder.read_record(unet_dir)
+  record["autoencoder"]["workdir"] = os.path.realpath(ae_dir)
+  with open(os.path.join(unet_dir, frozen_autoencoder.FROZEN_MODELS), "w") as f:
+    json.dump(record, f)
+  ae_config = load_config("shapes_autoencoder:runlocal")
+  ae_config.train.num_steps = 4
+  loop.train(ae_config, ae_dir)
+  section = chain.latent.copy_and_resolve_references()
+  section.update(dict(unet_workdir=unet_dir, autoencoder_workdir=ae_dir))
+  model = latent.load_latent(section)
+  assert model.autoencoder.step == 2 and model.latent_scale == record["autoencoder"]["latent_scale"]
+  assert frozen_autoencoder.read_latent_scale(ae_dir, 4) != model.latent_scale
+
+
+def test_thresholds_bound_the_x0_predictions(trained_runlocal):
+  """static clips every x0 prediction to [-1, 1], dynamic is Imagen's, none leaves them alone (latents); the
+  settings refuse what they cannot do."""
+  workdir, _ = trained_runlocal
+  stage = stage_lib.load_stage(workdir)
+  cond = stage.text_cond(["a large red circle"] * 2)
+  base = dict(method="ddim", steps=3, guidance=8.0, seed=1)
+  out = {name: np.asarray(text_to_image.sample_unet(
+      stage.model, stage.params, stage.diffusion, cond, 2, text_to_image.SampleSettings(threshold=name, **base)))
+      for name in ("static", "dynamic", "none")}
+  assert np.abs(out["static"]).max() <= 1.0 and np.abs(out["dynamic"]).max() <= 1.0 + 1e-6
+  assert np.abs(out["none"]).max() > 1.0  # w = 8 overshoots
+  assert not np.allclose(out["static"], out["dynamic"])
+  with pytest.raises(ValueError, match="threshold='soft' is not supported"):
+    text_to_image.SampleSettings(threshold="soft")
+  with pytest.raises(ValueError, match="percentile=0.2"):
+    text_to_image.SampleSettings(threshold="dynamic", percentile=0.2)
+  assert models.build(stage.config.model).null_condition(1).keys() == {"tokens", "token_mask"}
