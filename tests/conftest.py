@@ -14,13 +14,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import tempfile  # noqa: E402
 
-import jax  # noqa: E402
-
 # Repeated programs (every training-loop test compiles the same step) come from a
-# persistent compilation cache instead of being compiled again.
-jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "t2i_jax_test_xla_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# persistent compilation cache instead of being compiled again; set in the environment
+# so that the CLI's subprocesses (tests/test_main.py) read and fill it too.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "t2i_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import importlib  # noqa: E402
 import json  # noqa: E402

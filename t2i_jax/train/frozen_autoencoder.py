@@ -142,6 +142,9 @@ def frozen_models(config, workdir: str) -> dict:
   if record is not None:
     check_same(record, settings.autoencoder_workdir, settings.clip_workdir, f"the run in {workdir}")
     return record
+  if checkpoint.has_checkpoint(workdir):
+    raise ValueError(f"{workdir} has checkpoints but no {FROZEN_MODELS}: which autoencoder and text encoder "
+                     "steps it trained on is lost; train in a new --workdir.")
   ae_workdir, clip_workdir = settings.autoencoder_workdir, settings.clip_workdir
   ae_config = checkpoint.read_config(ae_workdir)
   check_autoencoder(ae_config, ae_workdir, config)

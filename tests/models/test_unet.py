@@ -160,8 +160,9 @@ def test_bfloat16_activations_agree_with_float32():
 
 
 def test_remat_gives_the_same_gradients():
-  plain = UNet(**TINY, text=TEXT, dropout=0.0)
-  remat = UNet(**TINY, text=TEXT, dropout=0.0, remat=True)
+  one_level = dict(TINY, image_size=8, channel_mult=(1,))  # every block kind once: half TINY's compile
+  plain = UNet(**one_level, text=TEXT, dropout=0.0)
+  remat = UNet(**one_level, text=TEXT, dropout=0.0, remat=True)
   args, kwargs = _inputs(plain)
   params = random_params(plain, jax.random.PRNGKey(5), *args, **kwargs)
   remat_shapes = jax.eval_shape(lambda: remat.init(jax.random.PRNGKey(1), *args, **kwargs))
@@ -279,12 +280,12 @@ def test_pool_none_leaves_the_caption_to_the_attention_layers(pool, caption_matt
   # captions give different outputs with "mean" and identical ones with "none".
   from t2i_jax.eval.attribute_probe import without_token_keys_values
 
-  model = UNet(**dict(TINY, text=dict(TEXT, pool=pool)))
+  model = UNet(**dict(TINY, text=flax.core.FrozenDict(TEXT, pool=pool)))
   x, t = jnp.ones((2, 16, 16, 3)), jnp.full((2,), 500, jnp.int32)
   cond = dict(tokens=jnp.array([[3, 4, 5, 0, 0, 0, 0, 0], [6, 7, 8, 9, 0, 0, 0, 0]]))
   cond["token_mask"] = cond["tokens"] > 0
   params = without_token_keys_values(random_params(model, jax.random.PRNGKey(0), x, t, **cond))
-  out = np.asarray(model.apply(params, x, t, **cond))
+  out = np.asarray(_apply(model, params, (x, t), cond))
   assert (np.abs(out[0] - out[1]).max() > 1e-3) == caption_matters, np.abs(out[0] - out[1]).max()
 
 
@@ -298,10 +299,10 @@ def test_pool_dropout_acts_only_on_a_pooled_vector(pool, dropout_matters):
   cond["token_mask"] = cond["tokens"] > 0
   outs = []
   for pool_dropout in (0.0, 0.5):
-    model = UNet(**dict(TINY, text=dict(TEXT, pool=pool, pool_dropout=pool_dropout)))
+    model = UNet(**dict(TINY, text=flax.core.FrozenDict(TEXT, pool=pool, pool_dropout=pool_dropout)))
     params = random_params(model, jax.random.PRNGKey(0), x, t, **cond)
-    outs.append(np.asarray(model.apply(params, x, t, **cond, deterministic=False,
-                                       rngs={"dropout": jax.random.PRNGKey(1)})))
+    train = jax.jit(lambda p, r: model.apply(p, x, t, **cond, deterministic=False, rngs={"dropout": r}))
+    outs.append(np.asarray(train(params, jax.random.PRNGKey(1))))
   assert (np.abs(outs[0] - outs[1]).max() > 1e-4) == dropout_matters, np.abs(outs[0] - outs[1]).max()
 
 
@@ -351,13 +352,14 @@ def test_pool_dropout_zeroes_whole_pooled_vectors_in_training_only():
   kept = np.all(np.isclose(np.asarray(dropped), np.asarray(pooled)), axis=1)
   assert np.all(zero | kept) and 16 < zero.sum() < 48, zero.sum()  # whole vectors, about half, not rescaled
   # The U-Net hands its `deterministic` to the encoder: in training its output moves, at sampling not.
-  model = UNet(**dict(TINY, text=dict(TEXT, pool="bow", pool_dropout=0.5)))
+  model = UNet(**dict(TINY, text=flax.core.FrozenDict(TEXT, pool="bow", pool_dropout=0.5)))
   x, t = jnp.ones((64, 16, 16, 3)), jnp.full((64,), 500, jnp.int32)
   cond = dict(tokens=jnp.tile(jnp.array([[3, 4, 5, 0, 0, 0, 0, 0]]), (64, 1)))
   cond["token_mask"] = cond["tokens"] > 0
   unet_params = random_params(model, jax.random.PRNGKey(2), x, t, **cond)
-  sampled = model.apply(unet_params, x, t, **cond)
-  trained = model.apply(unet_params, x, t, **cond, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+  sampled = _apply(model, unet_params, (x, t), cond)
+  train = jax.jit(lambda p, r: model.apply(p, x, t, **cond, deterministic=False, rngs={"dropout": r}))
+  trained = train(unet_params, jax.random.PRNGKey(3))
   moved = np.any(np.asarray(trained) != np.asarray(sampled), axis=(1, 2, 3))
   assert 16 < moved.sum() < 48, moved.sum()  # the examples whose pooled caption was dropped
   with pytest.raises(ValueError, match="pool_dropout=1.0 must be in"):
@@ -385,13 +387,13 @@ def test_coord_channels_give_the_network_each_pixels_position():
   t = jnp.zeros((2,), jnp.int32)
   params = random_params(model, jax.random.PRNGKey(1), x, t)
   assert params["params"]["input_conv"]["kernel"].shape == (3, 3, 4 * 5, 32)  # 2×2 patches of 5 channels
-  out = model.apply(params, x, t)
+  out = _apply(model, params, (x, t), {})
   assert out.shape == (2, 8, 8, 3) and bool(jnp.all(jnp.isfinite(out)))
   # The coordinate weights matter: zeroing them changes the output.
   kernel = params["params"]["input_conv"]["kernel"]
   no_coords = jax.tree.map(lambda a: a, params)
   no_coords["params"]["input_conv"]["kernel"] = kernel.reshape(3, 3, 4, 5, 32).at[:, :, :, 3:].set(0).reshape(kernel.shape)
-  assert float(jnp.max(jnp.abs(model.apply(no_coords, x, t) - out))) > 1e-3
+  assert float(jnp.max(jnp.abs(_apply(model, no_coords, (x, t), {}) - out))) > 1e-3
 
 
 def test_attention_position_embedding_moves_only_the_queries_and_keys():

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2i_jax import models
 from t2i_jax.eval import evaluate
-from t2i_jax.pipelines import latent, latent_files, sample_workdir, stage as stage_lib, text_to_image
+from t2i_jax.pipelines import latent, latent_files, sample_workdir
 from t2i_jax.train import checkpoint, frozen_autoencoder, loop, tasks
 from tests.conftest import load_config
 
@@ -96,8 +95,8 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
 
 def test_the_chain_samples_and_scores_from_its_config(latent_runlocal, check_samples, tmp_path):
   chain, _, dirs = latent_runlocal
-  paths = latent_files.sample_to_files(chain, str(tmp_path), prompts=["a small red circle", "a large blue star"])
-  check_samples(paths, 4, 16)
+  paths = latent_files.sample_to_files(chain, str(tmp_path), prompts=["a small red circle"])
+  check_samples(paths, 2, 16)  # batches of 2 throughout: one sampling program for this test
   # generate: the U-Net's latents decoded after dividing by the scale, clipped to [-1, 1].
   model = latent.load_latent(chain.latent)
   assert model.latent_scale == frozen_autoencoder.read_latent_scale(dirs["autoencoder"], 2)
@@ -114,19 +113,28 @@ def test_the_chain_samples_and_scores_from_its_config(latent_runlocal, check_sam
   assert set(stages) == {"unet", "autoencoder", "clip"} and stages["autoencoder"]["step"] == 2
 
 
-def test_the_unets_own_text_encoder_variant_trains_and_samples(latent_runlocal, tmp_path):
-  chain, _, dirs = latent_runlocal
+def test_the_unets_own_text_encoder_variant_reads_tokens(latent_runlocal, tmp_path):
+  """`:glide_text`: no CLIP in the loop; the frozen autoencoder alone turns images into latents and the
+  tokens reach the U-Net's own encoder."""
+  _, _, dirs = latent_runlocal
   config = load_config("shapes_latent:runlocal,glide_text")
   config.latent_diffusion.autoencoder_workdir = dirs["autoencoder"]
-  loop.train(config, str(tmp_path / "unet"))
-  record = frozen_autoencoder.read_record(str(tmp_path / "unet"))
-  assert record["clip"] is None
-  chain = chain.copy_and_resolve_references()
-  chain.latent.update(dict(unet_workdir=str(tmp_path / "unet"), clip_workdir=""))
-  model = latent.load_latent(chain.latent)
-  assert model.clip is None and set(latent.text_cond(model, ["a red circle"])) == {"tokens", "token_mask"}
-  out = latent.generate(model, ["a red circle"], latent_files.settings_for(chain.latent, model))
-  assert out["image"].shape == (1, 16, 16, 3) and np.isfinite(out["image"]).all()
+  task = tasks.make_task(config, str(tmp_path))
+  assert task.frozen["clip"] is None and task.model.text is not None and task.model.context_dim is None
+  batch = jax.tree.map(jnp.asarray, _first_batches(config, task, 1)[0])
+  embedded = task.embed(task.embed_params, batch)
+  assert embedded["image"].shape == (8, 8, 8, 4)
+  assert set(embedded["cond"]) == {"tokens", "token_mask"}
+  np.testing.assert_array_equal(embedded["cond"]["tokens"], batch["cond"]["tokens"])
+  # A CLIP named beside the U-Net's own encoder, or neither, is refused.
+  both = config.copy_and_resolve_references()
+  both.latent_diffusion.clip_workdir = dirs["clip"]
+  with pytest.raises(ValueError, match="set model.text=None and model.context_dim"):
+    tasks.make_task(both, str(tmp_path / "both"))
+  neither = config.copy_and_resolve_references()
+  neither.model.text = None
+  with pytest.raises(ValueError, match="reads captions through model.text"):
+    tasks.make_task(neither, str(tmp_path / "neither"))
 
 
 def test_frozen_models_that_differ_are_refused(latent_runlocal, tmp_path):
@@ -188,23 +196,3 @@ def test_a_record_pins_the_autoencoder_step_it_trained_on(latent_runlocal, tmp_p
   model = latent.load_latent(section)
   assert model.autoencoder.step == 2 and model.latent_scale == record["autoencoder"]["latent_scale"]
   assert frozen_autoencoder.read_latent_scale(ae_dir, 4) != model.latent_scale
-
-
-def test_thresholds_bound_the_x0_predictions(trained_runlocal):
-  """static clips every x0 prediction to [-1, 1], dynamic is Imagen's, none leaves them alone (latents); the
-  settings refuse what they cannot do."""
-  workdir, _ = trained_runlocal
-  stage = stage_lib.load_stage(workdir)
-  cond = stage.text_cond(["a large red circle"] * 2)
-  base = dict(method="ddim", steps=3, guidance=8.0, seed=1)
-  out = {name: np.asarray(text_to_image.sample_unet(
-      stage.model, stage.params, stage.diffusion, cond, 2, text_to_image.SampleSettings(threshold=name, **base)))
-      for name in ("static", "dynamic", "none")}
-  assert np.abs(out["static"]).max() <= 1.0 and np.abs(out["dynamic"]).max() <= 1.0 + 1e-6
-  assert np.abs(out["none"]).max() > 1.0  # w = 8 overshoots
-  assert not np.allclose(out["static"], out["dynamic"])
-  with pytest.raises(ValueError, match="threshold='soft' is not supported"):
-    text_to_image.SampleSettings(threshold="soft")
-  with pytest.raises(ValueError, match="percentile=0.2"):
-    text_to_image.SampleSettings(threshold="dynamic", percentile=0.2)
-  assert models.build(stage.config.model).null_condition(1).keys() == {"tokens", "token_mask"}

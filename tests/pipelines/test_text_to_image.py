@@ -8,7 +8,7 @@ import pytest
 
 from t2i_jax.diffusion import samplers
 from t2i_jax.models.unet import UNet
-from t2i_jax.pipelines import text_to_image
+from t2i_jax.pipelines import stage as stage_lib, text_to_image
 
 
 def _model_whose_variance_is_the_posteriors():
@@ -93,3 +93,22 @@ def test_bad_min_timestep_is_refused():
     text_to_image.respaced_schedule(_diffusion(), "ddim", 20, min_timestep=-1)
   with pytest.raises(ValueError, match="Karras samplers"):
     text_to_image.respaced_schedule(_diffusion(), "heun", 20, min_timestep=10)
+
+
+def test_thresholds_bound_the_x0_predictions(trained_runlocal):
+  """static clips every x0 prediction to [-1, 1], dynamic is Imagen's, none leaves them alone (latents); the
+  settings refuse what they cannot do."""
+  workdir, _ = trained_runlocal
+  stage = stage_lib.load_stage(workdir)
+  cond = stage.text_cond(["a large red circle"] * 2)
+  base = dict(method="ddim", steps=3, guidance=8.0, seed=1)
+  out = {name: np.asarray(text_to_image.sample_unet(
+      stage.model, stage.params, stage.diffusion, cond, 2, text_to_image.SampleSettings(threshold=name, **base)))
+      for name in ("static", "dynamic", "none")}
+  assert np.abs(out["static"]).max() <= 1.0 and np.abs(out["dynamic"]).max() <= 1.0 + 1e-6
+  assert np.abs(out["none"]).max() > 1.0  # w = 8 overshoots
+  assert not np.allclose(out["static"], out["dynamic"])
+  with pytest.raises(ValueError, match="threshold='soft' is not supported"):
+    text_to_image.SampleSettings(threshold="soft")
+  with pytest.raises(ValueError, match="percentile=0.2"):
+    text_to_image.SampleSettings(threshold="dynamic", percentile=0.2)
