@@ -1,4 +1,4 @@
-"""Latent diffusion on captioned shapes: a text U-Net on the 6×6×4 latents of configs/shapes_autoencoder.py.
+"""Latent diffusion on captioned shapes: a text U-Net on the 12×12×4 latents of configs/shapes_autoencoder.py.
 
 Stable Diffusion's design at CPU size: the frozen autoencoder's latents, scaled by its checkpoint's latent
 scale, and cross-attention on the token states of the frozen CLIP text tower of configs/shapes_clip.py;
@@ -23,18 +23,22 @@ def get_config(arg=None):
                                                                                "runs/latent/clip")
   config.latent_diffusion = common.section("latent_diffusion", autoencoder_workdir=workdirs[0],
                                            clip_workdir="" if glide_text else workdirs[1])
-  config.data.context_length = 16  # the CLIP's
-  text = dict(config.model.text.to_dict(), context_length=16)
+  text = config.model.text.to_dict()
   config.model.text = None
-  # The latents: 6×6×4 (8×8×4 for the :runlocal autoencoder); the default's 12×12 U-Net (patch 2) does
-  # four times the work per layer.
-  config.model.update(dict(image_size=8 if runlocal else 6, in_channels=4, out_channels=4, patch_size=1))
-  if not runlocal:
-    config.model.update(dict(channel_mult=(1, 2), attention_resolutions=(6, 3)))
+  # The latents, 12×12×4 (8×8×4 for the :runlocal autoencoder), in 2×2 patches: 6×6 positions, a quarter
+  # of the pixel default's 12×12 (24 px in 2×2 patches); its two lower levels, attention at both.
+  config.model.update(dict(image_size=8 if runlocal else 12, in_channels=4, out_channels=4))
+  config.model.update(dict(attention_resolutions=(4,)) if runlocal else dict(channel_mult=(1, 1),
+                                                                              attention_resolutions=(6, 3)))
   if glide_text:
     config.model.text = text
   else:
     config.model.context_dim = 32 if runlocal else 64  # the CLIP's text_width
+    config.data.context_length = 16  # the CLIP's: the longest two-object captions (18 tokens) lose their end
+  if not runlocal:
+    # The default's training compute: its 4,400 steps at 2.2× (:glide_text 1.87×) its images/s
+    # (benchmarks/latent_vs_pixel.py).
+    config.train.num_steps = 8230 if glide_text else 9680
   config.sample.threshold = "none"  # latents are not bounded by [-1, 1]
   config.train.sample_every = 0  # samples come from the chain config, which decodes the latents
   return config
