@@ -23,13 +23,9 @@ def sample_to_files(config, out_dir: str, prompts: Optional[Sequence[str]] = Non
   """
   config = cascade_config(config)
   section = config.glide
-  prompts = list(prompts or section.prompts)
-  if not prompts:
-    raise ValueError("nothing to sample: pass --prompt, or set glide.prompts in the chain config.")
+  captions = images_lib.chain_captions(prompts, section, "glide")
   cascade = glide.load_cascade(section)
   settings = glide.CascadeSettings.from_config(section, cascade, seed, {k: v for k, v in base.items() if v is not None})
-  num = section.num_images
-  captions = [p for p in prompts for _ in range(num)]
   result = glide.generate(cascade, captions, settings)
   return images_lib.save_chain_outputs(result, glide.OUTPUTS, captions, os.path.join(out_dir, "samples"),
-                                       "prompts", columns=num)
+                                       "prompts", columns=section.num_images)

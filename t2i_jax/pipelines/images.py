@@ -111,3 +111,12 @@ def save_chain_outputs(result: dict, stages: Sequence[str], captions, out_dir: s
       saved = save_images(to_uint8(np.asarray(result[name])), captions, out_dir, f"{tag}_{name}", columns)
       grids[name], paths = saved["grid"], saved["images"]
   return {"grid": grids[list(grids)[-1]], "images": paths, "grids": grids}
+
+
+def chain_captions(prompts, section, name: str):
+  """Each prompt (given, else the chain section's) section.num_images times in a row: a chain's batch of
+  captions for sample_to_files; ValueError when there is none. name: the section's, for the message."""
+  prompts = list(prompts or section.prompts)
+  if not prompts:
+    raise ValueError(f"nothing to sample: pass --prompt, or set {name}.prompts in the chain config.")
+  return [p for p in prompts for _ in range(section.num_images)]

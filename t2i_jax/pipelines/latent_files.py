@@ -27,13 +27,9 @@ def sample_to_files(config, out_dir: str, prompts: Optional[Sequence[str]] = Non
   written. Returns dict(grid=path, images=[its PNGs], grids={"image": path})."""
   config = chain_config(config)
   section = config.latent
-  prompts = list(prompts or section.prompts)
-  if not prompts:
-    raise ValueError("nothing to sample: pass --prompt, or set latent.prompts in the chain config.")
+  captions = images_lib.chain_captions(prompts, section, "latent")
   model = latent.load_latent(section)
   settings = settings_for(section, model, seed, {k: v for k, v in unet.items() if v is not None})
-  num = section.num_images
-  captions = [p for p in prompts for _ in range(num)]
   result = latent.generate(model, captions, settings)
   return images_lib.save_chain_outputs(result, latent.OUTPUTS, captions, os.path.join(out_dir, "samples"),
-                                       "prompts", columns=num)
+                                       "prompts", columns=section.num_images)
