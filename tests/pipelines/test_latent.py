@@ -1,5 +1,5 @@
-"""Latent diffusion end to end at `:runlocal` size: the autoencoder's latent scale stored with its checkpoint,
-the latent U-Net trained two steps through the loop on the frozen autoencoder and CLIP (and on its own text
+"""Latent diffusion end to end at `:runlocal` size: the KL autoencoder with VQGAN's discriminator trained two
+steps through the loop and scored by --mode=eval, its latent scale stored with its checkpoint, the latent U-Net trained two steps through the loop on the frozen autoencoder and CLIP (and on its own text
 encoder), the chain sampled and scored from its config, and every mismatch of frozen models refused."""
 
 import json
@@ -11,10 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2i_jax.eval import evaluate
-from t2i_jax.pipelines import latent, latent_files, sample_workdir
-from t2i_jax.train import checkpoint, frozen_autoencoder, loop, tasks
+from t2i_jax import models
+from t2i_jax.data import shapes
+from t2i_jax.eval import evaluate, reconstruction
+from t2i_jax.pipelines import latent, latent_files, sample_workdir, stage as stage_lib
+from t2i_jax.train import autoencoder_loss, checkpoint, frozen_autoencoder, loop, tasks
 from tests.conftest import load_config
+
+# The first stage every test here shares: `:gan` puts the adversarial term on at step 2 of 2 (disc_start 1), so one
+# run trains the plain KL loss and the full VQGAN one, and the later stages load it as any autoencoder.
+AUTOENCODER = "shapes_autoencoder:runlocal,gan"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,7 @@ def latent_runlocal(tmp_path_factory):
   the latent U-Net trained two steps on them."""
   root = tmp_path_factory.mktemp("latent")
   dirs = {name: str(root / name) for name in ("autoencoder", "clip", "unet")}
-  loop.train(load_config("shapes_autoencoder:runlocal"), dirs["autoencoder"])
+  loop.train(load_config(AUTOENCODER), dirs["autoencoder"])
   loop.train(load_config("shapes_clip:runlocal"), dirs["clip"])
   config = load_config("shapes_latent:runlocal")
   config.latent_diffusion.update(dict(autoencoder_workdir=dirs["autoencoder"], clip_workdir=dirs["clip"]))
@@ -39,6 +45,42 @@ def _first_batches(config, task, num):
   tokenizer = tasks.tokenizer_for(config)
   iterator = loop.make_iterator(config, tokenizer)
   return [task.model_batch(next(iterator)) for _ in range(num)]
+
+
+def test_the_autoencoder_trained_through_the_loop_with_its_discriminator_and_is_scored(latent_runlocal):
+  _, _, dirs = latent_runlocal
+  workdir = dirs["autoencoder"]
+  config = checkpoint.read_config(workdir)
+  lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [m["step"] for m in lines] == [1, 2] and all(np.isfinite(m["loss"]) for m in lines)
+  assert "kl" in lines[-1] and 0 < lines[-1]["psnr"] < 60
+  # Step 1 (state step 0) is before disc_start: no adversarial term; step 2 has one.
+  assert config.autoencoder.disc_start == 1
+  assert all(lines[0][k] == 0 for k in autoencoder_loss.GAN_METRICS)
+  assert lines[1]["d_loss"] > 0 and lines[1]["disc_weight"] > 0 and np.isfinite(lines[1]["g_loss"])
+  assert lines[1]["loss"] > lines[1]["reconstruction"]
+  # --mode=eval: reconstructions of test renders, read by the oracle.
+  rows, path = evaluate.run(config, workdir)
+  row = rows[0]
+  assert row["num_images"] == 32 and row["image_size"] == 16 and row["step"] == 2
+  assert row["original_scene_accuracy"] >= 0.9  # the oracle reads 16 px renders
+  # Two steps of training reconstruct almost nothing the oracle can read.
+  assert row["reconstructed_scene_accuracy"] < 0.5 and row["kept_accuracy"] < 0.5 and 0 < row["psnr"] < 20
+  assert json.load(open(path))["psnr"] == row["psnr"] and os.path.exists(os.path.join(workdir, "eval_table.md"))
+  assert evaluate.columns_for(config) == reconstruction.COLUMNS
+  # The same images reconstructed twice are the same: the posterior's mean, not a sample.
+  stage = stage_lib.load_stage(workdir)
+  assert reconstruction.evaluate(stage, 8)["psnr"] == reconstruction.evaluate(stage, 8)["psnr"]
+  with pytest.raises(ValueError, match="takes no --eval_setting"):
+    evaluate.run(config, workdir, ["ddim:3:3"])
+  # A later stage loads it as it loads any autoencoder: the discriminator's params come along, unused.
+  model, params, step = checkpoint.load_params(config, workdir)
+  assert step == 2 and "discriminator" in params
+  assert sum(v.size for v in jax.tree.leaves(params)) == models.count_params(config.model)
+  images, _, _ = shapes.render_batch("test", 0, 0, 2, image_size=16)
+  round_trip = jax.jit(lambda p, x: frozen_autoencoder.decode(model, {"params": p},
+                                                              frozen_autoencoder.latents(model, p, x)))
+  assert round_trip(params, shapes.to_float(images)).shape == (2, 16, 16, 3)
 
 
 def test_the_autoencoder_checkpoint_stores_its_latent_scale(latent_runlocal):
@@ -188,7 +230,7 @@ def test_a_record_pins_the_autoencoder_step_it_trained_on(latent_runlocal, tmp_p
   record["autoencoder"]["workdir"] = os.path.realpath(ae_dir)
   with open(os.path.join(unet_dir, frozen_autoencoder.FROZEN_MODELS), "w") as f:
     json.dump(record, f)
-  ae_config = load_config("shapes_autoencoder:runlocal")
+  ae_config = load_config(AUTOENCODER)
   ae_config.train.num_steps = 4
   loop.train(ae_config, ae_dir)
   section = chain.latent.copy_and_resolve_references()
