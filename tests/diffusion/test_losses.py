@@ -259,7 +259,10 @@ def test_vb_terms_over_all_timesteps_float32(name):
   rng, _, x0, noise = _inputs(p, (1000, 2, 2, 3), seed=7, t=t)
   tj = jnp.asarray(t)
   x_t = _f32(gaussian.q_sample(s, jnp.asarray(x0, jnp.float32), tj, jnp.asarray(noise, jnp.float32)))
-  vb = jax.jit(losses.vb_terms_bpd, static_argnames=("mean_type", "var_type"))
+  # Compiled at LLVM level 1 whatever the suite's level (tests/conftest.py): at level 0 the cosine schedule's
+  # scaled error is 3.4e-4, at 1 and at XLA's default 3 it is 7.3e-5.
+  vb = jax.jit(losses.vb_terms_bpd, static_argnames=("mean_type", "var_type"),
+               compiler_options={"xla_backend_optimization_level": 1})
   for mean_type, var_type, near in itertools.product(MEAN_TYPES, VAR_TYPES, (True, False)):
     out = _output(p, x0, noise, t, mean_type, var_type, near, rng)
     got = np.asarray(vb(s, jnp.asarray(out, jnp.float32), jnp.asarray(x0, jnp.float32), jnp.asarray(x_t, jnp.float32),
