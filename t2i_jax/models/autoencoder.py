@@ -8,7 +8,7 @@ on which the diffusion model is trained; the decoder maps latents back to images
 - Decoder: the mirror, [B, h, w, z_channels] → conv_in → middle → levels from the coarsest up, each with
   num_res_blocks + 1 ResnetBlocks and a nearest ×2 upsample + 3×3 conv except at full size → out: [B, H, W, 3].
 - DiagonalGaussian: the KL model's posterior from moments [B, h, w, 2c] (mean, then log-variance).
-- VectorQuantizer: z [B, h, w, D] → its nearest codebook entries, with a straight-through gradient.
+- VectorQuantizer (models/quantizer.py): z [B, h, w, D] → its nearest codebook entries, straight-through.
 - AutoencoderKL / VQModel: encoder → 1×1 quant_conv → posterior | quantiser → 1×1 post_quant_conv → decoder.
   Two classes rather than one with a regularizer switch, because what `encode` returns (a posterior vs. the
   pre-quantisation latent) and what a forward pass needs (a key to sample vs. whether to update the EMA
@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from t2i_jax.models import layers
 from t2i_jax.models.discriminator import PatchDiscriminator
+from t2i_jax.models.quantizer import VectorQuantizer
 
 Dtype = Any
 NUM_GROUPS = 32
@@ -210,70 +211,6 @@ class DiagonalGaussian:
   def kl(self) -> jax.Array:
     """KL(q ‖ N(0, I)) per example, summed over h, w, c: [B]."""
     return 0.5 * jnp.sum(self.mean**2 + jnp.exp(self.logvar) - 1.0 - self.logvar, axis=(1, 2, 3))
-
-
-class VectorQuantizer(nn.Module):
-  """z [B, h, w, D] -> (z_q [B, h, w, D] float32, aux): each vector replaced by its nearest codebook entry.
-
-  z_q = z + stop_gradient(q - z): the forward value is q, the gradient passes to z unchanged. aux: indices
-  [B, h, w] int32, commitment_loss = beta·mean((z - sg(q))²), codebook_loss = mean((sg(z) - q)²) (0 with
-  ema=True), perplexity = exp(entropy of the batch's code usage).
-
-  ema=False: the codebook is the param "codebook", trained by codebook_loss. ema=True: it lives in the
-  "vq_stats" collection with the moving cluster sizes N and sums m, updated when called with
-  update_codebook=True and mutable=["vq_stats"]: N ← γN + (1-γ)n, m ← γm + (1-γ)Σz, e = m / N', where N' is
-  N Laplace-smoothed by epsilon so that an unused entry does not divide by zero.
-  """
-
-  num_embeddings: int
-  embedding_dim: int
-  beta: float = 0.25
-  ema: bool = False
-  decay: float = 0.99
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, z, update_codebook: bool = False):
-    k, d = self.num_embeddings, self.embedding_dim
-    if z.shape[-1] != d:
-      raise ValueError(f"z has {z.shape[-1]} channels; this quantiser's codebook has embedding_dim={d}.")
-    init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -1.0 / k, 1.0 / k)  # noqa: E731 (taming's)
-    if self.ema:
-      codebook = self.variable("vq_stats", "codebook", lambda: init(self.make_rng("params"), (k, d)))
-      # As if each entry had been assigned once to its own initial value: the stats start consistent.
-      size = self.variable("vq_stats", "cluster_size", lambda: jnp.ones((k,), jnp.float32))
-      total = self.variable("vq_stats", "embed_sum", lambda: codebook.value)
-      table = codebook.value
-    else:
-      table = self.param("codebook", init, (k, d))
-    zf = z.astype(jnp.float32)
-    flat = zf.reshape(-1, d)
-    # ‖z - e‖² expanded, so the work is one [N, K] matmul rather than an [N, K, D] difference; at full float32
-    # precision, because TPUs (bfloat16 passes) and GPUs (TF32) otherwise round it enough to pick wrong codes.
-    cross = jnp.matmul(flat, table.T, precision=jax.lax.Precision.HIGHEST)
-    dist = jnp.sum(flat**2, 1, keepdims=True) - 2.0 * cross + jnp.sum(table**2, 1)[None]
-    indices = jnp.argmin(dist, axis=1).astype(jnp.int32)
-    counts = jnp.bincount(indices, length=k).astype(jnp.float32)  # not a one-hot: [N, K] is large for K = 16384
-    q = table[indices].reshape(zf.shape)
-    usage = counts / flat.shape[0]
-    aux = dict(
-        indices=indices.reshape(z.shape[:-1]),
-        commitment_loss=self.beta * jnp.mean((zf - jax.lax.stop_gradient(q)) ** 2),
-        codebook_loss=jnp.zeros((), jnp.float32) if self.ema else jnp.mean((jax.lax.stop_gradient(zf) - q) ** 2),
-        perplexity=jnp.exp(-jnp.sum(usage * jnp.log(usage + 1e-10))))
-    if update_codebook:
-      if not self.ema:
-        raise ValueError("update_codebook=True needs ema=True; with ema=False codebook_loss trains the codebook.")
-      if not self.is_mutable_collection("vq_stats"):
-        raise ValueError('update_codebook=True changes the EMA codebook: apply with mutable=["vq_stats"].')
-      if not self.is_initializing():
-        g, flat = self.decay, jax.lax.stop_gradient(flat)
-        size.value = g * size.value + (1 - g) * counts
-        total.value = g * total.value + (1 - g) * jax.ops.segment_sum(flat, indices, k)
-        n = size.value.sum()
-        smoothed = (size.value + self.epsilon) / (n + k * self.epsilon) * n
-        codebook.value = total.value / smoothed[:, None]
-    return zf + jax.lax.stop_gradient(q - zf), aux
 
 
 class _FirstStage(nn.Module):

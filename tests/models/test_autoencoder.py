@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2i_jax.models.autoencoder import (AutoencoderKL, DiagonalGaussian, Downsample, VectorQuantizer, VQModel,
-                                        decoder_head)
+from t2i_jax.models.autoencoder import AutoencoderKL, DiagonalGaussian, Downsample, VQModel, decoder_head
 from t2i_jax.models.discriminator import PatchDiscriminator
+from t2i_jax.models.quantizer import VectorQuantizer
 from tests.models.util import random_params
 
 TINY = dict(ch=32, num_res_blocks=1, z_channels=4, embed_dim=3, resolution=16, attn_resolutions=(8,))
