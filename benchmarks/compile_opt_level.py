@@ -1,16 +1,18 @@
-"""XLA:CPU compile time of a test-sized U-Net at each LLVM optimisation level, and what it costs in floats.
+"""XLA:CPU compile time of a test-sized U-Net under compile settings, and what each costs in floats.
 
-The test suite's models are tiny, so most of its time is spent compiling, and the backend's
-optimisation level (XLA flag --xla_backend_optimization_level, default 3 here) sets much of that.
-Each measurement is a fresh process (the flag is read once, when the backend starts; no
-persistent compilation cache), compiling the forward pass and the parameter gradient of the
-text-conditional U-Net the unit tests use; levels alternate within each repeat so background load
-hits them alike, and medians are reported. The outputs are compared with the first level's.
+The test suite's models are tiny, so most of its time is spent compiling, and two backend settings
+set much of that: the LLVM optimisation level (XLA flag --xla_backend_optimization_level, default 3)
+and the fusion emitters (XLA:CPU's MLIR ones by default; `+elemental` sets
+--xla_cpu_use_fusion_emitters=false, the older elemental IR emitters). Each measurement is a fresh
+process (the flags are read once, when the backend starts; no persistent compilation cache),
+compiling the forward pass and the parameter gradient of the text-conditional U-Net the unit tests
+use; settings alternate within each repeat so background load hits them alike, and medians are
+reported. The outputs are compared with the first setting's.
 
-  .venv/bin/python benchmarks/compile_opt_level.py [--levels 3 1 0] [--repeats 3]
+  .venv/bin/python benchmarks/compile_opt_level.py [--settings O3 O1 O0 O0+elemental] [--repeats 3]
 
 The suite's own float checks (e.g. tests/diffusion/test_losses.py's VB terms against float64)
-are the stricter test of a level's numerics; see tests/conftest.py for the level the suite uses.
+are the stricter test of a setting's numerics; see tests/conftest.py for the one the suite uses.
 """
 
 import argparse
@@ -63,9 +65,17 @@ def _child(out_path: str) -> None:
   print(json.dumps(result))
 
 
-def _run(level: int, out_path: str) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
-             XLA_FLAGS=f"--xla_backend_optimization_level={level}")
+def xla_flags(setting: str) -> str:
+  """"O1" -> its XLA_FLAGS; a "+elemental" suffix adds the older fusion emitters."""
+  level, _, extra = setting.partition("+")
+  if not (len(level) == 2 and level[0] == "O" and level[1] in "0123") or extra not in ("", "elemental"):
+    raise SystemExit(f"setting {setting!r}: use O0..O3, optionally with +elemental (e.g. O0+elemental)")
+  flags = f"--xla_backend_optimization_level={level[1]}"
+  return flags + (" --xla_cpu_use_fusion_emitters=false" if extra else "")
+
+
+def _run(setting: str, out_path: str) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, XLA_FLAGS=xla_flags(setting))
   proc = subprocess.run([sys.executable, __file__, "--child", out_path], env=env, capture_output=True, text=True,
                         check=True)
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -73,31 +83,34 @@ def _run(level: int, out_path: str) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--levels", type=int, nargs="+", default=[3, 1, 0])
+  parser.add_argument("--settings", nargs="+", default=["O3", "O1", "O0", "O0+elemental"])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
     _child(args.child)
     return
-  times = {level: [] for level in args.levels}
+  for setting in args.settings:
+    xla_flags(setting)
+  times = {setting: [] for setting in args.settings}
   with tempfile.TemporaryDirectory() as tmp:
     for _ in range(args.repeats):
-      for level in args.levels:
-        times[level].append(_run(level, os.path.join(tmp, f"O{level}.npz")))
-    outputs = {level: np.load(os.path.join(tmp, f"O{level}.npz")) for level in args.levels}
-  base = args.levels[0]
-  print(f"| level | forward compile s | grad compile s | total vs O{base} | max |Δ forward| | max |Δ grad| / max |grad| |")
+      for setting in args.settings:
+        times[setting].append(_run(setting, os.path.join(tmp, f"{setting}.npz")))
+    outputs = {setting: np.load(os.path.join(tmp, f"{setting}.npz")) for setting in args.settings}
+  base = args.settings[0]
+  print(f"| setting | forward compile s | grad compile s | total vs {base} | max |Δ forward| "
+        "| max |Δ grad| / max |grad| |")
   print("|---|---|---|---|---|---|")
   base_total = None
-  for level in args.levels:
-    fwd = float(np.median([r["forward_compile_s"] for r in times[level]]))
-    grd = float(np.median([r["grad_compile_s"] for r in times[level]]))
+  for setting in args.settings:
+    fwd = float(np.median([r["forward_compile_s"] for r in times[setting]]))
+    grd = float(np.median([r["grad_compile_s"] for r in times[setting]]))
     base_total = base_total or fwd + grd
-    d_fwd = float(np.max(np.abs(outputs[level]["forward"] - outputs[base]["forward"])))
-    d_grad = float(np.max(np.abs(outputs[level]["grad"] - outputs[base]["grad"])) /
+    d_fwd = float(np.max(np.abs(outputs[setting]["forward"] - outputs[base]["forward"])))
+    d_grad = float(np.max(np.abs(outputs[setting]["grad"] - outputs[base]["grad"])) /
                    np.max(np.abs(outputs[base]["grad"])))
-    print(f"| O{level} | {fwd:.2f} | {grd:.2f} | {(fwd + grd) / base_total:.2f} | {d_fwd:.1e} | {d_grad:.1e} |")
+    print(f"| {setting} | {fwd:.2f} | {grd:.2f} | {(fwd + grd) / base_total:.2f} | {d_fwd:.1e} | {d_grad:.1e} |")
 
 
 if __name__ == "__main__":

@@ -162,12 +162,13 @@ def test_the_adversarial_terms_wait_for_disc_start_and_train_each_side_alone(gan
   (plain_loss, _), plain_grads = jax.jit(jax.value_and_grad(
       lambda p: plain_fn(p, batch, rng), has_aux=True))(_split(params)[0])
 
-  # Before disc_start: exactly the loss without a discriminator, in value and gradient; none for the discriminator.
+  # Before disc_start: the loss without a discriminator, in value and gradient (to float32 rounding: the two
+  # are different programs, which XLA may fuse differently), and exactly nothing from or for the discriminator.
   (loss, aux), grads = gan["at"][2]
-  assert float(loss) == float(plain_loss)
+  np.testing.assert_allclose(float(loss), float(plain_loss), rtol=1e-6)
   ae_grads, disc_grads = _split(grads)
-  for a, b in zip(jax.tree.leaves(ae_grads), jax.tree.leaves(plain_grads)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  flat = [np.concatenate([np.ravel(np.asarray(g)) for g in jax.tree.leaves(tree)]) for tree in (ae_grads, plain_grads)]
+  assert np.abs(flat[0] - flat[1]).max() < 1e-5 * np.abs(flat[1]).max()
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(disc_grads))
   assert all(float(aux["metrics"][k]) == 0 for k in autoencoder_loss.GAN_METRICS)
 

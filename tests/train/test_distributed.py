@@ -17,9 +17,9 @@ def _free_port() -> int:
 
 def test_two_processes_train_and_agree(tmp_path):
   port = _free_port()
-  # The suite's optimisation level (conftest): these processes compile far longer than they compute.
-  level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level")]
-  env = dict(os.environ, XLA_FLAGS=" ".join(["--xla_force_host_platform_device_count=2", *level]),
+  # The suite's compile flags (conftest): these processes compile far longer than they compute.
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(["--xla_force_host_platform_device_count=2", *flags]),
              JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   workdir = tmp_path / "run"
   procs = []
