@@ -3,10 +3,11 @@
 shared the CPU with each other, so their own images/s and seconds per image are not comparable.
 
   python experiments/latent_vs_pixel/summarize.py \
-      --pixel runs/unclip_vs_glide/glide_s0 runs/unclip_vs_glide/glide_s1 \
-      --latent runs/latent/unet_s0 runs/latent/unet_s1 --latent_eval runs/latent/chain_s0 runs/latent/chain_s1 \
-      --glide_text runs/latent/unet_glide_text_s0 runs/latent/unet_glide_text_s1 \
-      --glide_text_eval runs/latent/chain_glide_text_s0 runs/latent/chain_glide_text_s1
+      --pixel runs/unclip_vs_glide/glide_s0 runs/unclip_vs_glide/glide_s1 runs/unclip_vs_glide/glide_s2 \
+      --latent runs/latent/unet_s0 runs/latent/unet_s1 runs/latent/unet_s2 \
+      --latent_eval runs/latent/chain_s0 runs/latent/chain_s1 runs/latent/chain_s2 \
+      --glide_text runs/latent/unet_glide_text_s0 runs/latent/unet_glide_text_s1 runs/latent/unet_glide_text_s2 \
+      --glide_text_eval runs/latent/chain_glide_text_s0 runs/latent/chain_glide_text_s1 runs/latent/chain_glide_text_s2
 """
 
 import argparse
