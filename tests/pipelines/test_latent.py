@@ -1,6 +1,7 @@
 """Latent diffusion end to end at `:runlocal` size: the KL autoencoder with VQGAN's discriminator trained two
-steps through the loop and scored by --mode=eval, its latent scale stored with its checkpoint, the latent U-Net trained two steps through the loop on the frozen autoencoder and CLIP (and on its own text
-encoder), the chain sampled and scored from its config, and every mismatch of frozen models refused."""
+steps through the loop and scored by --mode=eval, its latent scale stored with its checkpoint, the latent
+U-Net trained two steps through the loop on the frozen autoencoder and CLIP (and on its own text encoder),
+the chain sampled and scored from its config, and every mismatch of frozen models refused."""
 
 import json
 import os

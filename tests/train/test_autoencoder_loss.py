@@ -16,7 +16,7 @@ from configs import common
 from t2i_jax import models
 from t2i_jax.data import shapes
 from t2i_jax.pipelines import stage as stage_lib
-from t2i_jax.train import autoencoder_loss, loop, state as state_lib, step as step_lib
+from t2i_jax.train import autoencoder_loss, frozen_autoencoder, loop, state as state_lib, step as step_lib
 from tests.conftest import load_config
 
 TINY = dict(name="autoencoder_kl", ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=8)
@@ -270,6 +270,7 @@ def test_runlocal_vq_ema_trains_through_the_loop_and_resumes_its_codebook(tmp_pa
   model, variables = stage.model, stage.variables
   assert stage.step == 2 and set(variables) == {"params", "vq_stats"}
   np.testing.assert_array_equal(np.asarray(variables["vq_stats"]["quantizer"]["codebook"]), trained)
-  # Jitted: op by op, the encoder and decoder take seconds to dispatch.
-  round_trip = jax.jit(lambda v, x: model.apply(v, model.apply(v, x, method=model.encode), method=model.decode))
+  # As a latent U-Net's chain runs it; jitted: op by op, the encoder and decoder take seconds to dispatch.
+  round_trip = jax.jit(lambda v, x: frozen_autoencoder.decode(
+      model, v, frozen_autoencoder.latents(model, v["params"], x)))
   assert round_trip(variables, _renders(2, 16)).shape == (2, 16, 16, 3)
