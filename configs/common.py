@@ -6,6 +6,11 @@ from t2i_jax.train import config_keys
 
 # One level of one res block (plus attention and the middle block): every code path of the family,
 # compiled in a few seconds.
+# Text contexts for captioned shapes: the longest caption the templates make is 18 tokens with its end
+# token ("a picture of a small red plus sign to the left of a small red plus sign"); 16 cut the second
+# object's name off most two-object captions (tests/data/test_tokenizer.py checks the bound).
+SHAPES_CONTEXT = 20
+
 RUNLOCAL_MODEL = dict(model_channels=32, num_res_blocks=1, channel_mult=(1,), num_head_channels=16, dropout=0.0)
 
 
@@ -66,10 +71,10 @@ def shrink_for_cpu(config: ml_collections.ConfigDict, image_size: int = 16) -> N
     config.model.image_size = image_size
     config.model.attention_resolutions = (image_size // config.model.get("patch_size", 1),)
   if config.model.get("text") is not None:
-    config.model.text.update(dict(context_length=16, width=32, layers=1, heads=2, vocab_size=64))
+    config.model.text.update(dict(context_length=SHAPES_CONTEXT, width=32, layers=1, heads=2, vocab_size=64))
   if config.get("diffusion") is not None:
     config.diffusion.num_timesteps = 100
-  config.data = data("shapes_rendered", image_size, num_train=64, tokenizer="shapes", context_length=16,
+  config.data = data("shapes_rendered", image_size, num_train=64, tokenizer="shapes", context_length=SHAPES_CONTEXT,
                      label_key="shapes")
   config.optim.update(dict(warmup_steps=1, total_steps=2))
   config.train.update(dict(batch_size=8, num_steps=2, log_every=1, checkpoint_every=2, grad_accum_steps=1))

@@ -22,7 +22,7 @@ def get_config(arg=None):
   flags = common.parse_arg(arg, allowed=("runlocal", "vq", "gan"))
   config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
   # 24 px: the size of the pixel-space default (configs/shapes_default.py), which latent diffusion is compared to.
-  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=20)
+  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.model = ml_collections.ConfigDict(dict(
       # f = 2: at f = 4 (ch_mult (1, 2, 2)) the oracle read 41% of 1,000-step reconstructions, small shapes
       # blurred to dots (experiments/latent_vs_pixel/HISTORY.md).

@@ -19,10 +19,10 @@ def get_config(arg=None):
   config.seed = 0
   config.fsdp = 1
   config.model = ml_collections.ConfigDict(dict(
-      name="clip", image_size=32, patch_size=4, vision_width=64, vision_layers=2, vision_heads=2, text_ctx=16,
+      name="clip", image_size=32, patch_size=4, vision_width=64, vision_layers=2, vision_heads=2, text_ctx=common.SHAPES_CONTEXT,
       vocab_size=64, text_width=64, text_layers=2, text_heads=2, embed_dim=32, dtype="float32", remat=False,
   ))
-  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=16)
+  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.optim = common.optim(1e-3, warmup_steps=50, schedule="cosine", total_steps=400, weight_decay=0.1,
                               b2=0.98)
   config.train = common.train(128, 400, log_every=50, ema_rate=0.99, ema_warmup=True, checkpoint_every=200)

@@ -18,13 +18,12 @@ def get_config(arg=None):
   flags = common.parse_arg(arg)
   config = shapes_default.get_config()
   # The CLIP's 32 px renders; the U-Net reads them box-downsampled to 16 px (the upsampler's low_res).
-  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=16)
+  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.decoder = common.section("decoder", clip_workdir="runs/unclip/clip")
   config.model.update(dict(
       image_size=16, clip_dim=32, clip_tokens=4,
       # 2×2 patches as the default: 8, 4 and 2 px feature maps; 2.4x the images/s of no patches.
       patch_size=2, attention_resolutions=(4, 2)))
-  config.model.text.context_length = 16
   config.diffusion.p_uncond = 0.0  # replaced by decoder.p_drop_clip / p_drop_text
   config.sample.prompts = config.sample.prompts[:4]
   # About 4.5 minutes on a 2-core CPU, the chain's share (experiments/unclip_vs_glide).

@@ -23,14 +23,14 @@ def get_config(arg=None):
   flags = common.parse_arg(arg)
   config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
   # 24 px: 1.5x the images/s of 32 px for the same caption accuracy per step (experiments/shapes_default).
-  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=20)
+  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.model = ml_collections.ConfigDict(dict(
       name="unet", image_size=24, in_channels=3, out_channels=3, learn_sigma=True, model_channels=64,
       # 64 channels at every level: 1.4x the images/s of (1, 2, 2), and the extra steps beat the width.
       num_res_blocks=1, channel_mult=(1, 1, 1), attention_resolutions=(6, 3), num_head_channels=32,
       dropout=0.0, use_scale_shift_norm=True, resblock_updown=False, conv_resample=True,
       patch_size=2, coord_channels=True, attention_position_embedding=False,  # a 12x12 U-Net that knows where
-      text=dict(vocab_size=64, context_length=20, width=128, layers=2, heads=4, final_ln=True,
+      text=dict(vocab_size=64, context_length=common.SHAPES_CONTEXT, width=128, layers=2, heads=4, final_ln=True,
                 padding_embedding=True, pool="bow", position_init_std=0.01, pool_dropout=0.0),
       dtype="float32", remat=False,
   ))

@@ -18,9 +18,9 @@ def get_config(arg=None):
   flags = common.parse_arg(arg)
   config = shapes_upsampler.get_config()
   # 48 px renders, 2× the default base's 24 px.
-  config.data = common.data("shapes", 48, num_train=50_000, tokenizer="shapes", context_length=20)
+  config.data = common.data("shapes", 48, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.model.update(dict(image_size=48, attention_resolutions=(12,), num_head_channels=32,
-                           text=dict(vocab_size=64, context_length=20, width=64, layers=1, heads=2, final_ln=True,
+                           text=dict(vocab_size=64, context_length=common.SHAPES_CONTEXT, width=64, layers=1, heads=2, final_ln=True,
                                      padding_embedding=True, pool="bow", position_init_std=0.01, pool_dropout=0.0)))
   config.diffusion.p_uncond = 0.1  # a null caption, so the cascade can also guide it
   # 4,500 steps (about 45 CPU minutes): at 1,500 the cascade read 67% of captions, its own shapes lost even

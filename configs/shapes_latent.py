@@ -34,7 +34,6 @@ def get_config(arg=None):
     config.model.text = text
   else:
     config.model.context_dim = 32 if runlocal else 64  # the CLIP's text_width
-    config.data.context_length = 16  # the CLIP's: the longest two-object captions (18 tokens) lose their end
   if not runlocal:
     # The default's training compute: its 4,400 steps at 2.2× (:glide_text 1.87×) its images/s
     # (benchmarks/latent_vs_pixel.py).

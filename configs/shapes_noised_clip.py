@@ -23,7 +23,7 @@ def get_config(arg=None):
   # GLIDE's noised CLIP uses exact GELU.
   config.model.update(dict(image_size=24, timestep_conditioned=True, num_timesteps=base.num_timesteps,
                            activation="gelu"))
-  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=16)
+  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   # Noisy images carry less of the caption per step than clean ones: twice the clean CLIP's steps.
   config.train.num_steps = 800
   config.optim.total_steps = 800

@@ -23,11 +23,11 @@ def get_config(arg=None):
   config.fsdp = 1
   config.prior = ml_collections.ConfigDict(dict(clip_workdir="runs/unclip/clip"))
   config.model = ml_collections.ConfigDict(dict(
-      name="prior", clip_dim=32, width=128, layers=4, heads=4, text_ctx=16, text_dim=64, dropout=0.0,
+      name="prior", clip_dim=32, width=128, layers=4, heads=4, text_ctx=common.SHAPES_CONTEXT, text_dim=64, dropout=0.0,
       dtype="float32", remat=False,
   ))
   config.diffusion = common.diffusion(mean_type="x0", var_type="fixed_small", loss_type="mse", p_uncond=0.1)
-  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=16)
+  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.optim = common.optim(1e-3, warmup_steps=50, weight_decay=0.01)
   config.train = common.train(128, 400, log_every=50, ema_rate=0.99, ema_warmup=True, checkpoint_every=200)
   if "runlocal" in flags:

@@ -17,7 +17,7 @@ from configs import common
 def get_config(arg=None):
   flags = common.parse_arg(arg)
   config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
-  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=16)
+  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.model = ml_collections.ConfigDict(dict(
       name="unet", image_size=32, in_channels=3, out_channels=3, learn_sigma=False, model_channels=32,
       # 2×2 patches: a 16 px network, the cost of the decoder's per image.

@@ -16,6 +16,11 @@ import numpy as np
 
 from t2i_jax.data import captions
 
+# Captions cut to the context, per context length: {context_length: [captions cut, captions read, longest]}.
+# A run tokenizes every batch, so a truncation is warned once and then counted, like Python's own warning
+# registry; `truncation_report` gives the count.
+_TRUNCATED = {}
+
 ASSET_PATH = os.path.join(os.path.dirname(__file__), "assets", "shapes_tokenizer.json")
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
@@ -66,11 +71,15 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int) -> Tuple[np.n
       raise ValueError(f"caption {i} is empty ({text!r}); give a non-empty prompt.")
   full = tokenizer(texts, add_special_tokens=True)["input_ids"]
   too_long = [i for i, ids in enumerate(full) if len(ids) > context_length]
-  if too_long:
+  counts = _TRUNCATED.setdefault(context_length, [0, 0, 0])
+  if too_long and not counts[0]:
     warnings.warn(
         f"captions {too_long[:5]} have more than {context_length} tokens and were truncated to the model's "
-        f"context ({max(len(full[i]) for i in too_long)} tokens at most)."
-    )
+        f"context ({max(len(full[i]) for i in too_long)} tokens at most); raise data.context_length (and the "
+        "text encoder's) to keep their last words. Said once; later truncations are counted.")
+  counts[0] += len(too_long)
+  counts[1] += len(texts)
+  counts[2] = max([counts[2]] + [len(full[i]) for i in too_long])
   # GPT-2's BPE (GLIDE's) has no pad token; GLIDE pads with its end-of-text token, masked out.
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
   tokens = np.full((len(texts), context_length), pad or 0, np.int32)
@@ -80,6 +89,16 @@ def tokenize(tokenizer, texts: Sequence[str], context_length: int) -> Tuple[np.n
     tokens[i, :len(ids)] = ids
     mask[i, :len(ids)] = True
   return tokens, mask
+
+
+def truncation_report(reset: bool = True) -> Optional[str]:
+  """One line counting the captions `tokenize` cut to their context since the last report (None if none)."""
+  lines = [f"{cut:,} of {read:,} captions tokenized ({100 * cut / read:.1f}%) had more than {context} tokens "
+           f"(up to {longest}) and lost their end" for context, (cut, read, longest) in sorted(_TRUNCATED.items())
+           if cut]
+  if reset:
+    _TRUNCATED.clear()
+  return "; ".join(lines) or None
 
 
 def _word_tokens(tokenizer, texts: Sequence[str]) -> List[List[Tuple[str, bool]]]:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2i_jax.data import input_pipeline
+from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax.train import (checkpoint, config_keys, finetune, frozen_autoencoder, sharding, state as state_lib,
                            step as step_lib, tasks)
 
@@ -224,6 +224,9 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
     manager.wait_until_finished()
     if writer is not None:
       writer.close()
+  truncated = tokenizer_lib.truncation_report()
+  if truncated:
+    print(f"warning: {truncated}; raise data.context_length and the text encoder's context to keep them.")
   print(f"done: step {int(_local(state.step))}, params fingerprint {params_fingerprint(state.params, mesh):.10e}",
         flush=True)
   return state

@@ -34,6 +34,20 @@ def test_every_caption_round_trips_without_unknown_words(tok):
       assert re.sub(r"\s+,", ",", decoded) == caption
 
 
+def test_the_shapes_context_holds_the_longest_caption_the_templates_make(tok):
+  from configs import common
+  from t2i_jax.data import captions
+
+  longest_object = max((f"a {size} purple {shape}" for sizes in captions.SIZE_WORDS for size in sizes
+                        for shapes_ in captions.SHAPE_WORDS for shape in shapes_), key=lambda t: len(tok(t)["input_ids"]))
+  longest = lambda phrases: max((p for group in phrases for p in group), key=lambda t: len(tok(t)["input_ids"]))
+  texts = [t.format(obj=longest_object, pos=longest(captions.POSITION_PHRASES)) for t in captions.SINGLE_TEMPLATES]
+  texts += [t.format(obj0=longest_object, obj1=longest_object, rel=longest(captions.RELATION_PHRASES))
+            for t in captions.PAIR_TEMPLATES]
+  lengths = [len(tok(t)["input_ids"]) for t in texts]
+  assert max(lengths) == 18 <= common.SHAPES_CONTEXT
+
+
 def test_tokenize_pads_masks_and_ends_with_eos(tok):
   tokens, mask = tokenizer.tokenize(tok, ["a red circle in the middle", "a big blue box above a tiny red star"], 16)
   assert tokens.shape == (2, 16) and tokens.dtype == np.int32 and mask.dtype == bool
@@ -43,10 +57,18 @@ def test_tokenize_pads_masks_and_ends_with_eos(tok):
   assert np.all(tokens[~mask] == tok.pad_token_id)
 
 
-def test_long_captions_warn_and_truncate_empty_ones_raise(tok):
-  with pytest.warns(UserWarning, match="truncated"):
-    tokens, mask = tokenizer.tokenize(tok, ["a small red circle to the left of a large blue square"], 5)
+def test_long_captions_warn_once_then_are_counted_and_empty_ones_raise(tok):
+  tokenizer.truncation_report()  # whatever other tests tokenized before
+  long = "a small red circle to the left of a large blue square"  # 13 tokens with its end
+  with pytest.warns(UserWarning, match="truncated") as said:
+    tokens, mask = tokenizer.tokenize(tok, [long], 5)
+    for _ in range(3):
+      tokenizer.tokenize(tok, [long, "a red star"], 5)
+  assert len(said) == 1
   assert mask.all() and tokens.shape == (1, 5)
+  assert tokenizer.truncation_report() == ("4 of 7 captions tokenized (57.1%) had more than 5 tokens (up to 13) "
+                                           "and lost their end")
+  assert tokenizer.truncation_report() is None
   with pytest.raises(ValueError, match="caption 1 is empty"):
     tokenizer.tokenize(tok, ["a red star", "   "], 8)
 
