@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from t2i_jax.data import captions, shapes
-from t2i_jax.eval import caption_metrics, fid as fid_lib, oracle as oracle_lib, reconstruction
+from t2i_jax.eval import caption_metrics, clip_eval, fid as fid_lib, oracle as oracle_lib, reconstruction
 from t2i_jax.pipelines import glide, glide_files, images as images_lib, latent, latent_files, stage as stage_lib
 from t2i_jax.pipelines import text_to_image, unclip, unclip_files
 from t2i_jax.train import config_keys
@@ -200,7 +200,7 @@ CHAIN_COLUMNS = ("output", "image_size", "method", "steps", "guidance", "color_a
 def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
   """A Markdown table of evaluation rows (accuracies in percent)."""
   def cell(key, value):
-    if isinstance(value, float) and key.endswith("accuracy"):
+    if isinstance(value, float) and key.endswith(("accuracy", "_r1")):
       return f"{100 * value:.1f}"
     if isinstance(value, float):
       return f"{value:.3g}"
@@ -227,6 +227,8 @@ def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] 
   """
   if config.model.name in reconstruction.FAMILIES:
     return _run_autoencoder(config, workdir, settings, step)
+  if config.model.name == "clip":
+    return _run_clip(config, workdir, settings, step)
   if config.get("latent_diffusion") is not None:
     raise ValueError("a latent U-Net's samples are latents; score the chain config that decodes them "
                      "(configs/shapes_latent_chain.py).")
@@ -266,8 +268,28 @@ def _run_autoencoder(config, workdir: str, settings: Sequence[str], step: Option
   return [row], _write(workdir, suffix, row, format_table([row], reconstruction.COLUMNS))
 
 
+def _run_clip(config, workdir: str, settings: Sequence[str], step: Optional[int]):
+  """run() for a CLIP: zero-shot accuracy per attribute and retrieval R@1 on the test split of the captioned
+  shapes it was trained on, and the held-out pairs (eval.clip_eval), as many images per split as the
+  dataset's test split holds."""
+  if settings:
+    raise ValueError("a CLIP is evaluated by ranking captions; it takes no --eval_setting.")
+  config = config_keys.complete(config)
+  if config.data.name not in ("shapes", "shapes_rendered"):
+    raise ValueError(f"--mode=eval on a CLIP reads captioned shapes; this one trained on data.name="
+                     f"{config.data.name!r}.")
+  stage = stage_lib.load_stage(workdir, config, step=step)
+  embed_images, embed_texts = clip_eval.stage_embedders(stage)
+  row = dict(clip_eval.evaluate(embed_images, embed_texts, config.model.image_size, config.data.seed,
+                                config.data.num_test, config_keys.section_of(config, "eval").seed), step=stage.step)
+  suffix = "" if step is None else f"_step{stage.step}"
+  return [row], _write(workdir, suffix, row, format_table([row], clip_eval.COLUMNS))
+
+
 def columns_for(config) -> Sequence[str]:
   """The table columns of run()'s rows for this config."""
+  if config.model.name == "clip":
+    return clip_eval.COLUMNS
   return reconstruction.COLUMNS if config.model.name in reconstruction.FAMILIES else COLUMNS
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from t2i_jax.diffusion import samplers
-from t2i_jax.eval import evaluate
+from t2i_jax.eval import clip_eval, evaluate
 from t2i_jax.pipelines import sample_workdir, stage as stage_lib, unclip, unclip_files
 from t2i_jax.train import config_keys
 
@@ -135,3 +135,21 @@ def test_chain_eval_scores_the_decoder_and_the_upsampler(unclip_runlocal, tmp_pa
   metrics = json.load(open(path))
   assert metrics["output"] == "upsampler" and set(metrics["stages"]) == {"clip", "prior", "decoder", "upsampler"}
   assert os.path.exists(tmp_path / "eval_table.md")
+
+
+def test_clip_eval_reads_the_chain_clip_workdir_and_writes_its_table(unclip_runlocal, tmp_path):
+  clip_workdir = unclip_runlocal.unclip.clip_workdir
+  config = stage_lib.read_config(clip_workdir)
+  config.data.num_test = 60  # the first 60 test and heldout examples, for time
+  out = tmp_path / "clip"
+  shutil.copytree(clip_workdir, out)
+  rows, path = evaluate.run(config, str(out))
+  (row,) = rows
+  assert row["step"] == 2 and row["num_single"] + row["num_pair"] == 60 and row["num_heldout"] > 10
+  for key in clip_eval.COLUMNS:
+    if key.endswith(("accuracy", "_r1")):
+      assert 0.0 <= row[key] <= 1.0, key
+  assert json.load(open(path))["color_accuracy"] == row["color_accuracy"]
+  assert "| color_accuracy |" in open(out / "eval_table.md").read()
+  with pytest.raises(ValueError, match="takes no --eval_setting"):
+    evaluate.run(config, str(out), ["ddim:3:3"])
