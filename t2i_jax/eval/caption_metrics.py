@@ -53,6 +53,15 @@ def _mean(hits: np.ndarray) -> float:
   return float(np.mean(hits)) if hits.size else float("nan")
 
 
+def caption_hits(readings: Dict[str, np.ndarray], scenes: Sequence) -> np.ndarray:
+  """bool [N]: whether each image shows its one-object prompt in full (count, colour, shape, size and
+  position: `caption_accuracy`'s hits); False for two-object prompts."""
+  r = _check(readings, scenes)
+  t = oracle.targets(scenes)
+  ok = (r["count"] == t["count"]) & (t["count"] == 1) & (r["position"] == t["position"])
+  return ok & np.all([r[k][:, 0] == t[k][:, 0] for k in _SLOT_KEYS], axis=0)
+
+
 def compute(readings: Dict[str, np.ndarray], scenes: Sequence) -> Dict[str, float]:
   """The metrics of the module docstring for N images and their N prompt scenes.
 

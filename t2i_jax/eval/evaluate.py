@@ -90,12 +90,22 @@ def sample_images(stage: stage_lib.Stage, prompts: Sequence[str], settings: text
   return images[""], seconds
 
 
-def diversity(features: np.ndarray, group: int) -> float:
+def diversity(features: np.ndarray, group: int, keep: Optional[np.ndarray] = None) -> float:
   """Mean pairwise L2 distance between the features [P·group, D] of samples of one prompt (rows
-  p·group … p·group + group − 1 share prompt p), averaged over the P prompts."""
+  p·group … p·group + group − 1 share prompt p), averaged over the P prompts.
+
+  keep: optional bool [P·group]; only the kept samples' pairs count (e.g. those that show their caption,
+  so that errors do not pass as diversity), and prompts with fewer than two kept samples are left out
+  (NaN if none has two).
+  """
   feats = np.asarray(features, np.float64).reshape(-1, group, features.shape[-1])
   distances = np.linalg.norm(feats[:, :, None] - feats[:, None], axis=-1)
-  return float(distances.sum(axis=(1, 2)).mean() / (group * (group - 1)))
+  keep = np.ones(feats.shape[:2], bool) if keep is None else np.asarray(keep, bool).reshape(feats.shape[:2])
+  pairs = keep[:, :, None] & keep[:, None, :] & ~np.eye(group, dtype=bool)
+  counted = pairs.sum(axis=(1, 2)) > 0
+  if not counted.any():
+    return float("nan")
+  return float(np.mean((distances * pairs).sum(axis=(1, 2))[counted] / pairs.sum(axis=(1, 2))[counted]))
 
 
 def score(images: np.ndarray, scenes: Sequence[captions.Scene], oracle,
@@ -147,7 +157,9 @@ def evaluate_fn(sample_fn, settings: Sequence[dict], evaluation, oracle=None) ->
 
   sample_fn(setting, prompts, seed) -> {output name: images [N, H, W, 3] in [-1, 1]} (a U-Net has one
   output, ""; the unCLIP chain "decoder" and "upsampler"). evaluation: the eval section (prompt counts,
-  batch_size, seed, num_diverse prompts sampled diverse_samples times each for the diversity figure).
+  batch_size, seed, num_diverse prompts sampled diverse_samples times each for the diversity figures:
+  `diversity` over all those samples, `correct_diversity` over those that show their caption, which
+  make up `diverse_correct` of them).
   """
   seed = evaluation.seed
   scenes = prompt_scenes(evaluation.num_single, evaluation.num_heldout, evaluation.num_pair, seed)
@@ -164,7 +176,11 @@ def evaluate_fn(sample_fn, settings: Sequence[dict], evaluation, oracle=None) ->
     for name, outputs in images.items():
       features, render_diversity = references(outputs.shape[1])
       row = dict(setting, **({"output": name} if name else {}), **score(outputs, scenes, oracle, features))
-      row.update(diversity=diversity(oracle_lib.features(*oracle, spread[name]), group),
+      spread_features = oracle_lib.features(*oracle, spread[name])
+      right = caption_metrics.caption_hits(oracle_lib.read(*oracle, spread[name]), diverse)
+      row.update(diversity=diversity(spread_features, group),
+                 correct_diversity=diversity(spread_features, group, keep=right),
+                 diverse_correct=float(np.mean(right)),
                  render_diversity=render_diversity, image_size=int(outputs.shape[1]),
                  seconds_per_image=seconds, num_prompts=len(prompts))
       rows.append(row)
@@ -191,10 +207,11 @@ def evaluate(stage: stage_lib.Stage, settings: Sequence[dict], evaluation, oracl
 
 COLUMNS = ("method", "steps", "guidance", "var_type", "min_timestep", "color_accuracy", "shape_accuracy",
            "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy",
-           "fid", "diversity", "seconds_per_image")
+           "fid", "diversity", "correct_diversity", "seconds_per_image")
 CHAIN_COLUMNS = ("output", "image_size", "method", "steps", "guidance", "color_accuracy", "shape_accuracy",
                  "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy",
-                 "heldout_caption_accuracy", "fid", "diversity", "render_diversity", "seconds_per_image")
+                 "heldout_caption_accuracy", "fid", "diversity", "correct_diversity", "render_diversity",
+                 "seconds_per_image")
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:

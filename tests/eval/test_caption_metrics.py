@@ -52,6 +52,14 @@ def test_wrong_position_or_count_fails_the_caption():
   assert m["count_accuracy"] == 0.75 and m["caption_accuracy"] == 0.5 and m["shape_accuracy"] == 1.0
 
 
+def test_caption_hits_mark_the_one_object_images_that_show_their_prompt():
+  r = _perfect(PROMPTS)
+  np.testing.assert_array_equal(caption_metrics.caption_hits(r, PROMPTS), [True, True, False, False])
+  r["shape"][1, 0] = 0  # a circle where the prompt asks for a square
+  np.testing.assert_array_equal(caption_metrics.caption_hits(r, PROMPTS), [True, False, False, False])
+  assert caption_metrics.caption_hits(r, PROMPTS).mean() * 2 == caption_metrics.compute(r, PROMPTS)["caption_accuracy"]
+
+
 def test_swapped_relation_fails_binding_but_not_objects():
   # "red circle right of blue star" drawn as the red circle on the LEFT: same objects, swapped slots.
   r = _perfect(PROMPTS)

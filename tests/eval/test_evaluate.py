@@ -62,3 +62,14 @@ def test_settings_parse_and_bad_ones_are_explained():
 def test_table_lists_accuracies_in_percent():
   table = evaluate.format_table([dict(method="ddim", steps=50, guidance=3.0, caption_accuracy=0.755, fid=12.3)])
   assert "| ddim | 50 | 3 |" in table and "| 75.5 |" in table and "| 12.3 |" in table
+
+
+def test_diversity_over_kept_samples_leaves_out_the_others_and_lone_prompts():
+  # Two prompts, three samples each, 1-d features.
+  features = np.array([[0.0], [1.0], [3.0], [5.0], [5.0], [9.0]])
+  # All pairs: prompt 0 distances 1, 3, 2 -> mean 2; prompt 1: 0, 4, 4 -> 8/3.
+  assert evaluate.diversity(features, 3) == pytest.approx((2 + 8 / 3) / 2)
+  # Keep samples 0 and 2 of prompt 0 (distance 3); prompt 1 keeps one sample, so it has no pair.
+  keep = np.array([True, False, True, False, True, False])
+  assert evaluate.diversity(features, 3, keep) == pytest.approx(3.0)
+  assert np.isnan(evaluate.diversity(features, 3, np.zeros(6, bool)))
