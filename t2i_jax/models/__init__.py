@@ -81,6 +81,8 @@ def _unet_inputs(m: UNet, batch: int):
     kwargs["clip_emb"] = jnp.zeros((batch, m.clip_dim), jnp.float32)
   if m.context_dim is not None:
     kwargs["context"] = jnp.zeros((batch, 77, m.context_dim), jnp.float32)
+  if m.pooled_dim is not None:
+    kwargs["pooled"] = jnp.zeros((batch, m.pooled_dim), jnp.float32)
   if m.super_res:
     kwargs["low_res"] = jnp.zeros((batch, m.image_size // 4, m.image_size // 4, m.in_channels), jnp.float32)
   if m.noise_aug_embedding:

@@ -10,6 +10,8 @@ combinable:
 - unCLIP: a CLIP image embedding [B, D] projected into the timestep embedding and
   into `clip_tokens` extra context tokens after the text tokens;
 - cross-attention to any frozen encoder's states: context [B, S, context_dim];
+- a pooled text embedding [B, pooled_dim] (the frozen CLIP's, as SD-2's and SDXL's U-Nets add it)
+  projected into the timestep embedding;
 - super-resolution: low_res [B, h, w, C] upsampled bilinearly and concatenated to
   x_t, with an optional embedding of the noise-augmentation level;
 - inpainting: masked image and mask as 4 extra input channels.
@@ -52,6 +54,7 @@ class UNet(nn.Module):
   clip_dim: Optional[int] = None
   clip_tokens: int = 4
   context_dim: Optional[int] = None
+  pooled_dim: Optional[int] = None
   super_res: bool = False
   noise_aug_embedding: bool = False
   inpaint: bool = False
@@ -128,7 +131,8 @@ class UNet(nn.Module):
     The null label is index num_classes (needs class_null), empty text is all
     padding (mask False), a dropped CLIP embedding is zeros, and dropped context
     is one masked-out token [B, 1, context_dim] (broadcast to any length): the
-    attention then reads the image's own positions only.
+    attention then reads the image's own positions only; a dropped pooled
+    embedding is zeros.
     """
     null = {}
     if self.num_classes is not None:
@@ -144,11 +148,13 @@ class UNet(nn.Module):
     if self.context_dim is not None:
       null["context"] = jnp.zeros((batch_size, 1, self.context_dim), jnp.float32)
       null["context_mask"] = jnp.zeros((batch_size, 1), bool)
+    if self.pooled_dim is not None:
+      null["pooled"] = jnp.zeros((batch_size, self.pooled_dim), jnp.float32)
     return null
 
   # --- inputs -----------------------------------------------------------------
 
-  def _check_inputs(self, x, t, y, tokens, clip_emb, context, low_res, noise_aug_t):
+  def _check_inputs(self, x, t, y, tokens, clip_emb, context, pooled, low_res, noise_aug_t):
     expected = (self.image_size, self.image_size, self.in_channels)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
       raise ValueError(
@@ -158,9 +164,10 @@ class UNet(nn.Module):
     if t.shape != (x.shape[0],):
       raise ValueError(f"t must be [B] = [{x.shape[0]}], got shape {t.shape}.")
     needed = dict(y=self.num_classes is not None, tokens=self.text is not None, clip_emb=self.clip_dim is not None,
-                  context=self.context_dim is not None, low_res=self.super_res,
+                  context=self.context_dim is not None, pooled=self.pooled_dim is not None, low_res=self.super_res,
                   noise_aug_t=self.noise_aug_embedding)
-    given = dict(y=y, tokens=tokens, clip_emb=clip_emb, context=context, low_res=low_res, noise_aug_t=noise_aug_t)
+    given = dict(y=y, tokens=tokens, clip_emb=clip_emb, context=context, pooled=pooled, low_res=low_res,
+                 noise_aug_t=noise_aug_t)
     for name, need in needed.items():
       if need and given[name] is None:
         raise ValueError(f"this U-Net is conditioned on {name}: pass it (use the null value to drop the condition).")
@@ -172,6 +179,9 @@ class UNet(nn.Module):
       raise ValueError(f"clip_emb has dimension {clip_emb.shape[-1]}; this U-Net expects clip_dim={self.clip_dim}.")
     if context is not None and context.shape[-1] != self.context_dim:
       raise ValueError(f"context has width {context.shape[-1]}; this U-Net expects context_dim={self.context_dim}.")
+    if pooled is not None and pooled.shape != (x.shape[0], self.pooled_dim):
+      raise ValueError(f"pooled has shape {tuple(pooled.shape)}; this U-Net expects [B, pooled_dim] = "
+                       f"[{x.shape[0]}, {self.pooled_dim}].")
 
   def _assemble_input(self, x, low_res, inpaint_image, inpaint_mask):
     """The first conv's input [B, H, W, input_channels], laid out as `input_layout` says."""
@@ -191,11 +201,11 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, t, *, y=None, tokens=None, token_mask=None, clip_emb=None, context=None,
-               context_mask=None, low_res=None, noise_aug_t=None, inpaint_image=None, inpaint_mask=None,
+               context_mask=None, pooled=None, low_res=None, noise_aug_t=None, inpaint_image=None, inpaint_mask=None,
                deterministic: bool = True):
     """Predicts [B, H, W, output_channels] (float32) from x_t [B, H, W, in_channels] and t [B]."""
     self.check_config()
-    self._check_inputs(x, t, y, tokens, clip_emb, context, low_res, noise_aug_t)
+    self._check_inputs(x, t, y, tokens, clip_emb, context, pooled, low_res, noise_aug_t)
     dtype, emb_dim = self.dtype, 4 * self.model_channels
     emb = layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="time_embed")(t)
     if self.num_classes is not None:
@@ -217,6 +227,8 @@ class UNet(nn.Module):
         if context_mask is not None:
           context_mask = jnp.concatenate([context_mask, jnp.ones(clip_ctx.shape[:2], bool)], axis=1)
         context = jnp.concatenate([context.astype(dtype), clip_ctx], axis=1)
+    if self.pooled_dim is not None:
+      emb = emb + nn.Dense(emb_dim, dtype=dtype, name="pooled_proj")(pooled.astype(dtype))
     if self.noise_aug_embedding:
       emb = emb + layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="noise_aug_embed")(noise_aug_t)
 

@@ -67,9 +67,9 @@ def load_from_record(unet: stage_lib.Stage, record: dict) -> LatentModel:
   return LatentModel(unet, autoencoder, float(entry["latent_scale"]), clip)
 
 
-@functools.partial(jax.jit, static_argnames=("clip_model",))
-def _text_context(clip_model, clip_params, tokens, token_mask):
-  return frozen_autoencoder.text_context(clip_model, clip_params, tokens, token_mask)
+@functools.partial(jax.jit, static_argnames=("clip_model", "pooled"))
+def _text_context(clip_model, clip_params, tokens, token_mask, pooled):
+  return frozen_autoencoder.text_context(clip_model, clip_params, tokens, token_mask, pooled)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -79,12 +79,13 @@ def _decode(model, variables, latents, latent_scale):
 
 def text_cond(latent: LatentModel, prompts: Sequence[str]) -> dict:
   """The U-Net's text conditioning for the prompts: tokens and their mask (its own encoder) or the frozen
-  CLIP's token states and mask (context, context_mask)."""
+  CLIP's token states and mask (context, context_mask) and, for a U-Net that reads it, its pooled text
+  embedding (pooled)."""
   cond = latent.unet.text_cond(prompts)
   if latent.clip is None:
     return cond
   return _text_context(latent.clip.model, latent.clip.params, jnp.asarray(cond["tokens"]),
-                       jnp.asarray(cond["token_mask"]))
+                       jnp.asarray(cond["token_mask"]), latent.unet.model.pooled_dim is not None)
 
 
 def decode(latent: LatentModel, latents: jax.Array) -> jax.Array:

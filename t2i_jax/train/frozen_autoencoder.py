@@ -111,6 +111,9 @@ def check_text_encoder(clip_config, clip_workdir: str, config) -> None:
   has its own text encoder)."""
   model = config.model
   if clip_config is None:
+    if model.get("pooled_dim") is not None:
+      raise ValueError("model.pooled_dim reads a frozen CLIP's pooled text embedding: set "
+                       "latent_diffusion.clip_workdir, or model.pooled_dim=None.")
     if model.get("text") is None:
       raise ValueError("a latent U-Net reads captions through model.text (its own encoder) or a frozen CLIP's "
                        "token states: set model.text, or latent_diffusion.clip_workdir and model.context_dim.")
@@ -125,6 +128,10 @@ def check_text_encoder(clip_config, clip_workdir: str, config) -> None:
   if model.get("context_dim") != width:
     raise ValueError(f"the CLIP in {clip_workdir} has text_width={width} but the U-Net has model.context_dim="
                      f"{model.get('context_dim')}; set model.context_dim={width}.")
+  pooled = model.get("pooled_dim")
+  if pooled is not None and pooled != clip_config.model.embed_dim:
+    raise ValueError(f"the CLIP in {clip_workdir} has embed_dim={clip_config.model.embed_dim} but the U-Net has "
+                     f"model.pooled_dim={pooled}; set model.pooled_dim={clip_config.model.embed_dim} (or None).")
   if clip_config.data.tokenizer != config.data.tokenizer or (
       clip_config.data.context_length != config.data.context_length):
     raise ValueError(f"the CLIP in {clip_workdir} reads {clip_config.data.tokenizer!r} tokens at context length "
@@ -195,16 +202,20 @@ def load(record: dict):
   return ae_model, ae_params, record["autoencoder"]["latent_scale"], clip_model, clip_params, clip_config
 
 
-def text_context(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array) -> dict:
-  """The U-Net's cross-attention inputs from a frozen CLIP: context [B, L, text_width] (its final token
-  states) and context_mask bool [B, L]."""
-  _, states = frozen_clip.embed_text(clip_model, clip_params, tokens, token_mask)
-  return {"context": states, "context_mask": token_mask.astype(bool)}
+def text_context(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array, pooled: bool = False) -> dict:
+  """The U-Net's text inputs from a frozen CLIP: context [B, L, text_width] (its final token states) and
+  context_mask bool [B, L]; with `pooled`, also pooled [B, E], the caption's CLIP text embedding (scaled
+  as every stage reads it, frozen_clip.scale_embedding)."""
+  emb, states = frozen_clip.embed_text(clip_model, clip_params, tokens, token_mask)
+  out = {"context": states, "context_mask": token_mask.astype(bool)}
+  if pooled:
+    out["pooled"] = emb
+  return out
 
 
-def make_latent_embed_fn(ae_model, clip_model: Optional[Any]) -> Callable:
+def make_latent_embed_fn(ae_model, clip_model: Optional[Any], pooled: bool = False) -> Callable:
   """(embed_params, batch) -> the latent U-Net's batch: image := s·latents; with a CLIP, the caption's tokens
-  replaced by its token states (`text_context`).
+  replaced by its token states (and its pooled embedding with `pooled`, `text_context`).
 
   embed_params: dict(autoencoder=params, latent_scale=float32 scalar, clip=params or None).
   batch: dict(image [B, H, W, C] in [-1, 1], cond=dict(tokens, token_mask) or the U-Net's own text inputs).
@@ -215,7 +226,7 @@ def make_latent_embed_fn(ae_model, clip_model: Optional[Any]) -> Callable:
     cond = dict(batch["cond"])
     if clip_model is not None:
       tokens, mask = cond.pop("tokens"), cond.pop("token_mask")
-      cond.update(text_context(clip_model, embed_params["clip"], tokens, mask))
+      cond.update(text_context(clip_model, embed_params["clip"], tokens, mask, pooled))
     return dict(batch, image=z, cond=cond)
 
   return embed

@@ -179,7 +179,7 @@ def _unet_task(config, model, workdir) -> Task:
       raise ValueError("a latent U-Net's task needs its workdir (it records the frozen models it trains on).")
     frozen = frozen_autoencoder.frozen_models(config, workdir)
     ae_model, ae_params, scale, clip_model, clip_params, _ = frozen_autoencoder.load(frozen)
-    embed = jax.jit(frozen_autoencoder.make_latent_embed_fn(ae_model, clip_model))
+    embed = jax.jit(frozen_autoencoder.make_latent_embed_fn(ae_model, clip_model, model.pooled_dim is not None))
     embed_params = dict(autoencoder=ae_params, latent_scale=np.float32(scale), clip=clip_params)
   if model.clip_dim is not None:
     clip_model, embed_params, _ = frozen_clip.load(config.decoder.clip_workdir, config, "decoder")

@@ -63,6 +63,8 @@ def _inputs(model, batch=2, seed=0):
   if "context" in kwargs:
     kwargs["context"] = jax.random.normal(keys[3], (batch, 6, model.context_dim))
     kwargs["context_mask"] = jnp.ones((batch, 6), bool).at[:, 4:].set(False)
+  if "pooled" in kwargs:
+    kwargs["pooled"] = jax.random.normal(keys[5], kwargs["pooled"].shape)
   if "low_res" in kwargs:
     kwargs["low_res"] = jax.random.normal(keys[4], kwargs["low_res"].shape)
   if "noise_aug_t" in kwargs:
@@ -77,6 +79,7 @@ VARIANTS = {
     "unclip": dict(text=TEXT, clip_dim=24),
     "clip_only": dict(clip_dim=24),
     "cross_attention": dict(context_dim=20),
+    "cross_attention_pooled": dict(context_dim=20, pooled_dim=12),
     "super_res": dict(super_res=True, noise_aug_embedding=True),
     "inpaint": dict(inpaint=True),
     "everything": dict(num_classes=10, class_null=True, text=TEXT, clip_dim=24, super_res=True, inpaint=True),
@@ -130,6 +133,12 @@ def test_empty_text_acts_only_through_the_text_path():
 def test_zero_clip_embedding_acts_only_through_the_clip_path():
   model = UNet(**TINY, clip_dim=24)
   _conditioning_check(model, dict(clip_emb=jnp.zeros((2, 24))), ["clip_proj", "clip_tokens_proj"])
+
+
+def test_zero_pooled_embedding_acts_only_through_its_projection():
+  model = UNet(**TINY, context_dim=20, pooled_dim=12)
+  _conditioning_check(model, dict(pooled=jnp.zeros((2, 12))), ["pooled_proj"])
+  assert model.null_condition(2)["pooled"].shape == (2, 12)
 
 
 def test_cross_attention_respects_the_context_mask():
