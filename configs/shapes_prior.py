@@ -27,7 +27,8 @@ def get_config(arg=None):
       dtype="float32", remat=False,
   ))
   config.diffusion = common.diffusion(mean_type="x0", var_type="fixed_small", loss_type="mse", p_uncond=0.1)
-  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
+  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT,
+                            cache_in_memory=True)
   config.optim = common.optim(1e-3, warmup_steps=50, weight_decay=0.01)
   config.train = common.train(128, 400, log_every=50, ema_rate=0.99, ema_warmup=True, checkpoint_every=200)
   if "runlocal" in flags:

@@ -96,6 +96,31 @@ def test_seed_determinism_and_epoch_reshuffle():
   assert epoch_indices(src, batch_size=8, seed=5, shuffle=False).tolist() == list(range(48))
 
 
+class _CountingSource(ShapesSource):
+  reads = 0
+
+  def __getitem__(self, index):
+    type(self).reads += 1
+    return super().__getitem__(index)
+
+
+def test_cached_source_reads_each_example_once_and_gives_the_same_batches(tok):
+  src = _CountingSource("train", seed=0, num_examples=24, image_size=SIZE)
+  cached = input_pipeline.CachedSource(src)
+  kwargs = dict(batch_size=8, seed=3, num_epochs=3, tokenizer=tok, context_length=20)
+  _CountingSource.reads = 0
+  from_cache = list(create_iterator(cached, **kwargs))
+  assert _CountingSource.reads == 24  # three epochs, each example read once
+  _CountingSource.reads = 0
+  assert_batches_equal(from_cache, list(create_iterator(src, **kwargs)))
+  assert _CountingSource.reads >= 3 * 24
+  example = cached[5]
+  with pytest.raises(ValueError, match="read-only"):
+    example["image"][0, 0, 0] = 1  # a step that wrote into the cache would change the data
+  example["caption"] = b"changed"  # the dict handed out is the caller's own
+  assert cached[5]["caption"] == src[5]["caption"]
+
+
 def test_finite_epochs_and_remainder():
   src = ShapesSource("train", seed=0, num_examples=20, image_size=SIZE)
   sizes = [len(b["index"]) for b in create_iterator(src, batch_size=8, seed=0, num_epochs=1)]
