@@ -21,7 +21,7 @@ def get_config(arg=None):
   base = shapes_default.get_config().diffusion
   config.diffusion = common.diffusion(schedule=base.schedule, num_timesteps=base.num_timesteps)
   # GLIDE's noised CLIP uses exact GELU.
-  config.model.update(dict(image_size=24, timestep_conditioned=True, num_timesteps=base.num_timesteps,
+  config.model.update(dict(image_size=24, patch_size=4, timestep_conditioned=True, num_timesteps=base.num_timesteps,
                            activation="gelu"))
   config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   # Noisy images carry less of the caption per step than clean ones: twice the clean CLIP's steps.

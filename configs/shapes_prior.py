@@ -3,7 +3,7 @@
 Reads a trained CLIP from prior.clip_workdir (configs/shapes_clip.py), whose
 frozen towers embed each batch; the prior predicts the unnoised image embedding
 (x0, MSE) from the text embedding and per-token text states, with 10% of the
-captions replaced by the learned null text for classifier-free guidance. About 1.5
+captions replaced by the learned null text for classifier-free guidance. About 3
 minutes on a 2-core CPU (experiments/unclip_vs_glide).
 
   python -m t2i_jax.main --config=configs/shapes_clip.py --workdir=runs/unclip/clip

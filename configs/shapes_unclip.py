@@ -1,16 +1,20 @@
 """The unCLIP chain on captioned shapes: CLIP → prior → decoder → upsampler, sampled from one prompt.
 
-It trains nothing: it names the four stages' workdirs, trained in this order (README, "unCLIP"):
+It trains nothing: it names the stages' workdirs, trained in this order (README, "unCLIP"):
 
   python -m t2i_jax.main --config=configs/shapes_clip.py --workdir=runs/unclip/clip
+  python -m t2i_jax.main --config=configs/shapes_clip.py --workdir=runs/unclip/clip --mode=eval   # judge it
   python -m t2i_jax.main --config=configs/shapes_prior.py --workdir=runs/unclip/prior
   python -m t2i_jax.main --config=configs/shapes_decoder.py --workdir=runs/unclip/decoder
-  python -m t2i_jax.main --config=configs/shapes_upsampler.py --workdir=runs/unclip/upsampler
   python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample \
       --prompt="a small red circle left of a large blue square"
   python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=sample \
       --image=a.png [--image2=b.png]            # variations of a.png, or interpolations to b.png
   python -m t2i_jax.main --config=configs/shapes_unclip.py --workdir=runs/unclip --mode=eval
+
+An upsampler (configs/shapes_upsampler.py, 24 → 48 px) joins with
+--config.unclip.upsampler_workdir=runs/unclip/upsampler; the recipe leaves it out until one keeps the
+decoder's captions (experiments/unclip_vs_glide).
 """
 
 import ml_collections
@@ -23,7 +27,8 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict(dict(seed=0))
   config.unclip = common.section(
       "unclip", clip_workdir="runs/unclip/clip", prior_workdir="runs/unclip/prior",
-      decoder_workdir="runs/unclip/decoder", upsampler_workdir="runs/unclip/upsampler",
+      # No upsampler yet: the chain's output is the decoder's 24 px (experiments/unclip_vs_glide).
+      decoder_workdir="runs/unclip/decoder", upsampler_workdir="",
       # unCLIP: 2 prior candidates re-ranked by CLIP; 25 DDIM prior steps as Karlo; the decoder as the
       # GLIDE-style default samples.
       candidates=2, prior="ddim:25:1", decoder="dpm++2m:20:3", upsampler="dpm++2m:10:1",

@@ -1,9 +1,12 @@
-"""unCLIP's upsampler on captioned shapes: 16 → 32 px, conditioned on the low-resolution image only.
+"""unCLIP's upsampler on captioned shapes: 24 → 48 px (the decoder's size, doubled), conditioned on the
+low-resolution image only.
 
-The low-resolution input is the 32 px render box-downsampled 2×, noised in training at a level drawn
+The low-resolution input is the 48 px render box-downsampled 2×, noised in training at a level drawn
 from timesteps {0, …, 300} of the cosine schedule (that level embedded like a timestep), and sampled at
-level 100 — noise-conditioning augmentation, so the decoder's imperfect 16 px samples look like inputs it
-was trained on (unCLIP §2.1; Imagen §2.5). No text, as unCLIP's upsamplers.
+level 100 — noise-conditioning augmentation, so the decoder's imperfect 24 px samples look like inputs it
+was trained on (unCLIP §2.1; Imagen §2.5). No text, as unCLIP's upsamplers. Not yet part of the chain's
+recipe (configs/shapes_unclip.py names no upsampler): what it keeps of the decoder's captions is open
+(experiments/unclip_vs_glide).
 
   python -m t2i_jax.main --config=configs/shapes_upsampler.py --workdir=runs/unclip/upsampler
   python -m t2i_jax.main --config=configs/shapes_upsampler.py:runlocal --workdir=/tmp/shapes_upsampler
@@ -17,10 +20,10 @@ from configs import common
 def get_config(arg=None):
   flags = common.parse_arg(arg)
   config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
-  config.data = common.data("shapes", 32, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
+  config.data = common.data("shapes", 48, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT)
   config.model = ml_collections.ConfigDict(dict(
-      name="unet", image_size=32, in_channels=3, out_channels=3, learn_sigma=False, model_channels=32,
-      # 2×2 patches: a 16 px network, the cost of the decoder's per image.
+      name="unet", image_size=48, in_channels=3, out_channels=3, learn_sigma=False, model_channels=32,
+      # 2×2 patches: a 24 px network, the cost of the decoder's per image.
       num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(), dropout=0.0, patch_size=2,
       use_scale_shift_norm=True, super_res=True, noise_aug_embedding=True, dtype="float32", remat=False,
   ))

@@ -20,6 +20,7 @@ def main():
   config = config_keys.complete(shapes_unclip.get_config())
   for name in ("clip", "prior", "decoder", "upsampler"):
     config.unclip[f"{name}_workdir"] = f"{args.chain}/{name}"
+  config.unclip.upsampler_workdir = ""
   chain = unclip.load_chain(config.unclip, use_upsampler=False)
   base = unclip.ChainSettings.from_config(config.unclip, chain)
   evaluation = config.eval
