@@ -16,7 +16,7 @@ from t2i_jax import models
 from t2i_jax.data import shapes
 from t2i_jax.eval import evaluate, reconstruction
 from t2i_jax.pipelines import latent, latent_files, sample_workdir, stage as stage_lib
-from t2i_jax.train import autoencoder_loss, checkpoint, frozen_autoencoder, loop, tasks
+from t2i_jax.train import autoencoder_loss, checkpoint, frozen_autoencoder, frozen_clip, loop, tasks
 from tests.conftest import load_config
 
 # The first stage every test here shares: `:gan` puts the adversarial term on at step 2 of 2 (disc_start 1), so one
@@ -117,8 +117,15 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
                             jnp.argmax(jnp.cumsum(batch["cond"]["token_mask"], -1), -1),
                             method="encode_text_states")[1]
   np.testing.assert_allclose(embedded["cond"]["context"], states, atol=2e-5)
-  assert embedded["cond"]["context"].shape == (8, 16, 32)
+  assert embedded["cond"]["context"].shape == (8, 20, 32) and "pooled" not in embedded["cond"]
   np.testing.assert_array_equal(embedded["cond"]["context_mask"], batch["cond"]["token_mask"])
+  # SD-2 / SDXL's pooled embedding (model.pooled_dim): the caption's scaled CLIP text embedding.
+  with_pooled = jax.jit(frozen_autoencoder.make_latent_embed_fn(ae_model, clip_model, pooled=True))(
+      task.embed_params, jax.tree.map(jnp.asarray, batch))
+  pooled, _ = frozen_clip.embed_text(clip_model, clip_params, jnp.asarray(batch["cond"]["tokens"]),
+                                     jnp.asarray(batch["cond"]["token_mask"]))
+  assert with_pooled["cond"]["pooled"].shape == (8, 16)
+  np.testing.assert_allclose(with_pooled["cond"]["pooled"], pooled, atol=2e-5)
   # The dropped condition (CFG; broadcast over the caption's length as the loss does) attends to no token:
   # the output of any masked-out context. Params perturbed: the attention's output projection starts at zero.
   model = task.model
