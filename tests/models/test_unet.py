@@ -79,7 +79,6 @@ VARIANTS = {
     "unclip": dict(text=TEXT, clip_dim=24),
     "clip_only": dict(clip_dim=24),
     "cross_attention": dict(context_dim=20),
-    "cross_attention_pooled": dict(context_dim=20, pooled_dim=12),
     "super_res": dict(super_res=True, noise_aug_embedding=True),
     "inpaint": dict(inpaint=True),
     "everything": dict(num_classes=10, class_null=True, text=TEXT, clip_dim=24, super_res=True, inpaint=True),
