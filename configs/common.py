@@ -4,13 +4,13 @@ import ml_collections
 
 from t2i_jax.train import config_keys
 
-# One level of one res block (plus attention and the middle block): every code path of the family,
-# compiled in a few seconds.
 # Text contexts for captioned shapes: the longest caption the templates make is 18 tokens with its end
 # token ("a picture of a small red plus sign to the left of a small red plus sign"); 16 cut the second
 # object's name off most two-object captions (tests/data/test_tokenizer.py checks the bound).
 SHAPES_CONTEXT = 20
 
+# One level of one res block (plus attention and the middle block): every code path of the family,
+# compiled in a few seconds.
 RUNLOCAL_MODEL = dict(model_channels=32, num_res_blocks=1, channel_mult=(1,), num_head_channels=16, dropout=0.0)
 
 

@@ -81,7 +81,6 @@ def compute(readings: Dict[str, np.ndarray], scenes: Sequence) -> Dict[str, floa
   count_ok = r["count"] == t["count"]
   slot_ok = {k: r[k] == t[k] for k in _SLOT_KEYS}  # [N, 2]
   position_ok = count_ok & (r["position"] == t["position"])
-  caption_ok = count_ok & position_ok & np.all([slot_ok[k][:, 0] for k in _SLOT_KEYS], axis=0)
   in_order = np.all([slot_ok[k].all(axis=1) for k in _SLOT_KEYS], axis=0)
   swapped = np.all([(r[k] == t[k][:, ::-1]).all(axis=1) for k in _SLOT_KEYS], axis=0)
   binding_ok = count_ok & in_order & (r["orientation"] == t["orientation"])
@@ -89,7 +88,7 @@ def compute(readings: Dict[str, np.ndarray], scenes: Sequence) -> Dict[str, floa
       "count_accuracy": _mean(count_ok),
       **{f"{k}_accuracy": _mean(slot_ok[k][one, 0]) for k in _SLOT_KEYS},
       "position_accuracy": _mean(position_ok[one]),
-      "caption_accuracy": _mean(caption_ok[one]),
+      "caption_accuracy": _mean(caption_hits(readings, scenes)[one]),
       "objects_accuracy": _mean((count_ok & (in_order | swapped))[two]),
       "binding_accuracy": _mean(binding_ok[two]),
   }

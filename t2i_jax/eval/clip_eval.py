@@ -27,12 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2i_jax.data import captions, shapes
+from t2i_jax.eval.attribute_probe import ATTRIBUTES  # a one-object caption's attributes and their values
 from t2i_jax.models import clip
 
-# The attributes of a one-object caption, each with its values (the candidates of one image).
-ATTRIBUTES = (("color", captions.COLORS), ("shape", captions.SHAPES), ("size", captions.SIZES),
-              ("position", captions.POSITIONS))
-CHANCE = {**{f: 1 / len(names) for f, names in ATTRIBUTES}, "relation": 1 / len(captions.RELATIONS)}
 COLUMNS = ("step", "color_accuracy", "shape_accuracy", "size_accuracy", "position_accuracy", "relation_accuracy",
            "image_to_text_r1", "text_to_image_r1", "heldout_color_accuracy", "heldout_shape_accuracy",
            "heldout_size_accuracy", "heldout_position_accuracy", "num_single", "num_pair", "num_heldout")
@@ -76,14 +73,14 @@ def _candidates(scene: captions.Scene, field: str, rng: np.random.Generator) -> 
   return [captions.caption_from_uniforms(v, uniforms)[0] for v in variants]
 
 
-def zero_shot(embed_images: EmbedImages, embed_texts: EmbedTexts, images: np.ndarray,
-              scenes: Sequence[captions.Scene], fields: Sequence[str], seed: int = 0) -> Dict[str, float]:
+def zero_shot(image_emb: np.ndarray, embed_texts: EmbedTexts, scenes: Sequence[captions.Scene],
+              fields: Sequence[str], seed: int = 0) -> Dict[str, float]:
   """{field_accuracy: top-1 accuracy} of ranking each image's caption among its one-attribute variants.
 
-  images: uint8 [N, H, W, 3] renders of `scenes` (one-object scenes for colour/shape/size/position,
-  two-object scenes for "relation"). Image i's captions use template seed (seed, i).
+  image_emb: [N, E], the embeddings of renders of `scenes` (one-object scenes for colour/shape/size/
+  position, two-object scenes for "relation"). Image i's captions use template seed (seed, i).
   """
-  image_emb = clip.l2_normalize(np.asarray(embed_images(images)))
+  image_emb = clip.l2_normalize(np.asarray(image_emb))
   out = {}
   for field in fields:
     texts, truth = [], []
@@ -121,13 +118,14 @@ def evaluate(embed_images: EmbedImages, embed_texts: EmbedTexts, image_size: int
   single = [i for i, s in enumerate(scenes) if len(s.objects) == 1]
   pair = [i for i, s in enumerate(scenes) if len(s.objects) == 2]
   fields = [f for f, _ in ATTRIBUTES]
-  out = zero_shot(embed_images, embed_texts, images[single], [scenes[i] for i in single], fields, seed)
-  out.update(zero_shot(embed_images, embed_texts, images[pair], [scenes[i] for i in pair], ["relation"], seed))
+  image_emb = np.asarray(embed_images(images))  # once, for the zero-shot subsets and retrieval
+  out = zero_shot(image_emb[single], embed_texts, [scenes[i] for i in single], fields, seed)
+  out.update(zero_shot(image_emb[pair], embed_texts, [scenes[i] for i in pair], ["relation"], seed))
   keys = [captions.caption_for(_plain(s)) for s in scenes]
-  out.update(retrieval(np.asarray(embed_images(images)), np.asarray(embed_texts(texts)), keys))
+  out.update(retrieval(image_emb, np.asarray(embed_texts(texts)), keys))
   held_images, _, held_scenes = shapes.render_batch("heldout", data_seed, 0, num, image_size)
   held = [i for i, s in enumerate(held_scenes) if len(s.objects) == 1]
-  held_acc = zero_shot(embed_images, embed_texts, held_images[held], [held_scenes[i] for i in held], fields, seed)
+  held_acc = zero_shot(embed_images(held_images[held]), embed_texts, [held_scenes[i] for i in held], fields, seed)
   out.update({f"heldout_{k}": v for k, v in held_acc.items()})
   out.update(num_single=len(single), num_pair=len(pair), num_heldout=len(held))
   return out
@@ -151,16 +149,15 @@ def stage_embedders(stage, batch_size: int = 250):
 
   model, params = stage.model, stage.params
 
-  def batched(fn, items):
-    return np.concatenate([np.asarray(fn(items[i:i + batch_size])) for i in range(0, len(items), batch_size)])
+  def batched(fn, *arrays):
+    return np.concatenate([np.asarray(fn(*(a[i:i + batch_size] for a in arrays)))
+                           for i in range(0, len(arrays[0]), batch_size)])
 
   def embed_images(images):
     return batched(lambda x: _image_embeddings(model, params, jnp.asarray(shapes.to_float(x))), np.asarray(images))
 
   def embed_texts(texts):
     tokens, mask = tokenizer_lib.tokenize(stage.tokenizer, list(texts), model.text_ctx)
-    pairs = np.concatenate([tokens, mask.astype(np.int32)], axis=1)
-    return batched(lambda p: _text_embeddings(model, params, p[:, :model.text_ctx], p[:, model.text_ctx:] > 0),
-                   pairs)
+    return batched(lambda t, m: _text_embeddings(model, params, t, m), tokens, mask)
 
   return embed_images, embed_texts

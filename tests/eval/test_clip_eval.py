@@ -34,7 +34,8 @@ def _one_object_test_scenes(num):
 def test_colour_only_embeddings_read_every_colour_and_chance_for_the_rest():
   images, scenes = _one_object_test_scenes(80)
   assert len(scenes) >= 30
-  accuracy = clip_eval.zero_shot(*_colour_only_embedders(), images, scenes, ["color", "shape", "size", "position"])
+  embed_images, embed_texts = _colour_only_embedders()
+  accuracy = clip_eval.zero_shot(embed_images(images), embed_texts, scenes, ["color", "shape", "size", "position"])
   assert accuracy["color_accuracy"] == 1.0
   # Every shape, size and position candidate ties, so each scores exactly its chance.
   assert accuracy["shape_accuracy"] == pytest.approx(1 / 5)
