@@ -227,7 +227,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
   return "\n".join(lines)
 
 
-# "METHOD:STEPS:GUIDANCE[:VAR_TYPE]" strings, parsed where the pipelines read them too.
+# "METHOD:STEPS:GUIDANCE[:VAR_TYPE][:start=T]" strings, parsed where the pipelines read them too.
 parse_setting = text_to_image.parse_setting
 
 
@@ -351,7 +351,7 @@ def _chain_sampler(config, settings: Sequence[dict]):
     result = unclip.generate(chain, prompts, by_setting[str(setting)].reseeded(seed))
     return {k: result[k] for k in ("decoder", "upsampler") if k in result}
   return sample_fn, chain, dict(prior=config.unclip.prior, upsampler=config.unclip.upsampler,
-                                candidates=config.unclip.candidates)
+                                candidates=config.unclip.candidates, decoder_guides=config.unclip.decoder_guides)
 
 
 def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[dict], str]:

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from t2i_jax import models
-from t2i_jax.diffusion import augmentation, checks, guidance, samplers, schedules
+from t2i_jax.diffusion import augmentation, checks, gaussian, guidance, samplers, schedules
 from t2i_jax.models import clip as clip_lib
 from t2i_jax.train import config_keys, frozen_clip
 
 
-def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: int = 0):
+def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: int = 0, start_timestep: int = 0):
   """(schedule, timestep_map) for sampling with `steps` steps: DDIM's integer stride when it divides
   the span evenly ("ddimN"), else the reference's even sections; Karras samplers take the full schedule.
 
@@ -23,18 +23,24 @@ def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: i
     min_timestep straight to the clean image with the model's x0 prediction there, and the model
     is never asked about the least noisy levels (a model trained with few draws there, e.g.
     narrow logit-normal timesteps, adds noise at them instead of removing it).
+  start_timestep: when > 0, the steps are spread over [min_timestep, start_timestep] instead, the last
+    of them start_timestep itself (SDEdit's truncated process, `SampleSettings.start_timestep`).
   """
   num_timesteps = diffusion_config.num_timesteps
   betas = schedules.beta_schedule(diffusion_config.schedule, num_timesteps)
   if method in ("euler", "heun"):
-    if min_timestep:
-      raise ValueError(f"min_timestep={min_timestep}: the Karras samplers ({method}) run the full noise schedule; "
-                       "use min_timestep=0 with them, or ddim / dpm++2m / ddpm.")
+    if min_timestep or start_timestep:
+      raise ValueError(f"min_timestep={min_timestep}, start_timestep={start_timestep}: the Karras samplers "
+                       f"({method}) run the full noise schedule; set both to 0 with them, or use ddim / dpm++2m / "
+                       "ddpm.")
     return schedules.make_schedule(betas), None
-  span = num_timesteps - min_timestep
+  top = start_timestep + 1 if start_timestep else num_timesteps
+  span = top - min_timestep
+  if start_timestep >= num_timesteps:
+    raise ValueError(f"start_timestep={start_timestep} must lie below T = {num_timesteps} (0: start from noise).")
   if min_timestep < 0 or span < steps:
-    raise ValueError(f"min_timestep={min_timestep} must lie in [0, T − steps] = [0, {num_timesteps - steps}] "
-                     f"for {steps} steps of a {num_timesteps}-step process.")
+    raise ValueError(f"min_timestep={min_timestep} must lie in [0, {top - steps}] for {steps} steps of a "
+                     f"{num_timesteps}-step process" + (f" started at {start_timestep}." if start_timestep else "."))
   spacing = f"ddim{steps}" if method == "ddim" and span % steps == 0 else str(steps)
   return schedules.respace(betas, min_timestep + schedules.space_timesteps(span, spacing))
 
@@ -60,6 +66,9 @@ class SampleSettings:
       Imagen's dynamic thresholding at `percentile` (guidance.dynamic_threshold), "none" leaves it
       (latents, whose range is not [-1, 1]).
     percentile: the quantile of |x0| that dynamic thresholding scales to 1 (Imagen: 0.995).
+    start_timestep: 0 starts the reverse process from noise at T; t > 0 starts it at original timestep t
+      from an initial image noised to that level (SDEdit, Meng et al. 2022): what the image already holds
+      above that noise level is kept. A super-resolution stage starts from its upsampled input.
   """
   method: str = "ddim"
   steps: int = 50
@@ -70,6 +79,7 @@ class SampleSettings:
   var_type: Optional[str] = None
   threshold: str = "static"
   percentile: float = 0.995
+  start_timestep: int = 0
 
   def __post_init__(self):
     checks.check_choice("sampler", self.method, samplers.METHODS)
@@ -83,13 +93,17 @@ class SampleSettings:
       raise ValueError(f"guidance={self.guidance!r} must be a finite number (1 = no guidance, e.g. 3).")
     if self.var_type is not None:
       checks.check_choice("var_type", self.var_type, checks.VAR_TYPES)
+    if isinstance(self.start_timestep, bool) or not isinstance(self.start_timestep, int) or self.start_timestep < 0:
+      raise ValueError(f"start_timestep={self.start_timestep!r}: 0 starts from noise, t > 0 from an initial image "
+                       "noised to timestep t.")
 
   @classmethod
   def from_config(cls, sample_config, **overrides) -> "SampleSettings":
     """The settings of a config's sample section, with the non-None `overrides` on top."""
     values = dict(method=sample_config.method, steps=sample_config.steps, guidance=sample_config.guidance,
                   eta=sample_config.eta, min_timestep=sample_config.min_timestep,
-                  threshold=sample_config.threshold, percentile=sample_config.threshold_percentile)
+                  threshold=sample_config.threshold, percentile=sample_config.threshold_percentile,
+                  start_timestep=sample_config.start_timestep)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
 
@@ -102,20 +116,29 @@ def stage_settings(stage, text: str, seed: int = 0, **overrides) -> SampleSettin
 
 
 def parse_setting(text: str) -> dict:
-  """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0); an optional fourth field sets the
-  ancestral sampler's variance: "ddpm:50:3:fixed_large" (default: the training config's var_type)."""
+  """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0). Optional further fields: the
+  ancestral sampler's variance ("ddpm:50:3:fixed_large"; default: the training config's var_type) and the
+  timestep to start from ("dpm++2m:10:1:start=500", `SampleSettings.start_timestep`)."""
   parts = text.split(":")
-  if len(parts) not in (3, 4):
-    raise ValueError(f"sampler setting {text!r} must read METHOD:STEPS:GUIDANCE[:VAR_TYPE], e.g. 'dpm++2m:20:3' "
-                     "or 'ddpm:50:3:fixed_large'.")
+  usage = ("must read METHOD:STEPS:GUIDANCE[:VAR_TYPE][:start=T], e.g. 'dpm++2m:20:3', 'ddpm:50:3:fixed_large' "
+           "or 'dpm++2m:10:1:start=500'")
+  if not 3 <= len(parts) <= 5:
+    raise ValueError(f"sampler setting {text!r} {usage}.")
   try:
     setting = dict(method=parts[0], steps=int(parts[1]), guidance=float(parts[2]))
   except ValueError:
     raise ValueError(f"sampler setting {text!r}: STEPS must be an integer and GUIDANCE a number.") from None
-  if len(parts) == 4:
-    if parts[3] not in checks.VAR_TYPES:
-      raise ValueError(f"sampler setting {text!r}: VAR_TYPE must be one of {checks.VAR_TYPES}.")
-    setting["var_type"] = parts[3]
+  for part in parts[3:]:
+    if part.startswith("start=") and "start_timestep" not in setting:
+      try:
+        setting["start_timestep"] = int(part[len("start="):])
+      except ValueError:
+        raise ValueError(f"sampler setting {text!r}: start=T takes an integer timestep.") from None
+    elif part in checks.VAR_TYPES and "var_type" not in setting:
+      setting["var_type"] = part
+    else:
+      raise ValueError(f"sampler setting {text!r}: {part!r} is neither a VAR_TYPE {checks.VAR_TYPES} nor "
+                       f"start=T; it {usage}.")
   return setting
 
 
@@ -135,7 +158,7 @@ def low_res_cond(stage, low_res, seed: int = 0) -> dict:
 
 
 def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings: SampleSettings, grad_fn=None,
-                x_T=None, inpaint=None):
+                x_T=None, inpaint=None, x_init=None, null_cond=None):
   """Images [num, H, W, C] in [-1, 1] from a U-Net given its conditioning kwargs.
 
   Args:
@@ -148,6 +171,10 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
       the noise still while the condition moves (unCLIP's interpolations).
     inpaint: optional (known [num, H, W, C], mask [num, H, W, 1], 1 = known): the known region replaced
       at every step (samplers.sample's inpaint; pipelines.inpaint).
+    x_init: the initial image [num, H, W, C] that settings.start_timestep > 0 starts from, noised to that
+      level with x_T's noise (or the seed's).
+    null_cond: what classifier-free guidance contrasts the condition with (default: the model's
+      null_condition(), every condition dropped); a condition it does not name is in both halves.
   """
   var_type = settings.var_type or diffusion_config.var_type
   learned = diffusion_config.var_type in checks.LEARNED_VAR_TYPES
@@ -157,13 +184,23 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
   drop_variance = learned and var_type not in checks.LEARNED_VAR_TYPES
   denoise = models.denoise_fn(model, params, channels=model.out_channels if drop_variance else None)
   if settings.guidance != 1.0:
-    denoise = guidance.classifier_free(denoise, settings.guidance, model.null_condition())
+    denoise = guidance.classifier_free(denoise, settings.guidance,
+                                       model.null_condition() if null_cond is None else null_cond)
   method, steps = settings.method, settings.steps
-  schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, settings.min_timestep)
+  schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, settings.min_timestep,
+                                             settings.start_timestep)
   shape = (num, model.image_size, model.image_size, model.out_channels)
+  key = jax.random.PRNGKey(settings.seed)
+  if settings.start_timestep:
+    if x_init is None:
+      raise ValueError(f"start_timestep={settings.start_timestep} starts from an initial image, and this stage "
+                       "has none; sample with start_timestep=0.")
+    noise = jax.random.normal(jax.random.fold_in(key, 1), shape) if x_T is None else x_T
+    last = jnp.full((num,), schedule.num_timesteps - 1, jnp.int32)  # the respaced index of start_timestep
+    x_T = gaussian.q_sample(schedule, jnp.asarray(x_init, jnp.float32), last, noise)
   dynamic = settings.threshold == "dynamic"
   return samplers.sample(
-      denoise, schedule, shape, jax.random.PRNGKey(settings.seed), method=method,
+      denoise, schedule, shape, key, method=method,
       mean_type=diffusion_config.mean_type, var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
       timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
       clip_denoised=settings.threshold == "static",
@@ -190,7 +227,11 @@ def super_resolve(stage, low_res, settings: SampleSettings, prompts: Optional[Se
   upsampler) reads the prompts, or its null caption without them."""
   num = low_res.shape[0]
   cond = with_text(stage, low_res_cond(stage, low_res, settings.seed), num, prompts)
-  return sample_unet(stage.model, stage.params, stage.diffusion, cond, num, settings, x_T=x_T)
+  size, channels = stage.model.image_size, stage.model.out_channels
+  # The model's own reading of low_res (models/unet.py): bilinear.
+  x_init = jax.image.resize(jnp.asarray(low_res, jnp.float32), (num, size, size, channels), method="linear",
+                            antialias=False)
+  return sample_unet(stage.model, stage.params, stage.diffusion, cond, num, settings, x_T=x_T, x_init=x_init)
 
 
 def clip_guidance(clip_stage, unet_stage, prompts: Sequence[str], scale: float):

@@ -34,18 +34,26 @@ from t2i_jax.pipelines.text_to_image import SampleSettings
 from t2i_jax.train import config_keys, frozen_clip
 
 
+DECODER_GUIDES = ("both", "caption")
+
+
 @dataclasses.dataclass(frozen=True)
 class ChainSettings:
-  """How each stage samples: SampleSettings for the prior, decoder and upsampler, and K candidates."""
+  """How each stage samples: SampleSettings for the prior, decoder and upsampler, K candidates, and what
+  the decoder's classifier-free guidance contrasts: "both" (embedding and caption against neither) or
+  "caption" (the caption against the null caption, the embedding given to both halves)."""
   prior: SampleSettings
   decoder: SampleSettings
   upsampler: SampleSettings
   candidates: int = 2
+  decoder_guides: str = "both"
 
   def __post_init__(self):
     if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
       raise ValueError(f"unclip.candidates={self.candidates!r}: draw at least 1 prior sample per prompt "
                        "(unCLIP: 2).")
+    if self.decoder_guides not in DECODER_GUIDES:
+      raise ValueError(f"unclip.decoder_guides={self.decoder_guides!r}: choose one of {DECODER_GUIDES}.")
 
   @classmethod
   def from_config(cls, unclip_config, chain: "Chain", seed: int = 0,
@@ -56,11 +64,12 @@ class ChainSettings:
     settings = text_to_image.stage_settings
     return cls(prior=settings(chain.prior, unclip_config.prior, seed),
                decoder=settings(chain.decoder, unclip_config.decoder, seed, **(decoder or {})),
-               upsampler=settings(upsampler, unclip_config.upsampler, seed), candidates=unclip_config.candidates)
+               upsampler=settings(upsampler, unclip_config.upsampler, seed), candidates=unclip_config.candidates,
+               decoder_guides=unclip_config.decoder_guides)
 
   def reseeded(self, seed: int) -> "ChainSettings":
-    stages = (self.prior, self.decoder, self.upsampler)
-    return ChainSettings(*(dataclasses.replace(s, seed=seed) for s in stages), candidates=self.candidates)
+    return dataclasses.replace(self, **{name: dataclasses.replace(getattr(self, name), seed=seed)
+                                        for name in ("prior", "decoder", "upsampler")})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,12 +184,16 @@ def sample_prior(prior: stage_lib.Stage, text_emb, states, mask, settings: Sampl
 
 
 def decode(decoder: stage_lib.Stage, clip_emb, settings: SampleSettings, prompts: Optional[Sequence[str]] = None,
-           x_T=None) -> jax.Array:
+           x_T=None, guides: str = "both") -> jax.Array:
   """Images [N, H, W, 3] in [-1, 1] from scaled CLIP image embeddings [N, E] (and the captions, when given
-  and the decoder reads text; without them its null caption)."""
+  and the decoder reads text; without them its null caption). guides: ChainSettings.decoder_guides."""
   model, num = decoder.model, clip_emb.shape[0]
   cond = text_to_image.with_text(decoder, {"clip_emb": jnp.asarray(clip_emb, jnp.float32)}, num, prompts)
-  return text_to_image.sample_unet(model, decoder.params, decoder.diffusion, cond, num, settings, x_T=x_T)
+  null = model.null_condition()
+  if guides == "caption":
+    null.pop("clip_emb")  # guidance.classifier_free gives an unnamed condition to both halves
+  return text_to_image.sample_unet(model, decoder.params, decoder.diffusion, cond, num, settings, x_T=x_T,
+                                   null_cond=null)
 
 
 def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed_noise: bool = False) -> dict:
@@ -192,7 +205,7 @@ def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed
         size, channels = stage.model.image_size, stage.model.out_channels
         noise = jax.random.normal(jax.random.PRNGKey(settings.decoder.seed), (1, size, size, channels))
         x_T[name] = jnp.broadcast_to(noise, (num, size, size, channels))
-  low = decode(chain.decoder, clip_emb, settings.decoder, prompts, x_T.get("decoder"))
+  low = decode(chain.decoder, clip_emb, settings.decoder, prompts, x_T.get("decoder"), settings.decoder_guides)
   out = {"clip_emb": clip_emb, "decoder": low}
   if chain.upsampler is not None:
     out["upsampler"] = text_to_image.super_resolve(chain.upsampler, low, settings.upsampler,

@@ -43,7 +43,8 @@ DEFAULTS = {
     # threshold_percentile, or left alone ("none": latents).
     "sample": dict(method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(),
                    num_images=8, labels=(), split="test", classifier_workdir="", classifier_scale=1.0,
-                   clip_workdir="", clip_scale=0.0, threshold="static", threshold_percentile=0.995),
+                   clip_workdir="", clip_scale=0.0, threshold="static", threshold_percentile=0.995,
+                   start_timestep=0),
     "prior": dict(clip_workdir=...),
     # unCLIP's decoder: the frozen CLIP that embeds each training image, and how often each condition is
     # dropped for classifier-free guidance (the paper's rates: the CLIP embedding 10%, the caption 50%).
@@ -68,10 +69,12 @@ DEFAULTS = {
     # the frozen CLIP whose token states it attends to ("": its own text encoder, model.text).
     "latent_diffusion": dict(autoencoder_workdir=..., clip_workdir=""),
     # A chain config (configs/shapes_unclip.py): the stages' workdirs and each stage's sampler as
-    # METHOD:STEPS:GUIDANCE over its own sample section; K prior candidates per prompt (unCLIP: 2).
+    # METHOD:STEPS:GUIDANCE over its own sample section; K prior candidates per prompt (unCLIP: 2); what
+    # the decoder's guidance contrasts ("both": the embedding and caption against neither; "caption": the
+    # caption against none, the embedding in both halves).
     "unclip": dict(clip_workdir=..., prior_workdir=..., decoder_workdir=..., upsampler_workdir="",
                    prior="ddim:25:1", decoder="dpm++2m:20:3", upsampler="dpm++2m:10:1", candidates=2,
-                   prompts=(), num_images=4),
+                   decoder_guides="both", prompts=(), num_images=4),
     # GLIDE's cascade (configs/shapes_glide.py): the base text U-Net's and the text-conditional
     # upsampler's workdirs and samplers (METHOD:STEPS:GUIDANCE over each stage's own sample section).
     "glide": dict(base_workdir=..., upsampler_workdir="", base="dpm++2m:20:3", upsampler="dpm++2m:10:1",

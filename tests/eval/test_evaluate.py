@@ -51,8 +51,13 @@ def test_settings_parse_and_bad_ones_are_explained():
   assert evaluate.parse_setting("dpm++2m:20:3") == dict(method="dpm++2m", steps=20, guidance=3.0)
   assert evaluate.parse_setting("ddpm:50:1:fixed_large") == dict(method="ddpm", steps=50, guidance=1.0,
                                                                  var_type="fixed_large")
-  with pytest.raises(ValueError, match="VAR_TYPE must be one of"):
+  assert evaluate.parse_setting("dpm++2m:10:1:start=500") == dict(method="dpm++2m", steps=10, guidance=1.0,
+                                                                  start_timestep=500)
+  assert evaluate.parse_setting("ddpm:10:1:fixed_small:start=5")["start_timestep"] == 5
+  with pytest.raises(ValueError, match="'wide' is neither a VAR_TYPE"):
     evaluate.parse_setting("ddpm:50:1:wide")
+  with pytest.raises(ValueError, match="start=T takes an integer"):
+    evaluate.parse_setting("ddpm:50:1:start=late")
   with pytest.raises(ValueError, match="METHOD:STEPS:GUIDANCE"):
     evaluate.parse_setting("ddim:20")
   with pytest.raises(ValueError, match="STEPS must be an integer"):

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from t2i_jax.diffusion import samplers
+from t2i_jax.diffusion import samplers, schedules
 from t2i_jax.models.unet import UNet
 from t2i_jax.pipelines import stage as stage_lib, text_to_image
 
@@ -86,8 +86,34 @@ def test_min_timestep_never_asks_the_model_below_it(method):
   assert np.max(np.abs(sample(0) - 0.3)) > 0.1
 
 
+def test_start_timestep_starts_from_the_initial_image_noised_to_it():
+  # An eps model that predicts zero noise: DDIM (η = 0) then scales x_t by sqrt(ᾱ_prev / ᾱ_t) at each
+  # step, so from x_start = sqrt(ᾱ_s)·x_init + sqrt(1 − ᾱ_s)·n it returns x_init + sqrt(1/ᾱ_s − 1)·n
+  # exactly: the start is start_timestep's own ᾱ, and the init image is what it noises.
+  model = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=())
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,), jnp.int32))["params"]
+  params = jax.tree.map(lambda a: a, params)
+  params["out_conv"] = jax.tree.map(jnp.zeros_like, params["out_conv"])
+  diffusion = ml_collections.ConfigDict(dict(schedule="linear", num_timesteps=100, mean_type="eps",
+                                             var_type="fixed_small"))
+  x_init = 0.5 * jnp.sin(jnp.arange(2 * 8 * 8 * 3, dtype=jnp.float32)).reshape(2, 8, 8, 3)
+  noise = jax.random.normal(jax.random.PRNGKey(2), x_init.shape)
+  settings = text_to_image.SampleSettings(method="ddim", steps=5, start_timestep=50, threshold="none")
+  out = text_to_image.sample_unet(model, params, diffusion, {}, 2, settings, x_T=noise, x_init=x_init)
+  abar = np.cumprod(1.0 - schedules.beta_schedule("linear", 100))[50]
+  np.testing.assert_allclose(np.asarray(out), x_init + np.sqrt(1.0 / abar - 1.0) * noise, atol=1e-4)
+  _, kept = text_to_image.respaced_schedule(diffusion, "ddim", 5, start_timestep=50)
+  assert int(kept[0]) == 0 and int(kept[-1]) == 50
+  with pytest.raises(ValueError, match="starts from an initial image, and this stage has none"):
+    text_to_image.sample_unet(model, params, diffusion, {}, 2, settings)
+  with pytest.raises(ValueError, match="must lie below T = 100"):
+    text_to_image.respaced_schedule(diffusion, "ddim", 5, start_timestep=100)
+  with pytest.raises(ValueError, match="start_timestep=-1"):
+    text_to_image.SampleSettings(start_timestep=-1)
+
+
 def test_bad_min_timestep_is_refused():
-  with pytest.raises(ValueError, match=r"must lie in \[0, T − steps\] = \[0, 80\]"):
+  with pytest.raises(ValueError, match=r"must lie in \[0, 80\] for 20 steps"):
     text_to_image.respaced_schedule(_diffusion(), "ddim", 20, min_timestep=90)
   with pytest.raises(ValueError, match="must lie in"):
     text_to_image.respaced_schedule(_diffusion(), "ddim", 20, min_timestep=-1)

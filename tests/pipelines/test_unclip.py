@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -85,6 +86,20 @@ def test_the_chain_draws_a_prompt_variations_and_an_interpolation_without_recomp
   second = unclip.generate(chain, ["a small yellow cross on the right", PROMPT], guided)
   assert samplers._sample_jit._cache_size() == compiled  # pylint: disable=protected-access
   assert not np.allclose(np.asarray(first["clip_emb"]), np.asarray(second["clip_emb"]))
+  # "caption" guidance gives the embedding to both halves: with the null caption it is no guidance at all,
+  # where "both" still guides on the embedding.
+  # (The two-step decoder's output barely moves with its inputs: its params are perturbed so that it does.)
+  leaves, tree = jax.tree.flatten(chain.decoder.params)
+  keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+  decoder = dataclasses.replace(chain.decoder, params=jax.tree.unflatten(
+      tree, [a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]))
+  emb, guided_decoder = first["clip_emb"], dataclasses.replace(settings.decoder, guidance=3.0)
+  plain = np.asarray(unclip.decode(decoder, emb, dataclasses.replace(settings.decoder, guidance=1.0)))
+  np.testing.assert_allclose(np.asarray(unclip.decode(decoder, emb, guided_decoder, guides="caption")), plain,
+                             atol=1e-5)
+  assert not np.allclose(np.asarray(unclip.decode(decoder, emb, guided_decoder)), plain, atol=1e-2)
+  with pytest.raises(ValueError, match="decoder_guides='text'"):
+    dataclasses.replace(settings, decoder_guides="text")
   # The prior's samples are in the stages' scale (norm sqrt(E) for the training embeddings).
   np.testing.assert_allclose(np.linalg.norm(np.asarray(first["clip_emb"]), axis=1) ** 2,
                              chain.prior.model.clip_dim, rtol=0.5)

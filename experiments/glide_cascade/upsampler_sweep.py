@@ -1,12 +1,14 @@
-"""The cascade's caption accuracy against the noise level the upsampler's input is corrupted with at sampling.
+"""The cascade's caption accuracy against how the upsampler samples: its input's noise level and its start.
 
 The upsampler trained on box-downsampled renders noised at levels {0, …, low_res.noise_aug_max} and is fed
-the base's samples noised at one fixed level, low_res.noise_aug_sample (Imagen §2.5 sweeps this level).
-This script scores the cascade of trained stages at several levels, everything else as the chain config,
-and the upsampler fed renders of the prompts at the base's size (at the last level): what it loses by itself.
+the base's samples noised at one fixed level, low_res.noise_aug_sample (Imagen §2.5 sweeps this level). Its
+reverse process starts from noise at T, or at a timestep t from its bilinearly upsampled input noised to t
+(SDEdit; `SampleSettings.start_timestep`). This script scores the cascade of trained stages at each level
+and start, everything else as the chain config, and the upsampler fed renders of the prompts at the base's
+size (at the last level, each start): what it loses by itself.
 
-  PYTHONPATH=. .venv/bin/python experiments/glide_cascade/aug_levels.py --base=runs/unclip_vs_glide/glide_s0 \
-      --upsampler=runs/glide_cascade/upsampler_s0 --levels=0,50,100 --out=runs/glide_cascade/levels_s0.json
+  PYTHONPATH=. .venv/bin/python experiments/glide_cascade/upsampler_sweep.py --base=runs/unclip_vs_glide/glide_s0 \
+      --upsampler=runs/glide_cascade/upsampler_s0 --levels=0,50,100 --starts=0,500 --out=runs/glide_cascade/sweep_s0.json
 """
 
 import argparse
@@ -20,7 +22,7 @@ from t2i_jax.data import shapes
 from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import glide, text_to_image
 
-COLUMNS = ("input", "level", "output", "image_size", "caption_accuracy", "color_accuracy", "shape_accuracy",
+COLUMNS = ("input", "level", "start", "output", "image_size", "caption_accuracy", "color_accuracy", "shape_accuracy",
            "size_accuracy", "position_accuracy", "binding_accuracy", "fid")
 
 
@@ -28,7 +30,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--base", required=True)
   parser.add_argument("--upsampler", required=True)
-  parser.add_argument("--levels", default="0,50,100,200")
+  parser.add_argument("--levels", default="100")
+  parser.add_argument("--starts", default="0", help="upsampler start timesteps (0: from noise at T)")
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
   config = shapes_glide.get_config()
@@ -36,6 +39,7 @@ def main():
   cascade = glide.load_cascade(config.glide)
   settings = glide.CascadeSettings.from_config(config.glide, cascade)
   levels = [int(v) for v in args.levels.split(",")]
+  starts = [int(v) for v in args.starts.split(",")]
 
   # "renders": the upsampler fed renders of the prompts at the base's size instead of the base's samples.
   scenes = evaluate.prompt_scenes(config.eval.num_single, config.eval.num_heldout, config.eval.num_pair,
@@ -47,15 +51,17 @@ def main():
     upsampler_config = cascade.upsampler.config.copy_and_resolve_references()
     upsampler_config.low_res.noise_aug_sample = setting["level"]
     upsampler = dataclasses.replace(cascade.upsampler, config=upsampler_config)
+    run = settings.reseeded(seed)
+    run = dataclasses.replace(run, upsampler=dataclasses.replace(run.upsampler, start_timestep=setting["start"]))
     if setting["input"] == "base samples":
-      return glide.generate(glide.Cascade(cascade.base, upsampler), prompts, settings.reseeded(seed))
+      return glide.generate(glide.Cascade(cascade.base, upsampler), prompts, run)
     rng = np.random.default_rng(seed)
     renders = np.stack([shapes.to_float(shapes.render(scene_of[p].objects, scene_of[p].relation, size, rng))
                         for p in prompts])
-    return {"upsampler": text_to_image.super_resolve(upsampler, renders, settings.reseeded(seed).upsampler, prompts)}
+    return {"upsampler": text_to_image.super_resolve(upsampler, renders, run.upsampler, prompts)}
 
-  rows = evaluate.evaluate_fn(sample_fn, [dict(input="base samples", level=v) for v in levels]
-                              + [dict(input="renders", level=levels[-1])], config.eval)
+  rows = evaluate.evaluate_fn(sample_fn, [dict(input="base samples", level=v, start=t) for v in levels for t in starts]
+                              + [dict(input="renders", level=levels[-1], start=t) for t in starts], config.eval)
   with open(args.out, "w") as f:
     json.dump(dict(base=args.base, upsampler=args.upsampler, upsampler_setting=config.glide.upsampler, rows=rows),
               f, indent=2)
