@@ -80,9 +80,8 @@ def test_the_chain_draws_a_prompt_variations_and_an_interpolation_without_recomp
   # New prompts, seeds and guidance scales are arguments of the compiled loops.
   first = unclip.generate(chain, [PROMPT, "a large green star in the middle"], settings)
   compiled = samplers._sample_jit._cache_size()  # pylint: disable=protected-access
-  guided = unclip.ChainSettings(prior=dataclasses.replace(settings.prior, guidance=4.0, seed=5),
-                                decoder=dataclasses.replace(settings.decoder, guidance=1.5),
-                                upsampler=settings.upsampler, candidates=settings.candidates)
+  guided = dataclasses.replace(settings, prior=dataclasses.replace(settings.prior, guidance=4.0, seed=5),
+                               decoder=dataclasses.replace(settings.decoder, guidance=1.5))
   second = unclip.generate(chain, ["a small yellow cross on the right", PROMPT], guided)
   assert samplers._sample_jit._cache_size() == compiled  # pylint: disable=protected-access
   assert not np.allclose(np.asarray(first["clip_emb"]), np.asarray(second["clip_emb"]))
