@@ -5,7 +5,8 @@ the base's samples noised at one fixed level, low_res.noise_aug_sample (Imagen �
 reverse process starts from noise at T, or at a timestep t from its bilinearly upsampled input noised to t
 (SDEdit; `SampleSettings.start_timestep`). This script scores the cascade of trained stages at each level
 and start, everything else as the chain config, and the upsampler fed renders of the prompts at the base's
-size (at the last level, each start): what it loses by itself.
+size (at the last level, each start): what it loses by itself. `--bilinear` adds a row of the base's
+samples resized bilinearly to the upsampler's size: what the upsampler adds over a plain resize.
 
   PYTHONPATH=. .venv/bin/python experiments/glide_cascade/upsampler_sweep.py --base=runs/unclip_vs_glide/glide_s0 \
       --upsampler=runs/glide_cascade/upsampler_s0 --levels=0,50,100 --starts=0,500 --out=runs/glide_cascade/sweep_s0.json
@@ -15,6 +16,7 @@ import argparse
 import dataclasses
 import json
 
+import jax
 import numpy as np
 
 from configs import shapes_glide
@@ -32,6 +34,7 @@ def main():
   parser.add_argument("--upsampler", required=True)
   parser.add_argument("--levels", default="100")
   parser.add_argument("--starts", default="0", help="upsampler start timesteps (0: from noise at T)")
+  parser.add_argument("--bilinear", action="store_true", help="also score the base's samples resized bilinearly")
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
   config = shapes_glide.get_config()
@@ -48,6 +51,10 @@ def main():
   size = cascade.base.model.image_size
 
   def sample_fn(setting, prompts, seed):
+    if setting["input"] == "base samples, bilinear":
+      base = glide.generate(glide.Cascade(cascade.base, None), prompts, settings.reseeded(seed))["base"]
+      high = cascade.upsampler.model.image_size
+      return {"base": base, "upsampler": jax.image.resize(base, (base.shape[0], high, high, 3), "linear")}
     upsampler_config = cascade.upsampler.config.copy_and_resolve_references()
     upsampler_config.low_res.noise_aug_sample = setting["level"]
     upsampler = dataclasses.replace(cascade.upsampler, config=upsampler_config)
@@ -61,7 +68,9 @@ def main():
     return {"upsampler": text_to_image.super_resolve(upsampler, renders, run.upsampler, prompts)}
 
   rows = evaluate.evaluate_fn(sample_fn, [dict(input="base samples", level=v, start=t) for v in levels for t in starts]
-                              + [dict(input="renders", level=levels[-1], start=t) for t in starts], config.eval)
+                              + [dict(input="renders", level=levels[-1], start=t) for t in starts]
+                              + ([dict(input="base samples, bilinear", level="–", start="–")] if args.bilinear else []),
+                              config.eval)
   with open(args.out, "w") as f:
     json.dump(dict(base=args.base, upsampler=args.upsampler, upsampler_setting=config.glide.upsampler, rows=rows),
               f, indent=2)
