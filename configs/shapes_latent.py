@@ -1,8 +1,9 @@
 """Latent diffusion on captioned shapes: a text U-Net on the 12×12×4 latents of configs/shapes_autoencoder.py.
 
 Stable Diffusion's design at CPU size: the frozen autoencoder's latents, scaled by its checkpoint's latent
-scale, and cross-attention on the token states of the frozen CLIP text tower of configs/shapes_clip.py;
-`:glide_text` reads the caption through the U-Net's own GLIDE-style encoder instead. The diffusion and
+scale, cross-attention on the token states of the frozen CLIP text tower of configs/shapes_clip.py and, as
+SD 2 / SDXL, its pooled text embedding added to the timestep embedding; `:glide_text` reads the caption
+through the U-Net's own GLIDE-style encoder instead. The diffusion and
 sampler are the pixel-space default's (configs/shapes_default.py), which experiments/latent_vs_pixel
 compares it to. Train the frozen stages first; sample and score through configs/shapes_latent_chain.py.
 
@@ -12,7 +13,7 @@ compares it to. Train the frozen stages first; sample and score through configs/
   python -m t2i_jax.main --config=configs/shapes_latent.py:runlocal --workdir=/tmp/shapes_latent
 """
 
-from configs import common, shapes_default
+from configs import common, shapes_clip, shapes_default
 
 
 def get_config(arg=None):
@@ -33,7 +34,10 @@ def get_config(arg=None):
   if glide_text:
     config.model.text = text
   else:
-    config.model.context_dim = 32 if runlocal else 64  # the CLIP's text_width
+    clip = shapes_clip.get_config("runlocal" if runlocal else None).model
+    # SD-2/SDXL: the CLIP's token states for cross-attention and its pooled text embedding on the timestep
+    # embedding, which carries the caption's position (the CLIP's zero-shot position is 100%).
+    config.model.update(dict(context_dim=clip.text_width, pooled_dim=clip.embed_dim))
   if not runlocal:
     # The default's training compute: its 4,400 steps at 2.2× (:glide_text 1.87×) its images/s
     # (benchmarks/latent_vs_pixel.py).

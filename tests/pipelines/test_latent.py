@@ -117,15 +117,17 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
                             jnp.argmax(jnp.cumsum(batch["cond"]["token_mask"], -1), -1),
                             method="encode_text_states")[1]
   np.testing.assert_allclose(embedded["cond"]["context"], states, atol=2e-5)
-  assert embedded["cond"]["context"].shape == (8, 20, 32) and "pooled" not in embedded["cond"]
+  assert embedded["cond"]["context"].shape == (8, 20, 32)
   np.testing.assert_array_equal(embedded["cond"]["context_mask"], batch["cond"]["token_mask"])
-  # SD-2 / SDXL's pooled embedding (model.pooled_dim): the caption's scaled CLIP text embedding.
-  with_pooled = jax.jit(frozen_autoencoder.make_latent_embed_fn(ae_model, clip_model, pooled=True))(
-      task.embed_params, jax.tree.map(jnp.asarray, batch))
+  # SD-2 / SDXL's pooled embedding (model.pooled_dim, on in the config): the caption's scaled CLIP text
+  # embedding; a U-Net without pooled_dim is given none.
   pooled, _ = frozen_clip.embed_text(clip_model, clip_params, jnp.asarray(batch["cond"]["tokens"]),
                                      jnp.asarray(batch["cond"]["token_mask"]))
-  assert with_pooled["cond"]["pooled"].shape == (8, 16)
-  np.testing.assert_allclose(with_pooled["cond"]["pooled"], pooled, atol=2e-5)
+  assert task.model.pooled_dim == 16 and embedded["cond"]["pooled"].shape == (8, 16)
+  np.testing.assert_allclose(embedded["cond"]["pooled"], pooled, atol=2e-5)
+  without = jax.jit(frozen_autoencoder.make_latent_embed_fn(ae_model, clip_model, pooled=False))(
+      task.embed_params, jax.tree.map(jnp.asarray, batch))
+  assert "pooled" not in without["cond"]
   # The dropped condition (CFG; broadcast over the caption's length as the loss does) attends to no token:
   # the output of any masked-out context. Params perturbed: the attention's output projection starts at zero.
   model = task.model
@@ -134,7 +136,7 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
                         jax.tree.unflatten(jax.tree.structure(params),
                                            jax.random.split(jax.random.PRNGKey(0), len(jax.tree.leaves(params)))))
   apply = jax.jit(lambda context, mask: model.apply({"params": params}, z[:2], jnp.array([5, 50]), context=context,
-                                                    context_mask=mask))
+                                                    context_mask=mask, pooled=embedded["cond"]["pooled"][:2]))
   null = model.null_condition(2)
   shape = embedded["cond"]["context"][:2].shape
   dropped = apply(jnp.broadcast_to(null["context"], shape), jnp.broadcast_to(null["context_mask"], shape[:2]))
