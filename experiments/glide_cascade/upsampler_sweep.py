@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 
-import jax
 import numpy as np
 
 from configs import shapes_glide
@@ -50,22 +49,30 @@ def main():
   scene_of = dict(zip(evaluate.prompts_for(scenes), scenes))
   size = cascade.base.model.image_size
 
+  base_samples = {}  # the base's samples of (prompts, seed), drawn once for every row
+
+  def sample_base(prompts, seed):
+    key = (tuple(prompts), seed)
+    if key not in base_samples:
+      base_samples[key] = text_to_image.generate(cascade.base, prompts, settings.reseeded(seed).base)
+    return base_samples[key]
+
   def sample_fn(setting, prompts, seed):
+    high = cascade.upsampler.model.image_size
     if setting["input"] == "base samples, bilinear":
-      base = glide.generate(glide.Cascade(cascade.base, None), prompts, settings.reseeded(seed))["base"]
-      high = cascade.upsampler.model.image_size
-      return {"base": base, "upsampler": jax.image.resize(base, (base.shape[0], high, high, 3), "linear")}
+      base = sample_base(prompts, seed)
+      return {"base": base, "upsampler": text_to_image.upsample_bilinear(base, high)}
     upsampler_config = cascade.upsampler.config.copy_and_resolve_references()
     upsampler_config.low_res.noise_aug_sample = setting["level"]
     upsampler = dataclasses.replace(cascade.upsampler, config=upsampler_config)
-    run = settings.reseeded(seed)
-    run = dataclasses.replace(run, upsampler=dataclasses.replace(run.upsampler, start_timestep=setting["start"]))
+    run = dataclasses.replace(settings.reseeded(seed).upsampler, start_timestep=setting["start"])
     if setting["input"] == "base samples":
-      return glide.generate(glide.Cascade(cascade.base, upsampler), prompts, run)
+      base = sample_base(prompts, seed)
+      return {"base": base, "upsampler": text_to_image.super_resolve(upsampler, base, run, prompts)}
     rng = np.random.default_rng(seed)
     renders = np.stack([shapes.to_float(shapes.render(scene_of[p].objects, scene_of[p].relation, size, rng))
                         for p in prompts])
-    return {"upsampler": text_to_image.super_resolve(upsampler, renders, run.upsampler, prompts)}
+    return {"upsampler": text_to_image.super_resolve(upsampler, renders, run, prompts)}
 
   rows = evaluate.evaluate_fn(sample_fn, [dict(input="base samples", level=v, start=t) for v in levels for t in starts]
                               + [dict(input="renders", level=levels[-1], start=t) for t in starts]

@@ -10,7 +10,6 @@ same prompts, oracle and sampler as the chain's --mode=eval.
 """
 
 import argparse
-import dataclasses
 
 import jax.numpy as jnp
 
@@ -56,10 +55,8 @@ def main():
       emb = unclip.sample_prior(chain.prior, text_emb, states, mask, settings.prior, settings.candidates)
       if setting["feed"] == "no_embedding":
         emb = jnp.zeros_like(emb)
-    decoder = dataclasses.replace(settings.decoder, method=setting["method"], steps=setting["steps"],
-                                  guidance=setting["guidance"])
     caption = None if setting["feed"] == "no_caption" else prompts
-    return {"decoder": unclip.decode(chain.decoder, emb, decoder, caption, guides=settings.decoder_guides)}
+    return {"decoder": unclip.decode(chain.decoder, emb, settings.decoder, caption, guides=settings.decoder_guides)}
 
   rows = evaluate.evaluate_fn(sample_fn, [dict(feed=feed, method=base.decoder.method, steps=base.decoder.steps,
                                                guidance=base.decoder.guidance) for feed in feeds], evaluation)

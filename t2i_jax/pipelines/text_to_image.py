@@ -227,11 +227,16 @@ def super_resolve(stage, low_res, settings: SampleSettings, prompts: Optional[Se
   upsampler) reads the prompts, or its null caption without them."""
   num = low_res.shape[0]
   cond = with_text(stage, low_res_cond(stage, low_res, settings.seed), num, prompts)
-  size, channels = stage.model.image_size, stage.model.out_channels
-  # The model's own reading of low_res (models/unet.py): bilinear.
-  x_init = jax.image.resize(jnp.asarray(low_res, jnp.float32), (num, size, size, channels), method="linear",
-                            antialias=False)
+  x_init = upsample_bilinear(low_res, stage.model.image_size) if settings.start_timestep else None
   return sample_unet(stage.model, stage.params, stage.diffusion, cond, num, settings, x_T=x_T, x_init=x_init)
+
+
+def upsample_bilinear(images, size: int) -> jax.Array:
+  """Images [N, h, w, C] resized bilinearly to [N, size, size, C]: how a super-resolution U-Net reads its
+  low_res input (models/unet.py), and where its sampling starts with start_timestep > 0."""
+  images = jnp.asarray(images, jnp.float32)
+  return jax.image.resize(images, (images.shape[0], size, size, images.shape[-1]), method="linear",
+                          antialias=False)
 
 
 def clip_guidance(clip_stage, unet_stage, prompts: Sequence[str], scale: float):

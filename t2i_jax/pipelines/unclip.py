@@ -187,6 +187,8 @@ def decode(decoder: stage_lib.Stage, clip_emb, settings: SampleSettings, prompts
            x_T=None, guides: str = "both") -> jax.Array:
   """Images [N, H, W, 3] in [-1, 1] from scaled CLIP image embeddings [N, E] (and the captions, when given
   and the decoder reads text; without them its null caption). guides: ChainSettings.decoder_guides."""
+  if guides not in DECODER_GUIDES:
+    raise ValueError(f"guides={guides!r}: choose one of {DECODER_GUIDES}.")
   model, num = decoder.model, clip_emb.shape[0]
   cond = text_to_image.with_text(decoder, {"clip_emb": jnp.asarray(clip_emb, jnp.float32)}, num, prompts)
   null = model.null_condition()

@@ -61,6 +61,13 @@ def test_the_cascade_upsamples_the_base_samples_of_a_prompt(glide_runlocal, tmp_
   upsampler = dataclasses.replace(cascade.upsampler, params=noisy)
   read = [text_to_image.super_resolve(upsampler, low, settings.upsampler, p) for p in (prompts, prompts[::-1])]
   assert np.abs(np.asarray(read[0] - read[1])).max() > 1e-3
+  # Started at t = 1 (of the runlocal 100), the upsampler returns its input resized bilinearly, changed only
+  # by one step at that noise level; started from noise, it draws something else.
+  bilinear = np.asarray(text_to_image.upsample_bilinear(low, 32))
+  started = dataclasses.replace(settings.upsampler, method="ddim", steps=2, start_timestep=1)
+  near = np.asarray(text_to_image.super_resolve(upsampler, low, started, prompts))
+  far = np.asarray(text_to_image.super_resolve(upsampler, low, dataclasses.replace(started, start_timestep=0), prompts))
+  assert np.abs(near - bilinear).mean() < 0.05 < 0.2 < np.abs(far - bilinear).mean()
 
 
 def test_mismatched_stages_are_refused_and_the_published_pair_chains(glide_runlocal, tmp_path):

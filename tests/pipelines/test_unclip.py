@@ -99,6 +99,8 @@ def test_the_chain_draws_a_prompt_variations_and_an_interpolation_without_recomp
   assert not np.allclose(np.asarray(unclip.decode(decoder, emb, guided_decoder)), plain, atol=1e-2)
   with pytest.raises(ValueError, match="decoder_guides='text'"):
     dataclasses.replace(settings, decoder_guides="text")
+  with pytest.raises(ValueError, match="guides='text'"):
+    unclip.decode(decoder, emb, guided_decoder, guides="text")
   # The prior's samples are in the stages' scale (norm sqrt(E) for the training embeddings).
   np.testing.assert_allclose(np.linalg.norm(np.asarray(first["clip_emb"]), axis=1) ** 2,
                              chain.prior.model.clip_dim, rtol=0.5)
