@@ -39,13 +39,14 @@ def main():
   args = parser.parse_args()
 
   from t2i_jax.data import input_pipeline
-  from t2i_jax.train import config_keys, sharding, state as state_lib, step as step_lib, tasks
+  from t2i_jax import config_keys
+  from t2i_jax.train import families, sharding, state as state_lib, step as step_lib
 
   config = config_keys.complete(_load_config(args.config))
   config.data.name = "shapes_rendered"  # the same examples, without building the TFDS files
   mesh = sharding.make_mesh(config.fsdp)
-  task = tasks.make_task(config)
-  tokenizer = tasks.tokenizer_for(config)
+  task = families.make_task(config)
+  tokenizer = families.tokenizer_for(config)
   iterator = input_pipeline.create_iterator(
       input_pipeline.make_source(config.data, "train"), batch_size=config.train.batch_size, seed=0,
       tokenizer=tokenizer, context_length=config.data.context_length, image_size=config.data.image_size)

@@ -35,13 +35,13 @@ import jax
 
 from configs import shapes_default, shapes_latent
 from t2i_jax.pipelines import latent, stage as stage_lib, text_to_image
-from t2i_jax.train import frozen_autoencoder, loop, sharding, state as state_lib, step as step_lib, tasks
+from t2i_jax.train import families, frozen_autoencoder, loop, sharding, state as state_lib, step as step_lib
 
 
 def _trainer(config, workdir):
   """() -> seconds of one training step of `config` on the next data batch (state kept between calls)."""
   mesh = sharding.make_mesh(1)
-  task = tasks.make_task(config, workdir)
+  task = families.make_task(config, workdir)
   if task.frozen is not None:
     frozen_autoencoder.write_record(workdir, task.frozen)
   optimizer = state_lib.make_optimizer(config.optim)
@@ -51,7 +51,7 @@ def _trainer(config, workdir):
   train_step = step_lib.make_train_step(task.loss_fn, optimizer, ema_rate=config.train.ema_rate)
   jitted = step_lib.jit_train_step(train_step, holder["state"], mesh)
   embed = None if task.embed is None else jax.jit(task.embed, out_shardings=sharding.batch_sharding(mesh))
-  iterator = loop.make_iterator(config, tasks.tokenizer_for(config))
+  iterator = loop.make_iterator(config, families.tokenizer_for(config))
   key = jax.random.PRNGKey(0)
 
   def step():
@@ -96,10 +96,10 @@ def main():
   # Sampling: the trained-state params (any values sample at the same speed), 16 prompts per batch.
   prompts = list(shapes_default.PROMPTS) * (args.batch // len(shapes_default.PROMPTS))
   pixel = stage_lib.Stage("", pixel_config, pixel_task.model, pixel_state["state"].ema_params, 0,
-                          tasks.tokenizer_for(pixel_config))
+                          families.tokenizer_for(pixel_config))
   record = frozen_autoencoder.read_record(workdir)
   unet = stage_lib.Stage(workdir, latent_config, latent_task.model, latent_state["state"].ema_params, 0,
-                         tasks.tokenizer_for(latent_config))
+                         families.tokenizer_for(latent_config))
   model = latent.load_from_record(unet, record)
   settings = text_to_image.SampleSettings(method="dpm++2m", steps=20, guidance=3.0, min_timestep=150)
 

@@ -54,8 +54,8 @@ def main():
   config = shapes_unclip.get_config()
   for name in ("clip", "prior", "decoder", "upsampler"):
     config.unclip[f"{name}_workdir"] = f"{args.root}/{name}"
-  chain = unclip.load_chain(config.unclip)
-  settings = unclip.ChainSettings.from_config(config.unclip, chain)
+  chain = unclip.load(config.unclip)
+  settings = unclip.Settings.from_config(config.unclip, chain)
   prompts = evaluate.prompts_for(evaluate.prompt_scenes(args.batch, 0, 0))
   text_emb, states, mask = unclip.encode_text(chain, prompts)
   clip_emb = unclip.sample_prior(chain.prior, text_emb, states, mask, settings.prior, settings.candidates)

@@ -2,17 +2,13 @@
 
 import ml_collections
 
-from t2i_jax.train import config_keys
+from t2i_jax import config_keys
+from t2i_jax.train import families
 
 # Text contexts for captioned shapes: the longest caption the templates make is 18 tokens with its end
 # token ("a picture of a small red plus sign to the left of a small red plus sign"); 16 cut the second
 # object's name off most two-object captions (tests/data/test_tokenizer.py checks the bound).
 SHAPES_CONTEXT = 20
-
-# One level of one res block (plus attention and the middle block): every code path of the family,
-# compiled in a few seconds.
-RUNLOCAL_MODEL = dict(model_channels=32, num_res_blocks=1, channel_mult=(1,), num_head_channels=16, dropout=0.0)
-
 
 def parse_arg(arg, allowed=("runlocal",)):
   """The config argument as a set of flags; raises a ValueError on an unknown one."""
@@ -23,7 +19,7 @@ def parse_arg(arg, allowed=("runlocal",)):
   return flags
 
 
-# Each section is complete: every key with its default (t2i_jax/train/config_keys.py) unless given here.
+# Each section is complete: every key with its default (t2i_jax/config_keys.py) unless given here.
 def diffusion(**values) -> ml_collections.ConfigDict:
   """The diffusion section: Improved DDPM's hybrid-loss setup unless overridden."""
   return config_keys.section("diffusion", **values)
@@ -55,21 +51,19 @@ def evaluation(**values) -> ml_collections.ConfigDict:
 
 
 def section(name: str, **values) -> ml_collections.ConfigDict:
-  """Any other section of config_keys.DEFAULTS (prior, decoder, low_res, unclip)."""
+  """Any other section of config_keys.DEFAULTS (prior, decoder, low_res, a chain's section, ...)."""
   return config_keys.section(name, **values)
 
 
 def shrink_for_cpu(config: ml_collections.ConfigDict, image_size: int = 16) -> None:
-  """`:runlocal`: the same model family at a size that trains two steps on a CPU in seconds.
+  """`:runlocal`: the same model family at a size that trains two steps on a CPU in seconds (the U-Nets
+  and the noisy classifier shrink as their family says; the other families' configs set their own size).
 
   The data become captioned shapes rendered on the fly (nothing to prepare or
   download), with the shapes tokenizer for text models and the first object's
   shape as the class label for class-conditional ones.
   """
-  if config.model.name in ("unet", "classifier"):
-    config.model.update({k: v for k, v in RUNLOCAL_MODEL.items() if k in config.model})
-    config.model.image_size = image_size
-    config.model.attention_resolutions = (image_size // config.model.get("patch_size", 1),)
+  config.model.update(families.of(config).runlocal_model(config.model, image_size))
   if config.model.get("text") is not None:
     config.model.text.update(dict(context_length=SHAPES_CONTEXT, width=32, layers=1, heads=2, vocab_size=64))
   if config.get("diffusion") is not None:

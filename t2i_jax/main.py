@@ -85,10 +85,11 @@ def _run(config, workdir: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # On TPU pods, SLURM, Open MPI and Kubernetes, the three values are detected when left unset.
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from t2i_jax.train import config_keys
+  from t2i_jax.pipelines import chains
 
-  if config_keys.chain_kind(config) is not None:
-    _run_chain(config, workdir)
+  chain = chains.of(config)
+  if chain is not None:
+    _run_chain(chain, config, workdir)
   elif _MODE.value == "train":
     from t2i_jax.pipelines import sample_workdir
     from t2i_jax.train import loop
@@ -121,9 +122,9 @@ def _run(config, workdir: str) -> None:
     print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
 
 
-def _run_chain(config, workdir: str) -> None:
-  """A chain config (configs/shapes_unclip.py, shapes_glide.py, shapes_latent_chain.py): its trained stages
-  sampled or evaluated; workdir gets the output."""
+def _run_chain(chain, config, workdir: str) -> None:
+  """A chain config (configs/shapes_unclip.py, shapes_glide.py, shapes_latent_chain.py; pipelines.chains):
+  its trained stages sampled or evaluated; workdir gets the output."""
   if _MODE.value == "train":
     raise ValueError("a chain config names trained stages and trains nothing; train each stage with its own "
                      "config (the commands are in the chain config's docstring), then sample or eval the chain.")
@@ -136,20 +137,11 @@ def _run_chain(config, workdir: str) -> None:
     print(evaluate.format_table(rows, evaluate.CHAIN_COLUMNS))
     print("wrote", os.path.relpath(path))
     return
-  sampler = dict(method=_SAMPLER.value, steps=_STEPS.value, guidance=_GUIDANCE.value)
-  if config.get("glide") is not None:
-    from t2i_jax.pipelines import glide_files
+  from t2i_jax.pipelines import chain as chain_lib
 
-    paths = glide_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, seed=_SEED.value, **sampler)
-  elif config.get("latent") is not None:
-    from t2i_jax.pipelines import latent_files
-
-    paths = latent_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, seed=_SEED.value, **sampler)
-  else:
-    from t2i_jax.pipelines import unclip_files
-
-    paths = unclip_files.sample_to_files(config, workdir, prompts=_PROMPTS.value, image=_IMAGE.value,
-                                         image2=_IMAGE2.value, seed=_SEED.value, **sampler)
+  paths = chain_lib.sample_to_files(chain, config, workdir, prompts=_PROMPTS.value, seed=_SEED.value,
+                                    image=_IMAGE.value, image2=_IMAGE2.value, method=_SAMPLER.value,
+                                    steps=_STEPS.value, guidance=_GUIDANCE.value)
   print("wrote", ", ".join(os.path.relpath(p) for p in paths["grids"].values()), "and", len(paths["images"]),
         "images")
 
@@ -202,13 +194,17 @@ def _check_flags(argv) -> None:
   if _MODE.value == "train" and sampling:
     raise ValueError(f"{', '.join(sampling)}: for --mode=sample only; training samples with config.sample "
                      "(e.g. --config.sample.steps=20).")
-  unclip = _CONFIG.value.get("unclip") is not None
-  if _MODE.value == "sample" and _IMAGE2.present and not unclip:
-    raise ValueError("--image2 (interpolation) needs an unCLIP chain config such as configs/shapes_unclip.py.")
-  if _MODE.value == "sample" and _IMAGE.present and _CONFIG.value.get("glide") is not None:
-    raise ValueError("--image: a GLIDE cascade config samples from prompts; inpaint an image with a text U-Net's "
-                     "config and workdir (configs/shapes_inpaint.py) and --mask or --box.")
-  if _MODE.value == "sample" and (_MASK.present or _BOX.present) and (unclip or not _IMAGE.present):
+  chain = None
+  if _MODE.value == "sample" and any(f.present for f in images):
+    from t2i_jax.pipelines import chains
+
+    chain = chains.of(_CONFIG.value)
+  if _MODE.value == "sample" and _IMAGE2.present and (chain is None or chain.from_images is None):
+    raise ValueError("--image2 (interpolation) needs a chain config that samples from images, such as "
+                     "configs/shapes_unclip.py.")
+  if chain is not None:
+    chain.check_images(_IMAGE.value, _IMAGE2.value, _PROMPTS.value)
+  if _MODE.value == "sample" and (_MASK.present or _BOX.present) and (chain is not None or not _IMAGE.present):
     raise ValueError("--mask and --box mark the region of --image to inpaint with a text U-Net's config "
                      "(configs/shapes_inpaint.py); give --image too, and no chain config.")
   if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE) + images):

@@ -27,6 +27,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import importlib  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -88,6 +89,16 @@ def trained_runlocal(tmp_path_factory):
   return workdir, state
 
 
+@pytest.fixture
+def trained_copy(trained_runlocal, tmp_path):
+  """(workdir, final state): a copy of the shared 3-step run in this test's tmp_path, for a test that writes
+  into the workdir (samples, metrics, a resumed run) without touching what other tests read."""
+  workdir, state = trained_runlocal
+  copy = str(tmp_path / "trained")
+  shutil.copytree(workdir, copy)
+  return copy, state
+
+
 @pytest.fixture(scope="session")
 def unclip_runlocal(tmp_path_factory):
   """The `shapes_unclip:runlocal` chain config, its four stages (CLIP, prior, decoder, upsampler) each
@@ -107,17 +118,18 @@ def unclip_runlocal(tmp_path_factory):
   return chain
 
 
-# The files that compile the most (training loops, the U-Net, the CLI's subprocesses) are sent to the two
-# xdist workers first, so the light files fill in at the end and the workers finish together; in collection
-# order the training files came last and one worker ran alone for the last ~3 minutes of a cold run.
-# `make test` passes --no-loadscope-reorder, without which xdist sends the files with the most tests first.
-HEAVY_FIRST = ("tests/pipelines/test_unclip.py", "tests/pipelines/test_latent.py", "tests/pipelines/test_glide.py", "tests/train/test_configs.py",
-               "tests/pipelines/test_clip_guidance.py", "tests/pipelines/test_inpaint.py", "tests/train/test_finetune.py",
-               "tests/train/test_autoencoder_loss.py",
-               "tests/models/test_unet.py", "tests/train/test_config_families.py", "tests/train/test_loop.py",
-               "tests/train/test_step.py", "tests/test_main.py", "tests/train/test_distributed.py")
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: trains through the real loop or runs the CLI (seconds to a minute "
+                                     "each); the suite sends the files that hold them to its workers first")
 
 
 def pytest_collection_modifyitems(items):
-  rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
-  items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+  """The files with the most slow tests first, so the light files fill in at the end and the two xdist
+  workers finish together (in collection order the training files came last and one worker ran alone for
+  the last ~3 minutes of a cold run). `make test` passes --no-loadscope-reorder, without which xdist sends
+  the files with the most tests first."""
+  slow = {}
+  for item in items:
+    path = item.nodeid.split("::")[0]
+    slow[path] = slow.get(path, 0) + (item.get_closest_marker("slow") is not None)
+  items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])

@@ -1,4 +1,5 @@
-"""The package's imports flow one way (DESIGN.md): data, diffusion, models -> train -> pipelines -> eval -> main.
+"""The package's imports flow one way (docs/layout.md): data, diffusion, models -> config_keys -> train ->
+pipelines -> eval -> main.
 
 Every import statement of every module counts, at the top or inside a function, so a deferred import
 cannot hide an upward arrow or a cycle.
@@ -12,7 +13,8 @@ import t2i_jax
 PACKAGE_ROOT = os.path.dirname(t2i_jax.__file__)
 # The layer of each top-level part; a part may import its own modules and those of lower layers. The
 # bottom three import nothing else of t2i_jax: the math knows no network, a network computes no loss.
-LAYERS = {"data": 0, "diffusion": 0, "models": 0, "train": 1, "pipelines": 2, "eval": 3, "main": 4}
+LAYERS = {"data": 0, "diffusion": 0, "models": 0, "config_keys": 1, "train": 2, "pipelines": 3, "eval": 4,
+          "main": 5}
 
 
 def _modules():
@@ -94,7 +96,7 @@ def test_the_checks_find_an_upward_import_and_a_cycle():
   graph = {"t2i_jax.train.loop": {"t2i_jax.pipelines.sample_workdir"},
            "t2i_jax.pipelines.sample_workdir": {"t2i_jax.train.loop"},
            "t2i_jax.models.unet": {"t2i_jax.data.tokenizer"},
-           "t2i_jax.eval.fid": {"t2i_jax.train.tasks"}}
+           "t2i_jax.eval.fid": {"t2i_jax.train.families"}}
   assert upward_imports(graph) == ["t2i_jax.models.unet -> t2i_jax.data.tokenizer",
                                    "t2i_jax.train.loop -> t2i_jax.pipelines.sample_workdir"]
   assert cycles(graph) == [["t2i_jax.pipelines.sample_workdir", "t2i_jax.train.loop",

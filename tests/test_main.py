@@ -28,9 +28,9 @@ def _listing(workdir):
 
 
 @pytest.fixture
-def workdir(trained_runlocal):
-  """The shared 3-step runlocal run, for the sampling and evaluation errors."""
-  return trained_runlocal[0]
+def workdir(trained_copy):
+  """A copy of the shared 3-step runlocal run, for the sampling and evaluation errors."""
+  return trained_copy[0]
 
 
 def _assert_one_line_error(result, match):
@@ -68,6 +68,7 @@ TRAINED = [
 
 
 @pytest.mark.parametrize("args, match", FRESH, ids=[" ".join(a) for a, _ in FRESH])
+@pytest.mark.slow
 def test_a_bad_input_on_a_fresh_workdir_is_one_line_and_creates_nothing(args, match, tmp_path):
   fresh = str(tmp_path / "fresh")
   config = [a for a in args if a.startswith("--config=")] or [CONFIG]
@@ -77,6 +78,7 @@ def test_a_bad_input_on_a_fresh_workdir_is_one_line_and_creates_nothing(args, ma
 
 
 @pytest.mark.parametrize("args, match", TRAINED, ids=[" ".join(a) for a, _ in TRAINED])
+@pytest.mark.slow
 def test_a_bad_input_on_a_trained_workdir_is_one_line_and_changes_nothing(args, match, workdir):
   before = _listing(workdir)
   result = _cli(CONFIG, f"--workdir={workdir}", *args)
@@ -87,6 +89,7 @@ def test_a_bad_input_on_a_trained_workdir_is_one_line_and_changes_nothing(args, 
   assert _listing(workdir) == before
 
 
+@pytest.mark.slow
 def test_sampling_names_unknown_words_and_prints_no_third_party_warnings(workdir):
   result = _cli(CONFIG, f"--workdir={workdir}", "--mode=sample", "--prompt=a chartreuse dodecahedron",
                 "--steps=2")

@@ -38,8 +38,8 @@ def main():
   args = parser.parse_args()
   config = shapes_glide.get_config()
   config.glide.update(dict(base_workdir=args.base, upsampler_workdir=args.upsampler))
-  cascade = glide.load_cascade(config.glide)
-  settings = glide.CascadeSettings.from_config(config.glide, cascade)
+  cascade = glide.load(config.glide)
+  settings = glide.Settings.from_config(config.glide, cascade)
   levels = [int(v) for v in args.levels.split(",")]
   starts = [int(v) for v in args.starts.split(",")]
 

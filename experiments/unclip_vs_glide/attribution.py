@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from configs import shapes_unclip
 from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import unclip
-from t2i_jax.train import config_keys
+from t2i_jax import config_keys
 
 FEEDS = ("renders", "no_embedding", "no_caption")
 
@@ -36,8 +36,8 @@ def main():
   config.unclip.upsampler_workdir = ""
   if args.decoder_guides:
     config.unclip.decoder_guides = args.decoder_guides
-  chain = unclip.load_chain(config.unclip, use_upsampler=False)
-  base = unclip.ChainSettings.from_config(config.unclip, chain)
+  chain = unclip.load(config.unclip, use_upsampler=False)
+  base = unclip.Settings.from_config(config.unclip, chain)
   evaluation = config.eval
   scenes = evaluate.prompt_scenes(evaluation.num_single, evaluation.num_heldout, evaluation.num_pair,
                                   evaluation.seed)

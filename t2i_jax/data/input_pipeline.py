@@ -38,7 +38,7 @@ from t2i_jax.data import tokenizer as tokenizer_lib
 SHAPES_SPLITS = {"train": "train", "test": "test", "heldout": "heldout", "validation": "test"}
 SOURCE_NAMES = ("shapes", "shapes_rendered") + tfds_sources.SUPPORTED
 # The data section of a config: every key it may hold and its default. `...` marks a key with no default;
-# a type, an optional value that is None unless set (train.config_keys builds and checks configs from
+# a type, an optional value that is None unless set (t2i_jax.config_keys builds and checks configs from
 # this table). The captioned-shapes split sizes: test and heldout only feed evaluation, so a few hundred
 # examples each, and fixed, so that a TFDS build is found again.
 DATA_DEFAULTS = dict(name=..., image_size=..., data_dir=str, seed=0, num_train=2000, num_test=500, num_heldout=500,

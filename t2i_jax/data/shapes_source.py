@@ -12,11 +12,10 @@ import numpy as np
 
 from t2i_jax.data import shapes
 
+# An example holds "image", "caption" and colors, shapes, sizes, positions, centers, relation, num_objects
+# and index, int32 but centers (float32). -1 marks "absent" (the second object of a one-object scene, the
+# position of an object placed by a relation, the relation of a one-object scene).
 MAX_OBJECTS = 2
-# Keys of a captioned-shapes example besides "image" and "caption"; int32 but
-# centers (float32). -1 marks "absent" (the second object of a one-object scene,
-# the position of an object placed by a relation, the relation of a one-object scene).
-ATTRIBUTE_KEYS = ("colors", "shapes", "sizes", "positions", "centers", "relation", "num_objects", "index")
 
 
 def check_int(name: str, value, minimum: int) -> int:

@@ -128,8 +128,3 @@ def dynamic_threshold(x0: jax.Array, percentile: float = 0.995) -> jax.Array:
 def paste_known(x: jax.Array, known: jax.Array, mask: jax.Array) -> jax.Array:
   """mask·known + (1 − mask)·x; mask is 1 on known pixels, broadcastable to x."""
   return mask * known + (1.0 - mask) * x
-
-
-def inpaint_x_t(s: Schedule, x_t, t, known, mask, noise):
-  """Replaces the known region of x_t with q_sample(known, t) (RePaint's known-part update)."""
-  return paste_known(x_t, gaussian.q_sample(s, known, t, noise), mask)

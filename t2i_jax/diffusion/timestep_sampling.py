@@ -40,7 +40,7 @@ DEFAULT_UNIFORM_PROB = 0.001
 DEFAULT_TAIL_MEAN = 4.0
 DEFAULT_TAIL_STD = 0.3
 # The logit-normal sampler's parameters as `sample_timesteps` takes them, which is also their name in a
-# config's diffusion section (train.diffusion_loss reads them, train.config_keys accepts them).
+# config's diffusion section (train.diffusion_loss reads them, t2i_jax.config_keys accepts them).
 LOGIT_NORMAL_KEYS = ("logit_mean", "logit_std", "logit_uniform_fraction", "logit_tail_fraction", "logit_tail_mean",
                      "logit_tail_std")
 

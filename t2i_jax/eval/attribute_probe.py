@@ -177,10 +177,10 @@ def run(workdir: str, step=None, use_ema: bool = True, num: int = 96, seed: int 
   scenes}, `num` scenes each; prints both tables.
   """
   from t2i_jax.pipelines import stage as stage_lib
+  from t2i_jax.train import families
 
   config = stage_lib.read_config(workdir)
-  if config.model.name != "unet" or config.model.get("text") is None or config.data.name not in (
-      "shapes", "shapes_rendered"):
+  if families.unet.role(config) != "text" or config.data.name not in ("shapes", "shapes_rendered"):
     raise ValueError("the attribute probe reads a text-conditional U-Net trained on captioned shapes.")
   # Checked before the checkpoint is read, so a bad level costs nothing.
   num_timesteps = config.diffusion.num_timesteps

@@ -12,7 +12,7 @@ import jax
 from t2i_jax import models
 from t2i_jax.data import input_pipeline
 from t2i_jax.diffusion import losses
-from t2i_jax.train import tasks
+from t2i_jax.train import families
 
 
 def dataset_bits_per_dim(stage, *, split: str = "test", num_examples: int = 1000, batch_size: int = 100,
@@ -20,11 +20,11 @@ def dataset_bits_per_dim(stage, *, split: str = "test", num_examples: int = 1000
   """dict(bpd, prior_bpd, vb_per_t [T], num_examples) of the first num_examples of the stage's data split.
 
   stage: a diffusion U-Net (`pipelines.stage.load_stage`). It is conditioned as in
-  training (tokens, labels or low-res image), by the same `tasks` batch
+  training (tokens, labels or low-res image), by its family's batch
   conversion; the split is read in order, unshuffled.
   """
   config = stage.config
-  task = tasks.make_task(config)
+  task = families.make_task(config)
   source = input_pipeline.make_source(config.data, split)
   iterator = input_pipeline.create_iterator(
       source, batch_size=batch_size, seed=seed, shuffle=False, num_epochs=1, tokenizer=stage.tokenizer,

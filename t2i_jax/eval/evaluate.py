@@ -28,9 +28,9 @@ import numpy as np
 
 from t2i_jax.data import captions, shapes
 from t2i_jax.eval import caption_metrics, clip_eval, fid as fid_lib, oracle as oracle_lib, reconstruction
-from t2i_jax.pipelines import glide, glide_files, images as images_lib, latent, latent_files, stage as stage_lib
-from t2i_jax.pipelines import text_to_image, unclip, unclip_files
-from t2i_jax.train import config_keys
+from t2i_jax import config_keys
+from t2i_jax.pipelines import chains, images as images_lib, stage as stage_lib, text_to_image
+from t2i_jax.train import families
 
 _SEEN_PAIRS = [(c, s) for c in range(len(captions.COLORS)) for s in range(len(captions.SHAPES))
                if (captions.COLORS[c], captions.SHAPES[s]) not in shapes.HELDOUT_PAIRS]
@@ -232,34 +232,25 @@ parse_setting = text_to_image.parse_setting
 
 
 def run(config, workdir: str, settings: Sequence[str] = (), step: Optional[int] = None) -> Tuple[List[dict], str]:
-  """--mode=eval: scores the workdir's latest (EMA) checkpoint, or the saved `step`.
+  """--mode=eval on a stage's workdir: scores its latest (EMA) checkpoint, or the saved `step`, as its model
+  family says (SCORERS[family.evaluation]: a text U-Net's samples, an autoencoder's reconstructions, a
+  CLIP's zero-shot ranking).
 
-  settings: "METHOD:STEPS:GUIDANCE" strings (default config.eval.settings); the
-  first is the headline, whose metrics are metrics.json's top-level keys. Writes
-  metrics.json and eval_table.md in the workdir (metrics_step<N>.json and
+  settings: "METHOD:STEPS:GUIDANCE" strings (default config.eval.settings) of a
+  text U-Net; the first is the headline, whose metrics are metrics.json's top-level
+  keys. Writes metrics.json and eval_table.md in the workdir (metrics_step<N>.json and
   eval_table_step<N>.md for an earlier `step`, so the latest's are kept).
 
   Returns:
     (rows, path of the metrics file written).
   """
-  if config.model.name in reconstruction.FAMILIES:
-    return _run_autoencoder(config, workdir, settings, step)
-  if config.model.name == "clip":
-    return _run_clip(config, workdir, settings, step)
-  if config.get("latent_diffusion") is not None:
-    raise ValueError("a latent U-Net's samples are latents; score the chain config that decodes them "
-                     "(configs/shapes_latent_chain.py).")
-  if config.model.name != "unet" or config.model.get("text") is None:
-    raise ValueError("--mode=eval scores a text-conditional U-Net trained on captioned shapes, or an autoencoder; "
-                     f"this config has model.name={config.model.name!r}.")
-  if config.model.get("super_res"):
-    raise ValueError("--mode=eval scores a base text U-Net; a super-resolution U-Net needs low-resolution "
-                     "inputs, so score it in a cascade (configs/shapes_glide.py), or its bits/dim with "
-                     "eval.bits_per_dim.")
-  if config.model.get("clip_dim") is not None:
-    raise ValueError("--mode=eval scores a U-Net that draws from prompts; unCLIP's decoder draws from CLIP "
-                     "embeddings, so score the chain config (configs/shapes_unclip.py) that feeds it the prior's.")
-  config = config_keys.complete(config)
+  family = families.of(config)
+  family.check_eval(config)
+  return SCORERS[family.evaluation](config_keys.complete(config), workdir, settings, step)
+
+
+def _run_samples(config, workdir: str, settings: Sequence[str], step: Optional[int]):
+  """run() for a text U-Net: its samples of the prompt set, read by the oracle (`evaluate`)."""
   evaluation = config_keys.section_of(config, "eval")
   settings = [parse_setting(s) for s in (settings or evaluation.settings)]
   for setting in settings:  # every setting is checked before the checkpoint is read
@@ -276,7 +267,6 @@ def _run_autoencoder(config, workdir: str, settings: Sequence[str], step: Option
   eval has prompts (eval.reconstruction)."""
   if settings:
     raise ValueError("an autoencoder is evaluated on its reconstructions; it takes no --eval_setting.")
-  config = config_keys.complete(config)
   evaluation = config_keys.section_of(config, "eval")
   stage = stage_lib.load_stage(workdir, config, step=step)
   num = evaluation.num_single + evaluation.num_heldout + evaluation.num_pair
@@ -291,7 +281,6 @@ def _run_clip(config, workdir: str, settings: Sequence[str], step: Optional[int]
   dataset's test split holds."""
   if settings:
     raise ValueError("a CLIP is evaluated by ranking captions; it takes no --eval_setting.")
-  config = config_keys.complete(config)
   if config.data.name not in ("shapes", "shapes_rendered"):
     raise ValueError(f"--mode=eval on a CLIP reads captioned shapes; this one trained on data.name="
                      f"{config.data.name!r}.")
@@ -303,11 +292,13 @@ def _run_clip(config, workdir: str, settings: Sequence[str], step: Optional[int]
   return [row], _write(workdir, suffix, row, format_table([row], clip_eval.COLUMNS))
 
 
+SCORERS = {"samples": _run_samples, "reconstructions": _run_autoencoder, "ranking": _run_clip}
+_TABLES = {"samples": COLUMNS, "reconstructions": reconstruction.COLUMNS, "ranking": clip_eval.COLUMNS}
+
+
 def columns_for(config) -> Sequence[str]:
   """The table columns of run()'s rows for this config."""
-  if config.model.name == "clip":
-    return clip_eval.COLUMNS
-  return reconstruction.COLUMNS if config.model.name in reconstruction.FAMILIES else COLUMNS
+  return _TABLES[families.of(config).evaluation]
 
 
 def _write(workdir: str, suffix: str, metrics: dict, table: str) -> str:
@@ -320,50 +311,27 @@ def _write(workdir: str, suffix: str, metrics: dict, table: str) -> str:
   return path
 
 
-def _chain_sampler(config, settings: Sequence[dict]):
-  """(sample_fn for evaluate_fn, the loaded stages, the chain's own sampler settings) of a chain config;
-  each eval setting replaces the sampler of the chain's first image stage (unCLIP's decoder, GLIDE's
-  base)."""
-  if config_keys.chain_kind(config) == "latent":
-    config = latent_files.chain_config(config)
-    model = latent.load_latent(config.latent)
-    by_setting = {str(s): latent_files.settings_for(config.latent, model, overrides=s) for s in settings}
-
-    def sample_fn(setting, prompts, seed):
-      return {"image": latent.generate(model, prompts, dataclasses.replace(by_setting[str(setting)],
-                                                                            seed=seed))["image"]}
-    return sample_fn, model, {}
-
-  if config_keys.chain_kind(config) == "glide":
-    config = glide_files.cascade_config(config)
-    cascade = glide.load_cascade(config.glide)
-    by_setting = {str(s): glide.CascadeSettings.from_config(config.glide, cascade, base=s) for s in settings}
-
-    def sample_fn(setting, prompts, seed):
-      return glide.generate(cascade, prompts, by_setting[str(setting)].reseeded(seed))
-    return sample_fn, cascade, dict(upsampler=config.glide.upsampler)
-
-  config = unclip_files.chain_config(config)
-  chain = unclip.load_chain(config.unclip)
-  by_setting = {str(s): unclip.ChainSettings.from_config(config.unclip, chain, decoder=s) for s in settings}
+def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[dict], str]:
+  """--mode=eval on a chain config (pipelines.chains): the metrics of each of the chain's outputs — unCLIP's
+  decoder and upsampler, GLIDE's base and upsampler, latent diffusion's decoded image — at its own
+  resolution, for each setting of the first image stage (default config.eval.settings), the other stages
+  sampling as the chain config says. Writes metrics.json and eval_table.md into workdir."""
+  chain = chains.of(config)
+  if chain is None:
+    raise ValueError("this is not a chain config (it has none of the sections "
+                     f"{', '.join(chains.CHAINS)}); see configs/shapes_unclip.py.")
+  config = config_keys.complete(config)
+  section, evaluation = config[chain.section], config_keys.section_of(config, "eval")
+  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
+  stages = chain.load(section)
+  by_setting = {str(s): chain.settings(section, stages, 0, s) for s in settings}
 
   def sample_fn(setting, prompts, seed):
-    result = unclip.generate(chain, prompts, by_setting[str(setting)].reseeded(seed))
-    return {k: result[k] for k in ("decoder", "upsampler") if k in result}
-  return sample_fn, chain, dict(prior=config.unclip.prior, upsampler=config.unclip.upsampler,
-                                candidates=config.unclip.candidates, decoder_guides=config.unclip.decoder_guides)
+    result = chain.generate(stages, prompts, by_setting[str(setting)].reseeded(seed))
+    return {name: result[name] for name in chain.outputs if name in result}
 
-
-def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[dict], str]:
-  """--mode=eval on a chain config (unCLIP's or GLIDE's): the metrics of each stage's output — unCLIP's
-  decoder and upsampler, GLIDE's base and upsampler — at its own resolution, for each setting of the
-  first image stage (default config.eval.settings), the other stages sampling as the chain config says.
-  Writes metrics.json and eval_table.md into workdir."""
-  evaluation = config_keys.section_of(config_keys.complete(config), "eval")
-  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
-  sample_fn, loaded, chain_settings = _chain_sampler(config, settings)
   rows = evaluate_fn(sample_fn, settings, evaluation)
-  stages = {name: dict(workdir=stage.workdir, step=stage.step) for name, stage in vars(loaded).items()
+  loaded = {name: dict(workdir=stage.workdir, step=stage.step) for name, stage in vars(stages).items()
             if isinstance(stage, stage_lib.Stage)}
-  metrics = dict(rows[-1], stages=stages, **chain_settings, settings=rows)
+  metrics = dict(rows[-1], stages=loaded, **{key: section[key] for key in chain.recorded}, settings=rows)
   return rows, _write(workdir, "", metrics, format_table(rows, CHAIN_COLUMNS))

@@ -19,7 +19,6 @@ import numpy as np
 from t2i_jax.data import input_pipeline, shapes
 from t2i_jax.eval import fid as fid_lib, oracle as oracle_lib
 
-FAMILIES = ("autoencoder_kl", "autoencoder_vq")
 COLUMNS = ("num_images", "image_size", "psnr", "original_scene_accuracy", "reconstructed_scene_accuracy",
            "kept_accuracy", "fid")
 

@@ -46,6 +46,12 @@ def _freeze(value):
   return value
 
 
+def module_class(config) -> type:
+  """The module class a model section names (MODELS[config.name]), or None for an unknown name: how code
+  asks what kind of model a config holds without testing its name."""
+  return MODELS.get(config.get("name"))
+
+
 def build(config) -> nn.Module:
   """The module named by config.name, with the section's other keys as its fields."""
   fields = dict(_freeze(config))

@@ -15,37 +15,38 @@ published pair, configs/glide_base64.py and configs/glide_upsample256.py, chains
 import dataclasses
 from typing import Optional, Sequence
 
-from t2i_jax.pipelines import stage as stage_lib, text_to_image
+from t2i_jax import config_keys
+from t2i_jax.pipelines import chain as chain_lib, stage as stage_lib, text_to_image
 from t2i_jax.pipelines.text_to_image import SampleSettings
-from t2i_jax.train import config_keys
+from t2i_jax.train import families
 
 OUTPUTS = ("base", "upsampler")
 
 
 @dataclasses.dataclass(frozen=True)
-class Cascade:
+class Stages:
   """The loaded stages of a GLIDE cascade (upsampler None: the base's resolution is the output)."""
   base: stage_lib.Stage
   upsampler: Optional[stage_lib.Stage] = None
 
 
 @dataclasses.dataclass(frozen=True)
-class CascadeSettings:
+class Settings:
   """How each stage samples."""
   base: SampleSettings
   upsampler: SampleSettings
 
   @classmethod
-  def from_config(cls, glide_config, cascade: Cascade, seed: int = 0,
-                  base: Optional[dict] = None) -> "CascadeSettings":
+  def from_config(cls, glide_config, cascade: Stages, seed: int = 0,
+                  base: Optional[dict] = None) -> "Settings":
     """The chain config's glide section ("METHOD:STEPS:GUIDANCE" per stage) over each stage's own sample
     section (η, lowest timestep); `base` overrides the base's setting (an eval row's, the CLI's)."""
     upsampler = cascade.upsampler or cascade.base  # without one its settings are parsed but unused
     return cls(base=text_to_image.stage_settings(cascade.base, glide_config.base, seed, **(base or {})),
                upsampler=text_to_image.stage_settings(upsampler, glide_config.upsampler, seed))
 
-  def reseeded(self, seed: int) -> "CascadeSettings":
-    return CascadeSettings(*(dataclasses.replace(s, seed=seed) for s in (self.base, self.upsampler)))
+  def reseeded(self, seed: int) -> "Settings":
+    return Settings(*(dataclasses.replace(s, seed=seed) for s in (self.base, self.upsampler)))
 
 
 def check_cascade(configs: dict) -> None:
@@ -57,13 +58,13 @@ def check_cascade(configs: dict) -> None:
   """
   base_dir, base = configs["base"]
   model = base.model
-  if model.name != "unet" or model.get("text") is None or model.get("super_res") or model.get("clip_dim"):
+  if families.unet.role(base) != "text":
     raise ValueError(f"glide.base_workdir={base_dir} holds a model that is not a text-conditional base U-Net; "
                      "point it at a workdir of configs/shapes_default.py (or another text U-Net).")
   if "upsampler" not in configs:
     return
   up_dir, up = configs["upsampler"]
-  if up.model.name != "unet" or not up.model.get("super_res"):
+  if families.unet.role(up) != "super_res":
     raise ValueError(f"glide.upsampler_workdir={up_dir} holds a model that is not a super-resolution U-Net; "
                      "point it at a workdir of configs/shapes_glide_upsampler.py.")
   factor = config_keys.section_of(up, "low_res").factor
@@ -77,16 +78,16 @@ def check_cascade(configs: dict) -> None:
                      f"{base_dir} makes {model.out_channels}-channel ones.")
 
 
-def load_cascade(glide_config, use_upsampler: bool = True) -> Cascade:
+def load(glide_config, use_upsampler: bool = True) -> Stages:
   """The stages named by a chain config's glide section, checked against each other before any checkpoint
   is read."""
   paths = dict(base=glide_config.base_workdir, upsampler=glide_config.upsampler_workdir if use_upsampler else "")
   configs = {name: (path, stage_lib.read_config(path)) for name, path in paths.items() if path}
   check_cascade(configs)
-  return Cascade(**{name: stage_lib.load_stage(path, config) for name, (path, config) in configs.items()})
+  return Stages(**{name: stage_lib.load_stage(path, config) for name, (path, config) in configs.items()})
 
 
-def generate(cascade: Cascade, prompts: Sequence[str], settings: CascadeSettings) -> dict:
+def generate(cascade: Stages, prompts: Sequence[str], settings: Settings) -> dict:
   """Prompts → dict(base [N, h, h, 3], upsampler [N, H, H, 3] when the cascade has one), in [-1, 1]; the
   upsampler reads the same prompts."""
   base = text_to_image.generate(cascade.base, prompts, settings.base)
@@ -94,3 +95,7 @@ def generate(cascade: Cascade, prompts: Sequence[str], settings: CascadeSettings
   if cascade.upsampler is not None:
     out["upsampler"] = text_to_image.super_resolve(cascade.upsampler, base, settings.upsampler, prompts)
   return out
+
+
+CHAIN = chain_lib.Chain(section="glide", outputs=OUTPUTS, load=load, settings=Settings.from_config, generate=generate,
+                        recorded=("upsampler",))

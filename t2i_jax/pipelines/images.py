@@ -9,6 +9,47 @@ from typing import Sequence
 import numpy as np
 
 
+def open_image(path: str, flag: str):
+  """The PIL image of a file named by the command-line flag `flag`, read in full; a one-line error when the
+  file is missing (FileNotFoundError) or is not an image (ValueError)."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--{flag} {path}: no such file; give a PNG or JPEG path.")
+  try:
+    image = Image.open(path)
+    image.load()
+  except (UnidentifiedImageError, OSError) as error:
+    raise ValueError(f"--{flag} {path} is not an image file that can be read ({type(error).__name__}); give a "
+                     "PNG or JPEG.") from None
+  return image
+
+
+def read_image(path: str, size: int, flag: str = "image", resize: bool = False) -> np.ndarray:
+  """uint8 [size, size, 3] from an RGB image file (PNG, JPEG): resized with a box filter when `resize` (a CLIP
+  embeds any picture), else refused unless it is size × size (inpainting fills the pixels it is given).
+
+  flag: the command-line flag that named the file, for the one-line errors (a missing file, a file that is
+  not an image, transparent pixels, a mode that is not RGB).
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  image = open_image(path, flag)
+  if image.mode == "RGBA" and np.asarray(image)[..., 3].min() < 255:
+    raise ValueError(f"--{flag} {path} has transparent pixels; save the image as RGB (to inpaint a region, "
+                     "mark it with --mask).")
+  if image.mode not in ("RGB", "RGBA", "P"):
+    raise ValueError(f"--{flag} {path} has mode {image.mode!r} ({len(image.getbands())} channel(s)); save it as "
+                     "an RGB PNG.")
+  image = image.convert("RGB")
+  if image.size != (size, size):
+    if not resize:
+      raise ValueError(f"--{flag} {path} is {image.size[0]}x{image.size[1]} but this U-Net makes {size}x{size} "
+                       f"images; resize it to {size}x{size} first.")
+    image = image.resize((size, size), Image.BOX)
+  return np.asarray(image)
+
+
 def to_uint8(images) -> np.ndarray:
   """Float images in [-1, 1] -> uint8 [..., H, W, C]."""
   return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

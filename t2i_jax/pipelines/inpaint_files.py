@@ -9,41 +9,17 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from t2i_jax import config_keys
 from t2i_jax.pipelines import images as images_lib, inpaint, stage as stage_lib, text_to_image
-from t2i_jax.train import config_keys
-
-
-def _open(path: str, what: str):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--{what} {path}: no such file; give a PNG path.")
-  return Image.open(path)
-
-
-def _check_size(image, path: str, what: str, size: int) -> None:
-  if image.size != (size, size):
-    raise ValueError(f"--{what} {path} is {image.size[0]}x{image.size[1]} but this U-Net makes {size}x{size} "
-                     f"images; resize it to {size}x{size} first.")
-
-
-def read_image(path: str, size: int) -> np.ndarray:
-  """float32 [1, size, size, 3] in [-1, 1] from an RGB image file of exactly size × size pixels."""
-  image = _open(path, "image")
-  _check_size(image, path, "image", size)
-  if image.mode == "RGBA" and np.asarray(image)[..., 3].min() < 255:
-    raise ValueError(f"--image {path} has transparent pixels; give the region to fill with --mask and save the "
-                     "image as RGB.")
-  if image.mode not in ("RGB", "RGBA", "P"):
-    raise ValueError(f"--image {path} has mode {image.mode!r} ({len(image.getbands())} channel(s)); save it as "
-                     "an RGB PNG.")
-  return np.asarray(image.convert("RGB"), np.float32)[None] / 127.5 - 1.0
+from t2i_jax.train import families
 
 
 def read_mask(path: str, size: int) -> np.ndarray:
   """float32 [1, size, size, 1], 1 = keep, from a black (keep) and white (fill) one-channel image file."""
-  image = _open(path, "mask")
-  _check_size(image, path, "mask", size)
+  image = images_lib.open_image(path, "mask")
+  if image.size != (size, size):
+    raise ValueError(f"--mask {path} is {image.size[0]}x{image.size[1]} but this U-Net makes {size}x{size} "
+                     f"images; draw the mask at {size}x{size}.")
   if image.mode not in ("L", "1"):
     raise ValueError(f"--mask {path} has mode {image.mode!r} ({len(image.getbands())} channels); save it as a "
                      "one-channel (grayscale) PNG, white on the region to fill and black elsewhere.")
@@ -79,11 +55,11 @@ def inpaint_to_files(config, workdir: str, image: str, mask: Optional[str] = Non
                      "--box=LEFT,TOP,RIGHT,BOTTOM (one of them).")
   config = config_keys.complete(config)
   model = config.model
-  if model.name != "unet" or model.get("text") is None or model.get("super_res") or model.get("clip_dim"):
+  if families.unet.role(config) not in ("text", "inpaint"):
     raise ValueError("--image with --mask or --box inpaints with a text U-Net; this config is not one "
                      "(configs/shapes_default.py and configs/shapes_inpaint.py are).")
   size = model.image_size
-  known = read_image(image, size)
+  known = images_lib.read_image(image, size, "image").astype(np.float32)[None] / 127.5 - 1.0
   hole = read_mask(mask, size) if mask is not None else inpaint.box_mask(size, parse_box(box))
   known, hole = inpaint.check_inputs(known, hole, size, model.in_channels)
   prompts = list(prompts or config.sample.prompts)

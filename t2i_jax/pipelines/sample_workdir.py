@@ -5,11 +5,15 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from t2i_jax import models
+from t2i_jax import config_keys, models
 from t2i_jax.data import input_pipeline
-from t2i_jax.models import classifier as classifier_lib
+from t2i_jax.models import classifier as classifier_lib, frozen
 from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
-from t2i_jax.train import config_keys, frozen_clip, tasks
+from t2i_jax.train import families
+
+
+# The U-Nets that draw from prompts alone (an inpainting one also fills a given image: inpaint_files).
+PROMPT_ROLES = ("text", "inpaint")
 
 
 def _test_batch(config, num: int) -> dict:
@@ -36,12 +40,12 @@ def conditions(stage: stage_lib.Stage, num: int, prompts: Optional[Sequence[str]
     captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in batch.get("caption", captions)]
     prompts = captions if model.text is not None else None
     if model.super_res:
-      small = input_pipeline.downsample(images, tasks.downsample_factor(config))
+      small = input_pipeline.downsample(images, families.unet.downsample_factor(config))
       low_res = input_pipeline.downsample(small, config_keys.section_of(config, "low_res").factor)
       cond.update(text_to_image.low_res_cond(stage, low_res))
     if model.clip_dim is not None:
       clip = stage_lib.load_stage(config.decoder.clip_workdir)
-      cond["clip_emb"] = frozen_clip.embed_images(clip.model, clip.params, images)
+      cond["clip_emb"] = frozen.embed_images(clip.model, clip.params, images)
   if model.text is not None:
     if not prompts:
       raise ValueError("a text-conditional model needs prompts: pass --prompt or set config.sample.prompts.")
@@ -78,12 +82,12 @@ def clip_guidance(stage: stage_lib.Stage, prompts: Sequence[str]):
   config = stage.config
   if config.sample.classifier_workdir:
     raise ValueError("sample.classifier_workdir and sample.clip_workdir both guide by a gradient; set one.")
-  if stage.model.text is None or stage.model.super_res:
+  if families.unet.role(config) not in PROMPT_ROLES:
     raise ValueError("CLIP guidance draws a text U-Net's samples towards its prompts; this U-Net does not "
                      "sample from prompts.")
   workdir = config.sample.clip_workdir
   clip_config = stage_lib.read_config(workdir)
-  if clip_config.model.name != "clip":
+  if models.module_class(clip_config.model) is not models.CLIP:
     raise ValueError(f"sample.clip_workdir={workdir} holds a {clip_config.model.name!r} model; point it at a "
                      "noised CLIP's workdir (configs/shapes_noised_clip.py).")
   clip_stage = stage_lib.load_stage(workdir, clip_config, use_ema=True)
@@ -98,8 +102,7 @@ def write_samples(stage: stage_lib.Stage, prompts: Sequence[str], settings: text
   least config.sample.num_images). Returns dict(grid=path, images=[paths]).
   """
   model, config, step = stage.model, stage.config, stage.step
-  from_prompts = model.text is not None and not model.super_res and model.clip_dim is None
-  num = len(prompts) if from_prompts else max(config.sample.num_images, len(prompts))
+  num = len(prompts) if families.unet.role(config) in PROMPT_ROLES else max(config.sample.num_images, len(prompts))
   cond, captions = conditions(stage, num, prompts)
   grad_fn = classifier_guidance(config)
   if grad_fn is not None and "y" not in cond:
@@ -118,18 +121,7 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
   overrides: SampleSettings fields (method, steps, guidance, seed); None keeps config.sample's.
   Everything is validated before the checkpoint is read. Returns write_samples' dict.
   """
-  if config.model.name != "unet":
-    raise ValueError(f"--mode=sample draws images from a U-Net's workdir; this config trains "
-                     f"model.name={config.model.name!r}. Sample the U-Net's workdir (a classifier guides it "
-                     "through config.sample.classifier_workdir).")
-  if config.get("latent_diffusion") is not None:
-    raise ValueError("a latent U-Net's samples are latents; sample the chain config that decodes them "
-                     "(configs/shapes_latent_chain.py).")
-  if prompts and config.model.get("clip_dim") is not None:
-    raise ValueError("unCLIP's decoder samples from CLIP image embeddings (of test images, here); to draw a "
-                     "prompt, sample the chain config (configs/shapes_unclip.py), whose prior makes them.")
-  if prompts and config.model.get("text") is None:
-    raise ValueError("this U-Net is not conditioned on text; sample it without --prompt.")
+  families.of(config).check_sample(config, prompts)
   config = config_keys.complete(config)
   settings = text_to_image.SampleSettings.from_config(config.sample, **overrides)
   stage = stage_lib.load_stage(workdir, config, step=step)
@@ -139,12 +131,12 @@ def sample_to_files(config, workdir: str, prompts: Optional[Sequence[str]] = Non
 def periodic_sampler(config, workdir: str) -> Optional[Callable]:
   """For loop.train's sample_fn: (params, step) -> the grid path of config.sample's prompts and settings,
   written to workdir/samples; None for a model that is not a U-Net or samples latents."""
-  if config.model.name != "unet" or config.get("latent_diffusion") is not None:
+  if not families.of(config).samples_in_training(config):
     return None
   config = config_keys.complete(config)
   model = models.build(config.model)
   settings = text_to_image.SampleSettings.from_config(config.sample)
-  tokenizer = tasks.tokenizer_for(config)
+  tokenizer = families.tokenizer_for(config)
 
   def sample(params, step: int) -> str:
     stage = stage_lib.Stage(workdir, config, model, params, step, tokenizer)

@@ -15,7 +15,8 @@ import ml_collections
 
 from t2i_jax.data import tokenizer as tokenizer_lib
 from t2i_jax.diffusion import schedules
-from t2i_jax.train import checkpoint, config_keys, state as state_lib, tasks
+from t2i_jax import config_keys
+from t2i_jax.train import checkpoint, families
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Stage:
   @property
   def variables(self) -> dict:
     """What model.apply takes: {"params": params, **model_state}."""
-    return state_lib.variables(self.params, self.model_state)
+    return {"params": self.params, **(self.model_state or {})}
 
   @property
   def diffusion(self) -> Optional[ml_collections.ConfigDict]:
@@ -52,7 +53,7 @@ class Stage:
   @property
   def schedule(self) -> schedules.Schedule:
     """The training Schedule of its diffusion section (the samplers respace it)."""
-    return tasks.build_schedule(self.diffusion)
+    return schedules.make_schedule(schedules.beta_schedule(self.diffusion.schedule, self.diffusion.num_timesteps))
 
   def text_cond(self, prompts: Sequence[str], extra: Optional[dict] = None) -> dict:
     """tokens int32 [N, L] and token_mask bool [N, L] of the prompts at the model's context (+ `extra`).
@@ -83,6 +84,9 @@ def load_stage(workdir: str, config: Optional[ml_collections.ConfigDict] = None,
       newer one is skipped with a warning that names it).
     use_ema: the EMA params (default: config.sample.use_ema, else True).
 
+  Only the params (and the model's non-param variables) are read, never the optimizer state: a config whose
+  optim or train section differs from the run's reads the same model.
+
   Raises:
     ValueError: not a training workdir, no checkpoint, no checkpoint that
       restores, or a checkpoint of another architecture.
@@ -90,6 +94,5 @@ def load_stage(workdir: str, config: Optional[ml_collections.ConfigDict] = None,
   config = checkpoint.read_config(workdir) if config is None else config_keys.complete(config)
   if use_ema is None:
     use_ema = config.sample.use_ema if config.get("sample") is not None else True
-  model, state, got = checkpoint.load_state(config, workdir, step)
-  params = state.ema_params if use_ema else state.params
-  return Stage(workdir, config, model, params, got, tasks.tokenizer_for(config), state.model_state)
+  model, params, model_state, got = checkpoint.load_variables(config, workdir, step, use_ema)
+  return Stage(workdir, config, model, params, got, families.tokenizer_for(config), model_state)

@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from t2i_jax import models
+from t2i_jax import config_keys, models
 from t2i_jax.diffusion import augmentation, checks, gaussian, guidance, samplers, schedules
-from t2i_jax.models import clip as clip_lib
-from t2i_jax.train import config_keys, frozen_clip
+from t2i_jax.models import clip as clip_lib, frozen
 
 
 def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: int = 0, start_timestep: int = 0):
@@ -96,6 +95,9 @@ class SampleSettings:
     if isinstance(self.start_timestep, bool) or not isinstance(self.start_timestep, int) or self.start_timestep < 0:
       raise ValueError(f"start_timestep={self.start_timestep!r}: 0 starts from noise, t > 0 from an initial image "
                        "noised to timestep t.")
+
+  def reseeded(self, seed: int) -> "SampleSettings":
+    return dataclasses.replace(self, seed=seed)
 
   @classmethod
   def from_config(cls, sample_config, **overrides) -> "SampleSettings":
@@ -259,7 +261,7 @@ def clip_guidance(clip_stage, unet_stage, prompts: Sequence[str], scale: float):
                      f"{ours.num_timesteps} steps but the U-Net samples the {theirs.schedule} schedule of "
                      f"{theirs.num_timesteps}; train the CLIP on the U-Net's diffusion section.")
   cond = clip_stage.text_cond(prompts)
-  text_emb, _ = frozen_clip.embed_text(clip_model, clip_stage.params, jnp.asarray(cond["tokens"]),
+  text_emb, _ = frozen.embed_text(clip_model, clip_stage.params, jnp.asarray(cond["tokens"]),
                                        jnp.asarray(cond["token_mask"]))  # its scale drops out: normalised
   return clip_lib.guidance_grad_fn(clip_model, clip_stage.params, text_emb, scale)
 

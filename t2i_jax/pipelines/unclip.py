@@ -12,7 +12,7 @@ product with z_t is highest (unCLIP §2.2, K = 2). Every stage samples with
 classifier-free guidance at its own scale. Each stage is one jit-compiled
 program whose params (and guidance scale) are arguments, so new prompts, seeds
 or scales run without recompiling. Embeddings move between stages in the scale
-the stages trained on (train.frozen_clip.scale_embedding).
+the stages trained on (models.frozen.scale_embedding).
 
 Variations: an image's CLIP embedding decoded with new seeds; interpolation:
 the slerp between two images' embeddings decoded from one fixed noise (§3.1).
@@ -20,25 +20,25 @@ the slerp between two images' embeddings decoded from one fixed noise (§3.1).
 
 import dataclasses
 import functools
-import os
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t2i_jax import config_keys, models
 from t2i_jax.diffusion import guidance, samplers
-from t2i_jax.models import clip as clip_lib, prior as prior_lib
-from t2i_jax.pipelines import stage as stage_lib, text_to_image
+from t2i_jax.models import clip as clip_lib, frozen, prior as prior_lib
+from t2i_jax.pipelines import chain as chain_lib, images as images_lib, stage as stage_lib, text_to_image
 from t2i_jax.pipelines.text_to_image import SampleSettings
-from t2i_jax.train import config_keys, frozen_clip
+from t2i_jax.train import families, frozen_clip
 
-
+OUTPUTS = ("decoder", "upsampler")
 DECODER_GUIDES = ("both", "caption")
 
 
 @dataclasses.dataclass(frozen=True)
-class ChainSettings:
+class Settings:
   """How each stage samples: SampleSettings for the prior, decoder and upsampler, K candidates, and what
   the decoder's classifier-free guidance contrasts: "both" (embedding and caption against neither) or
   "caption" (the caption against the null caption, the embedding given to both halves)."""
@@ -56,8 +56,8 @@ class ChainSettings:
       raise ValueError(f"unclip.decoder_guides={self.decoder_guides!r}: choose one of {DECODER_GUIDES}.")
 
   @classmethod
-  def from_config(cls, unclip_config, chain: "Chain", seed: int = 0,
-                  decoder: Optional[dict] = None) -> "ChainSettings":
+  def from_config(cls, unclip_config, chain: "Stages", seed: int = 0,
+                  decoder: Optional[dict] = None) -> "Settings":
     """The chain config's unclip section ("METHOD:STEPS:GUIDANCE" per stage) over each stage's own sample
     section (η, lowest timestep); `decoder` overrides the decoder's setting (an eval row's)."""
     upsampler = chain.upsampler or chain.decoder  # without one its settings are parsed but unused
@@ -67,13 +67,13 @@ class ChainSettings:
                upsampler=settings(upsampler, unclip_config.upsampler, seed), candidates=unclip_config.candidates,
                decoder_guides=unclip_config.decoder_guides)
 
-  def reseeded(self, seed: int) -> "ChainSettings":
+  def reseeded(self, seed: int) -> "Settings":
     return dataclasses.replace(self, **{name: dataclasses.replace(getattr(self, name), seed=seed)
                                         for name in ("prior", "decoder", "upsampler")})
 
 
 @dataclasses.dataclass(frozen=True)
-class Chain:
+class Stages:
   """The loaded stages of an unCLIP chain (upsampler None: the decoder's resolution is the output)."""
   clip: stage_lib.Stage
   prior: stage_lib.Stage
@@ -86,11 +86,12 @@ def check_chain(configs: dict) -> None:
 
   configs: {"clip" | "prior" | "decoder" | "upsampler": (workdir, that run's config)}.
   """
-  kinds = dict(clip=lambda m: m.name == "clip", prior=lambda m: m.name == "prior",
-               decoder=lambda m: m.name == "unet" and m.get("clip_dim") is not None,
-               upsampler=lambda m: m.name == "unet" and bool(m.get("super_res")))
+  kinds = dict(clip=lambda c: models.module_class(c.model) is models.CLIP,
+               prior=lambda c: models.module_class(c.model) is models.DiffusionPrior,
+               decoder=lambda c: families.unet.role(c) == "decoder",
+               upsampler=lambda c: families.unet.role(c) == "super_res")
   for name, (workdir, config) in configs.items():
-    if not kinds[name](config.model):
+    if not kinds[name](config):
       raise ValueError(f"unclip.{name}_workdir={workdir} holds a {config.model.name!r} model that is not an "
                        f"unCLIP {name}; point it at a workdir of configs/shapes_{name}.py.")
   clip_workdir, clip_config = configs["clip"]
@@ -112,7 +113,7 @@ def check_chain(configs: dict) -> None:
                        "train them at sizes that meet.")
 
 
-def load_chain(unclip_config, use_upsampler: bool = True) -> Chain:
+def load(unclip_config, use_upsampler: bool = True) -> Stages:
   """The stages named by a chain config's unclip section, checked against each other before any checkpoint
   is read."""
   paths = dict(clip=unclip_config.clip_workdir, prior=unclip_config.prior_workdir,
@@ -120,29 +121,29 @@ def load_chain(unclip_config, use_upsampler: bool = True) -> Chain:
                upsampler=unclip_config.upsampler_workdir if use_upsampler else "")
   configs = {name: (path, stage_lib.read_config(path)) for name, path in paths.items() if path}
   check_chain(configs)
-  return Chain(**{name: stage_lib.load_stage(path, config) for name, (path, config) in configs.items()})
+  return Stages(**{name: stage_lib.load_stage(path, config) for name, (path, config) in configs.items()})
 
 
 # --- the stages' programs ------------------------------------------------------------------------
 
 @functools.partial(jax.jit, static_argnames=("clip_model",))
 def _encode_text(clip_model, clip_params, tokens, token_mask):
-  return frozen_clip.embed_text(clip_model, clip_params, tokens, token_mask)
+  return frozen.embed_text(clip_model, clip_params, tokens, token_mask)
 
 
 @functools.partial(jax.jit, static_argnames=("clip_model",))
 def _encode_images(clip_model, clip_params, images):
-  return frozen_clip.embed_images(clip_model, clip_params, images)
+  return frozen.embed_images(clip_model, clip_params, images)
 
 
-def encode_text(chain: Chain, prompts: Sequence[str]):
+def encode_text(chain: Stages, prompts: Sequence[str]):
   """(scaled CLIP text embeddings [N, E], token states [N, L, D], token mask bool [N, L]) of the prompts."""
   cond = chain.clip.text_cond(prompts)
   emb, states = _encode_text(chain.clip.model, chain.clip.params, cond["tokens"], cond["token_mask"])
   return emb, states, jnp.asarray(cond["token_mask"], bool)
 
 
-def image_embeddings(chain: Chain, images) -> jax.Array:
+def image_embeddings(chain: Stages, images) -> jax.Array:
   """Scaled CLIP image embeddings [N, E] of uint8 images [N, S, S, 3] (S: the CLIP's image_size)."""
   images = np.asarray(images)
   size = chain.clip.model.image_size
@@ -186,7 +187,7 @@ def sample_prior(prior: stage_lib.Stage, text_emb, states, mask, settings: Sampl
 def decode(decoder: stage_lib.Stage, clip_emb, settings: SampleSettings, prompts: Optional[Sequence[str]] = None,
            x_T=None, guides: str = "both") -> jax.Array:
   """Images [N, H, W, 3] in [-1, 1] from scaled CLIP image embeddings [N, E] (and the captions, when given
-  and the decoder reads text; without them its null caption). guides: ChainSettings.decoder_guides."""
+  and the decoder reads text; without them its null caption). guides: Settings.decoder_guides."""
   if guides not in DECODER_GUIDES:
     raise ValueError(f"guides={guides!r}: choose one of {DECODER_GUIDES}.")
   model, num = decoder.model, clip_emb.shape[0]
@@ -198,7 +199,7 @@ def decode(decoder: stage_lib.Stage, clip_emb, settings: SampleSettings, prompts
                                    null_cond=null)
 
 
-def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed_noise: bool = False) -> dict:
+def _finish(chain: Stages, clip_emb, settings: Settings, prompts=None, fixed_noise: bool = False) -> dict:
   num = clip_emb.shape[0]
   x_T = {}
   if fixed_noise:  # one noise for every row: only the embedding moves
@@ -215,7 +216,7 @@ def _finish(chain: Chain, clip_emb, settings: ChainSettings, prompts=None, fixed
   return out
 
 
-def generate(chain: Chain, prompts: Sequence[str], settings: ChainSettings) -> dict:
+def generate(chain: Stages, prompts: Sequence[str], settings: Settings) -> dict:
   """Prompts → images: dict(clip_emb [N, E], decoder [N, h, h, 3], upsampler [N, H, H, 3] when the chain
   has one), images in [-1, 1]."""
   text_emb, states, mask = encode_text(chain, prompts)
@@ -223,7 +224,7 @@ def generate(chain: Chain, prompts: Sequence[str], settings: ChainSettings) -> d
   return _finish(chain, clip_emb, settings, prompts)
 
 
-def variations(chain: Chain, image, num: int, settings: ChainSettings) -> dict:
+def variations(chain: Stages, image, num: int, settings: Settings) -> dict:
   """`num` new images with the CLIP embedding of one uint8 image [S, S, 3]: decoded with seeds
   settings.decoder.seed, +1, … (as rows of one batch) and no caption."""
   emb = image_embeddings(chain, np.asarray(image)[None])
@@ -244,20 +245,24 @@ def slerp(a: jax.Array, b: jax.Array, weights: jax.Array) -> jax.Array:
   return clip_lib.l2_normalize(mix) * ((1 - w) * na + w * nb)
 
 
-def interpolate(chain: Chain, image_a, image_b, num: int, settings: ChainSettings) -> dict:
+def interpolate(chain: Stages, image_a, image_b, num: int, settings: Settings) -> dict:
   """`num` images along the slerp from image_a's CLIP embedding to image_b's (uint8 [S, S, 3] each),
   decoded from one fixed noise (DDIM with η = 0 makes the path smooth)."""
   emb = image_embeddings(chain, np.stack([np.asarray(image_a), np.asarray(image_b)]))
   return _finish(chain, slerp(emb[0], emb[1], jnp.linspace(0.0, 1.0, num)), settings, fixed_noise=True)
 
 
-def read_image(path: str, size: int) -> np.ndarray:
-  """uint8 [size, size, 3] from an image file (resized with a box filter when it is another size)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+def _from_images(chain: Stages, settings: Settings, num: int, image: str, image2: Optional[str] = None):
+  """(result, captions, tag) of --mode=sample --image[=--image2]: `num` variations of the image file, or `num`
+  steps of the interpolation between the two (images_lib.read_image, resized to the CLIP's size)."""
+  size = chain.clip.model.image_size
+  first = images_lib.read_image(image, size, "image", resize=True)
+  if image2:
+    result = interpolate(chain, first, images_lib.read_image(image2, size, "image2", resize=True), num, settings)
+    return result, [f"slerp {w:.2f}" for w in np.linspace(0.0, 1.0, num)], "interpolation"
+  return variations(chain, first, num, settings), [f"variation {i}" for i in range(num)], "variations"
 
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--image {path}: no such file; give a PNG or JPEG path.")
-  image = Image.open(path).convert("RGB")
-  if image.size != (size, size):
-    image = image.resize((size, size), Image.BOX)
-  return np.asarray(image)
+
+CHAIN = chain_lib.Chain(section="unclip", outputs=OUTPUTS, load=load, settings=Settings.from_config,
+                        generate=generate, recorded=("prior", "upsampler", "candidates", "decoder_guides"),
+                        from_images=_from_images)

@@ -17,8 +17,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from t2i_jax import models
-from t2i_jax.train import config_keys, sharding, state as state_lib
+from t2i_jax import config_keys, models
+from t2i_jax.train import sharding, state as state_lib
 
 
 # Orbax splits the saving of a replicated array across its replicas; for arrays under 1 MiB the
@@ -50,7 +50,8 @@ def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
                  read_only: bool = False) -> ocp.CheckpointManager:
   """A CheckpointManager for <workdir>/checkpoints; half-written saves left by a crash are removed.
 
-  read_only: for sampling or a frozen model: creates nothing and removes nothing (a run may be saving there).
+  read_only: for sampling or a frozen model: creates nothing and removes nothing (a run may be saving there),
+    and reads any part of the state on its own (`load_variables`: the params, never the optimizer).
   """
   _register_array_handler()
   if read_only:
@@ -60,7 +61,9 @@ def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                            cleanup_tmp_directories=True, create=True)
   # Handlers named up front, so a new process can read a checkpoint's metadata before restoring it.
-  handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler()}
+  # A reader restores part of the state (partial_restore), which the PyTree handler does; the format is the same.
+  state_handler = ocp.PyTreeCheckpointHandler() if read_only else ocp.StandardCheckpointHandler()
+  handlers = {"state": state_handler, "extra": ocp.JsonCheckpointHandler()}
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
                                item_handlers=handlers)
 
@@ -80,9 +83,12 @@ def _path_name(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def _check_same_architecture(manager, step: int, target: Any) -> None:
-  """Compares the saved state's tree and shapes with `target`; raises a ValueError naming the first difference."""
+def _check_same_architecture(manager, step: int, target: Any, partial: bool = False) -> None:
+  """Compares the saved state's tree and shapes with `target` (with `partial`, a dict of some of the state's
+  fields, compared with those alone); raises a ValueError naming the first difference."""
   saved = manager.item_metadata(step)["state"]
+  if partial:
+    saved = {key: saved[key] for key in target if key in saved}
   saved_leaves = jax.tree_util.tree_flatten_with_path(saved)[0]
   target_leaves = jax.tree_util.tree_flatten_with_path(target)[0]
   saved_map = {_path_name(p): tuple(getattr(v, "shape", ())) for p, v in saved_leaves}
@@ -121,33 +127,38 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return config_keys.complete(ml_collections.ConfigDict(json.load(f)))
 
 
-def load_state(config, workdir: str, step: Optional[int] = None):
-  """(model, TrainState, step) of a training workdir's latest checkpoint (or of `step`), for sampling or as a
-  frozen model.
+def load_variables(config, workdir: str, step: Optional[int] = None, use_ema: bool = True):
+  """(model, params, model_state, step) of a training workdir's newest checkpoint that restores (or of `step`),
+  for sampling or as a frozen model: the EMA params (or the raw ones) and the model's non-param variables
+  (an EMA codebook; None for most models).
 
-  Only shapes are built (jax.eval_shape of the config's init), so nothing is
-  initialised before the restore. ValueError if the workdir has no checkpoint.
+  Only those are read, against shapes from jax.eval_shape of the model's init: no optimizer or train state
+  is built, so a config whose optim or train section differs from the run's reads it. ValueError if the
+  workdir has no checkpoint, none restores, or its params are of another architecture.
   """
   model = models.build(config.model)
-  abstract = jax.eval_shape(state_lib.make_init_fn(model, config, state_lib.make_optimizer(config.optim)))
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  args, kwargs = models.example_inputs(model, 1)
+  params, model_state = state_lib.split_variables(
+      jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args, **kwargs)))
+  target = {"ema_params" if use_ema else "params": params}
+  if model_state is not None:
+    target["model_state"] = model_state
+  if not has_checkpoint(workdir):
     raise ValueError(f"{workdir} has no checkpoint to read; train first (--mode=train).")
-  manager = make_manager(workdir, config.train.max_to_keep, read_only=True)
+  manager = make_manager(workdir, read_only=True)
   try:
-    if manager.latest_step() is None:
-      raise ValueError(f"{workdir} has no checkpoint to read; train first (--mode=train).")
-    state, _, step, _ = restore_or_init(manager, abstract, sharding.state_sharding(abstract, sharding.make_mesh()),
-                                        step)
+    restored, _, step, _ = restore_or_init(manager, target, sharding.state_sharding(target, sharding.make_mesh()),
+                                           step, partial=True)
   finally:
     manager.close()
-  return model, state, step
+  return model, restored[next(iter(target))], restored.get("model_state"), step
 
 
 def load_params(config, workdir: str, use_ema: bool = True, step: Optional[int] = None):
-  """(model, params, step) of `load_state`: the EMA params or the raw ones. A model with non-param variables
-  (TrainState.model_state: an EMA codebook) needs those too: use load_state, or a pipelines Stage."""
-  model, state, step = load_state(config, workdir, step)
-  return model, (state.ema_params if use_ema else state.params), step
+  """(model, params, step) of `load_variables`. A model with non-param variables (an EMA codebook) needs
+  those too: use load_variables, or a pipelines Stage."""
+  model, params, _, step = load_variables(config, workdir, step, use_ema)
+  return model, params, step
 
 
 def read_extra(workdir: str, step: int) -> dict:
@@ -167,10 +178,15 @@ class ArchitectureError(ValueError):
   """A checkpoint written for another architecture than the config's."""
 
 
-def _restore(manager, step: int, init_state: Any, shardings: Any):
-  _check_same_architecture(manager, step, init_state)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_abstract(init_state, shardings)), extra=ocp.args.JsonRestore()))
+def _restore(manager, step: int, init_state: Any, shardings: Any, partial: bool = False):
+  _check_same_architecture(manager, step, init_state, partial)
+  abstract = _abstract(init_state, shardings)
+  if partial:
+    state = ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                                   partial_restore=True)
+  else:
+    state = ocp.args.StandardRestore(abstract)
+  restored = manager.restore(step, args=ocp.args.Composite(state=state, extra=ocp.args.JsonRestore()))
   return restored["state"], restored["extra"]
 
 
@@ -180,7 +196,7 @@ def _reason(error: Exception) -> str:
 
 
 def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: Any, step: Optional[int] = None,
-                    ) -> Tuple[Any, Optional[dict], int, List[int]]:
+                    partial: bool = False) -> Tuple[Any, Optional[dict], int, List[int]]:
   """Resumes from the newest checkpoint that restores (or from `step`, which must exist and restore).
 
   A checkpoint that cannot be read (files truncated or missing on disk) is
@@ -192,6 +208,7 @@ def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: 
       restore target; it is returned unchanged when there is no checkpoint).
     shardings: NamedShardings for the state, as the current mesh wants them.
     step: restore this saved step instead of the newest; ValueError if it was not saved or does not restore.
+    partial: init_state is a dict of some of the state's fields (a read_only manager's), restored alone.
 
   Returns:
     (state, extra or None, step, skipped steps): the restored or the initial state.
@@ -207,7 +224,7 @@ def restore_or_init(manager: ocp.CheckpointManager, init_state: Any, shardings: 
   failures = []
   for candidate in ([step] if step is not None else saved):
     try:
-      state, extra = _restore(manager, candidate, init_state, shardings)
+      state, extra = _restore(manager, candidate, init_state, shardings, partial)
     except ArchitectureError:
       raise
     except Exception as error:  # pylint: disable=broad-except  (any damage to the files on disk)

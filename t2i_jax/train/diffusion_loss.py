@@ -88,7 +88,7 @@ def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_times
                               step=None):
   """(t int32 [B], weights float32 [B]) from the diffusion section's timestep_sampler (and its parameters).
 
-  config: a complete diffusion section (train.config_keys). step (int32 []) picks the tail's weight when
+  config: a complete diffusion section (t2i_jax.config_keys). step (int32 []) picks the tail's weight when
   the section has an early tail.
   """
   params = {k: config[k] for k in timestep_sampling.LOGIT_NORMAL_KEYS}

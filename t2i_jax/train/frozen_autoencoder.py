@@ -19,34 +19,20 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from t2i_jax.models import autoencoder
+from t2i_jax import models
+from t2i_jax.models import autoencoder, clip, frozen
 from t2i_jax.train import checkpoint, frozen_clip
 
 FROZEN_MODELS = "frozen_models.json"
 
 
-def latents(model, params, images: jax.Array) -> jax.Array:
-  """Unscaled latents [B, h, w, embed_dim] of images [B, H, W, C] in [-1, 1]: the KL posterior's mean (LDM
-  draws a sample; with its 1e-6 KL weight the posterior is nearly a point) or the VQ model's pre-quantisation
-  latent (LDM's VQ latent models run before the quantiser)."""
-  if isinstance(model, autoencoder.AutoencoderKL):
-    return model.apply({"params": params}, images, method=lambda m, x: m.encode(x).mode())
-  return model.apply({"params": params}, images, method="encode")
-
-
-def decode(model, variables, z: jax.Array) -> jax.Array:
-  """Images [B, H, W, C] (float32, unclipped) of unscaled latents z [B, h, w, embed_dim]; variables: the
-  params and, for a VQ model with an EMA codebook, its codebook (pipelines' Stage.variables)."""
-  return model.apply(variables, z, method="decode")
-
-
 def latent_scale_extra(model) -> Callable:
   """(state, batch) -> {"latent_scale": 1 / std of the batch's latents under the EMA params}: what an
-  autoencoder's checkpoint stores beside its state (tasks.Task.checkpoint_extra)."""
+  autoencoder's checkpoint stores beside its state (families.Task.checkpoint_extra)."""
 
   @jax.jit
   def scale(params, images):
-    return 1.0 / jnp.std(latents(model, params, images).astype(jnp.float32))
+    return 1.0 / jnp.std(frozen.latents(model, params, images).astype(jnp.float32))
 
   return lambda state, batch: {"latent_scale": scale(state.ema_params, batch["image"])}
 
@@ -91,7 +77,7 @@ def _latest_step(workdir: str, who: str) -> int:
 
 def check_autoencoder(ae_config, ae_workdir: str, config) -> None:
   """Raises a one-line ValueError unless the latent U-Net's `config` fits the autoencoder's."""
-  if ae_config.model.name not in ("autoencoder_kl", "autoencoder_vq"):
+  if models.module_class(ae_config.model) not in (autoencoder.AutoencoderKL, autoencoder.VQModel):
     raise ValueError(f"{ae_workdir} holds a {ae_config.model.name!r} model, not an autoencoder; set "
                      "latent_diffusion.autoencoder_workdir to a workdir of configs/shapes_autoencoder.py.")
   ae = ae_config.model
@@ -121,7 +107,7 @@ def check_text_encoder(clip_config, clip_workdir: str, config) -> None:
   if model.get("text") is not None:
     raise ValueError("latent_diffusion.clip_workdir is set: the U-Net reads the CLIP's token states, so "
                      "set model.text=None and model.context_dim to the CLIP's text_width.")
-  if clip_config.model.name != "clip" or clip_config.model.get("timestep_conditioned"):
+  if models.module_class(clip_config.model) is not clip.CLIP or clip_config.model.get("timestep_conditioned"):
     raise ValueError(f"{clip_workdir} holds no clean-image CLIP; set latent_diffusion.clip_workdir to a "
                      "workdir of configs/shapes_clip.py.")
   width = clip_config.model.text_width
@@ -188,45 +174,34 @@ def check_same(record: dict, ae_workdir: str, clip_workdir: str, who: str) -> No
 
 
 def load(record: dict):
-  """(ae_model, ae_params, latent_scale, clip_model or None, clip_params or None, clip_config or None): the
-  frozen models of a latent U-Net's record, each at the step it was trained on (EMA params)."""
+  """(ae_model, ae_params, latent_scale, clip_model or None, clip_params or None): the frozen models of a
+  latent U-Net's record, each at the step it was trained on (EMA params)."""
   entry = record["autoencoder"]
   ae_config = checkpoint.read_config(entry["workdir"])
   ae_model, ae_params, _ = checkpoint.load_params(ae_config, entry["workdir"], use_ema=True, step=entry["step"])
-  clip_model = clip_params = clip_config = None
+  clip_model = clip_params = None
   if record.get("clip"):
     entry = record["clip"]
     clip_config = checkpoint.read_config(entry["workdir"])
     clip_model, clip_params, _ = checkpoint.load_params(clip_config, entry["workdir"], use_ema=True,
                                                         step=entry["step"])
-  return ae_model, ae_params, record["autoencoder"]["latent_scale"], clip_model, clip_params, clip_config
-
-
-def text_context(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array, pooled: bool = False) -> dict:
-  """The U-Net's text inputs from a frozen CLIP: context [B, L, text_width] (its final token states) and
-  context_mask bool [B, L]; with `pooled`, also pooled [B, E], the caption's CLIP text embedding (scaled
-  as every stage reads it, frozen_clip.scale_embedding)."""
-  emb, states = frozen_clip.embed_text(clip_model, clip_params, tokens, token_mask)
-  out = {"context": states, "context_mask": token_mask.astype(bool)}
-  if pooled:
-    out["pooled"] = emb
-  return out
+  return ae_model, ae_params, record["autoencoder"]["latent_scale"], clip_model, clip_params
 
 
 def make_latent_embed_fn(ae_model, clip_model: Optional[Any], pooled: bool = False) -> Callable:
   """(embed_params, batch) -> the latent U-Net's batch: image := s·latents; with a CLIP, the caption's tokens
-  replaced by its token states (and its pooled embedding with `pooled`, `text_context`).
+  replaced by its token states (and its pooled embedding with `pooled`, `models.frozen.text_context`).
 
   embed_params: dict(autoencoder=params, latent_scale=float32 scalar, clip=params or None).
   batch: dict(image [B, H, W, C] in [-1, 1], cond=dict(tokens, token_mask) or the U-Net's own text inputs).
   """
 
   def embed(embed_params, batch):
-    z = latents(ae_model, embed_params["autoencoder"], batch["image"]) * embed_params["latent_scale"]
+    z = frozen.latents(ae_model, embed_params["autoencoder"], batch["image"]) * embed_params["latent_scale"]
     cond = dict(batch["cond"])
     if clip_model is not None:
       tokens, mask = cond.pop("tokens"), cond.pop("token_mask")
-      cond.update(text_context(clip_model, embed_params["clip"], tokens, mask, pooled))
+      cond.update(frozen.text_context(clip_model, embed_params["clip"], tokens, mask, pooled))
     return dict(batch, image=z, cond=cond)
 
   return embed

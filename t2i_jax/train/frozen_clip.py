@@ -3,27 +3,18 @@
 Both stages read a CLIP trained by configs/shapes_clip.py from its workdir, never
 retrain it, and run it on the sharded batch before each train step (a jitted
 `embed(clip_params, batch)`, so the params are an argument, not constants baked
-into the step). Embeddings enter the diffusion stages scaled by `scale_embedding`;
+into the step). Embeddings enter the diffusion stages scaled by `models.frozen.scale_embedding`;
 the prior's samples come out in that scale and go into the decoder unchanged.
 """
 
 import os
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
-from t2i_jax.models import clip
+from t2i_jax import models
+from t2i_jax.models import clip, frozen
 from t2i_jax.train import checkpoint
-
-
-def scale_embedding(emb: jax.Array) -> jax.Array:
-  """l2-normalised embeddings times sqrt(E), [B, E]: unit-variance coordinates for the diffusion.
-
-  unCLIP normalises the embeddings; the sqrt(E) factor (DALLE2-pytorch's choice)
-  gives each coordinate the scale the noise schedule is designed for.
-  """
-  return clip.l2_normalize(emb) * jnp.sqrt(jnp.float32(emb.shape[-1]))
 
 
 def same_workdir(a: str, b: str) -> bool:
@@ -40,7 +31,7 @@ def check_matches(clip_config, clip_workdir: str, config, who: str) -> None:
   if model.clip_dim != embed_dim:
     raise ValueError(f"the CLIP in {clip_workdir} has embed_dim={embed_dim} but the {who} has "
                      f"model.clip_dim={model.clip_dim}; set model.clip_dim={embed_dim}.")
-  if model.name == "prior" and model.text_dim != clip_config.model.text_width:
+  if model.get("text_dim") is not None and model.text_dim != clip_config.model.text_width:  # the prior's
     raise ValueError(f"the CLIP in {clip_workdir} has text_width={clip_config.model.text_width} but the {who} "
                      f"has model.text_dim={model.text_dim}; set model.text_dim={clip_config.model.text_width}.")
   if clip_config.data.tokenizer != config.data.tokenizer:
@@ -55,25 +46,12 @@ def check_matches(clip_config, clip_workdir: str, config, who: str) -> None:
 def load(clip_workdir: str, config, who: str):
   """(clip_model, clip_params (EMA), clip_config) of the CLIP in clip_workdir, checked against `config`."""
   clip_config = checkpoint.read_config(clip_workdir)
-  if clip_config.model.name != "clip":
+  if models.module_class(clip_config.model) is not clip.CLIP:
     raise ValueError(f"{clip_workdir} holds a {clip_config.model.name!r} model, not a CLIP; point the {who} at "
                      "a workdir of configs/shapes_clip.py.")
   check_matches(clip_config, clip_workdir, config, who)
   clip_model, clip_params, _ = checkpoint.load_params(clip_config, clip_workdir, use_ema=True)
   return clip_model, clip_params, clip_config
-
-
-def embed_images(clip_model, clip_params, images: jax.Array) -> jax.Array:
-  """Scaled CLIP image embeddings [B, E] of images [B, S, S, 3] in [-1, 1] (S = the CLIP's image_size)."""
-  emb = clip_model.apply({"params": clip_params}, clip.normalize_images(images), method="encode_image")
-  return scale_embedding(emb)
-
-
-def embed_text(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array):
-  """(scaled CLIP text embedding [B, E], per-token states [B, L, text_width]) of tokenised captions."""
-  emb, states = clip_model.apply({"params": clip_params}, tokens, clip.eot_index_from_mask(token_mask),
-                                 method="encode_text_states")
-  return scale_embedding(emb), states
 
 
 def make_prior_embed_fn(clip_model) -> Callable:
@@ -84,8 +62,8 @@ def make_prior_embed_fn(clip_model) -> Callable:
 
   def embed(clip_params, batch):
     cond = batch["cond"]
-    text_emb, states = embed_text(clip_model, clip_params, cond["tokens"], cond["token_mask"])
-    return {"image_emb": embed_images(clip_model, clip_params, batch["image"]),
+    text_emb, states = frozen.embed_text(clip_model, clip_params, cond["tokens"], cond["token_mask"])
+    return {"image_emb": frozen.embed_images(clip_model, clip_params, batch["image"]),
             "cond": {"text_emb": text_emb, "text_tokens": states, "text_mask": cond["token_mask"].astype(bool),
                      "drop_text": jnp.zeros(cond["token_mask"].shape[:1], bool)}}
 
@@ -102,7 +80,7 @@ def make_decoder_embed_fn(clip_model) -> Callable:
   def embed(clip_params, batch):
     batch = dict(batch)
     clip_image = batch.pop("clip_image")
-    batch["cond"] = dict(batch["cond"], clip_emb=embed_images(clip_model, clip_params, clip_image))
+    batch["cond"] = dict(batch["cond"], clip_emb=frozen.embed_images(clip_model, clip_params, clip_image))
     return batch
 
   return embed

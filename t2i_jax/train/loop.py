@@ -1,4 +1,4 @@
-"""The training loop for a diffusion U-Net config: build, resume, step, log, checkpoint, stop cleanly.
+"""The training loop for a config of any model family: build, resume, step, log, checkpoint, stop cleanly.
 
 Everything lives under --workdir: checkpoints/, metrics.jsonl and config.json. A
 run resumes by itself from the latest checkpoint (state and data iterator), and
@@ -18,27 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
-from t2i_jax.train import (checkpoint, config_keys, finetune, frozen_autoencoder, sharding, state as state_lib,
-                           step as step_lib, tasks)
+from t2i_jax import config_keys
+from t2i_jax.train import (checkpoint, families, finetune, frozen_autoencoder, sharding, state as state_lib,
+                           step as step_lib)
 
 
-def _check_text(config, tokenizer) -> None:
-  """The tokenizer and the text encoder of the model must agree on vocabulary and length."""
-  model = config.model
-  if model.name == "unet":
-    if model.get("text") is None:  # the model section has no defaults: text is absent or None
-      return
-    vocab, context, where = model.text.vocab_size, model.text.context_length, "model.text"
-  elif model.name == "clip":
-    vocab, context, where = model.vocab_size, model.text_ctx, "model"
-  else:
-    return
-  if len(tokenizer) > vocab:
-    raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but {where}.vocab_size={vocab}; "
-                     f"raise vocab_size to at least {len(tokenizer)}.")
-  if config.data.context_length != context:
-    name = "context_length" if where == "model.text" else "text_ctx"
-    raise ValueError(f"data.context_length={config.data.context_length} must equal {where}.{name}={context}.")
+def _check_steps(train_config) -> None:
+  """Refuses a step count, interval or batch that cannot train (before the workdir is touched)."""
+  for key in ("num_steps", "batch_size", "log_every", "checkpoint_every", "grad_accum_steps"):
+    value = train_config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"train.{key}={value!r} must be a positive integer; nothing was written.")
+  if train_config.sample_every < 0:
+    raise ValueError(f"train.sample_every={train_config.sample_every!r} must be 0 (off) or a positive number of "
+                     "steps; nothing was written.")
 
 
 def _write_config(workdir: str, config) -> None:
@@ -107,8 +100,8 @@ def make_iterator(config, tokenizer=None):
 def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] = None) -> Any:
   """Trains config.train.num_steps steps (resuming if the workdir has a checkpoint); returns the final state.
 
-  Any model family of tasks.FAMILIES; config sections: model, data, optim,
-  train, (diffusion), (sample), (prior) — see train/config_keys.py and configs/.
+  Any model family of train.families; config sections: model, data, optim,
+  train and the family's own (diffusion, sample, prior, ...) — see t2i_jax/config_keys.py and configs/.
 
   Args:
     sample_fn: (params, step) -> path, called every config.train.sample_every
@@ -122,12 +115,13 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
   """
   config = config_keys.complete(config)
   mesh = sharding.make_mesh(config.fsdp)
+  _check_steps(config.train)
   sharding.check_batch_size(config.train.batch_size, mesh)
-  task = tasks.make_task(config, workdir)
+  task = families.make_task(config, workdir)
   model = task.model
-  tokenizer = tasks.tokenizer_for(config)
+  tokenizer = families.tokenizer_for(config)
   if tokenizer is not None:
-    _check_text(config, tokenizer)
+    families.of(config).check_text(config, tokenizer)
 
   iterator = make_iterator(config, tokenizer)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_jax.data import input_pipeline, shapes, shapes_source
+from t2i_jax.data import input_pipeline, shapes, shapes_source, shapes_tfds
 from t2i_jax.data import tokenizer as tokenizer_lib
 from t2i_jax.data.input_pipeline import create_iterator
 from t2i_jax.data.shapes_source import ShapesSource
@@ -192,7 +192,6 @@ def test_bad_arguments_raise_value_errors(tok):
 
 
 def test_tfds_build_reads_back_the_rendered_examples(tmp_path):
-  shapes_tfds = pytest.importorskip("t2i_jax.data.shapes_tfds")
   import tensorflow_datasets as tfds
 
   sizes = dict(image_size=SIZE, seed=4, num_train=48, num_test=16, num_heldout=8)
@@ -225,7 +224,6 @@ def test_tfds_build_reads_back_the_rendered_examples(tmp_path):
 
 
 def test_tfds_config_validation(tmp_path):
-  shapes_tfds = pytest.importorskip("t2i_jax.data.shapes_tfds")
   with pytest.raises(ValueError, match="image_size"):
     shapes_tfds.builder(str(tmp_path), image_size=200)
   with pytest.raises(ValueError, match="at least one"):

@@ -344,6 +344,7 @@ def test_text_encoder_reads_word_order_from_its_first_step():
   assert same_word < 0.03 and caption < 0.01, (same_word, caption)
 
 
+@pytest.mark.slow
 def test_pool_dropout_zeroes_whole_pooled_vectors_in_training_only():
   from t2i_jax.models.text_encoder import GlideTextEncoder
 

@@ -9,7 +9,8 @@ import pytest
 
 from t2i_jax.diffusion import samplers
 from t2i_jax.pipelines import sample_workdir, stage as stage_lib, text_to_image
-from t2i_jax.train import config_keys, loop
+from t2i_jax import config_keys
+from t2i_jax.train import loop
 
 from tests.conftest import load_config
 
@@ -25,6 +26,7 @@ def noised_clip(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_clip_guided_sampling(trained_runlocal, noised_clip, tmp_path, check_samples):
   base_dir, _ = trained_runlocal
   base = stage_lib.load_stage(base_dir)
@@ -55,6 +57,7 @@ def test_clip_guided_sampling(trained_runlocal, noised_clip, tmp_path, check_sam
   check_samples(paths, len(PROMPTS), 16)
 
 
+@pytest.mark.slow
 def test_a_clip_that_does_not_fit_the_u_net_is_refused(trained_runlocal, noised_clip):
   base = stage_lib.load_stage(trained_runlocal[0])
   clip_stage = stage_lib.load_stage(noised_clip)

@@ -12,8 +12,9 @@ import pytest
 
 from t2i_jax.diffusion import samplers
 from t2i_jax.eval import evaluate
-from t2i_jax.pipelines import glide, glide_files, stage as stage_lib, text_to_image
-from t2i_jax.train import config_keys, loop
+from t2i_jax.pipelines import chain as chain_lib, glide, stage as stage_lib, text_to_image
+from t2i_jax import config_keys
+from t2i_jax.train import loop
 
 from tests.conftest import load_config
 
@@ -32,21 +33,22 @@ def glide_runlocal(trained_runlocal, tmp_path_factory):
   return chain
 
 
+@pytest.mark.slow
 def test_the_cascade_upsamples_the_base_samples_of_a_prompt(glide_runlocal, tmp_path, check_samples):
   config = glide_runlocal
   num = config.glide.num_images
-  paths = glide_files.sample_to_files(config, str(tmp_path), prompts=[PROMPT])
+  paths = chain_lib.sample_to_files(glide.CHAIN, config, str(tmp_path), prompts=[PROMPT])
   check_samples(paths, num, 32)  # base 16 px -> upsampler 32 px
   assert set(paths["grids"]) == {"base", "upsampler"}
 
-  cascade = glide.load_cascade(config.glide)
-  settings = glide.CascadeSettings.from_config(config.glide, cascade)
+  cascade = glide.load(config.glide)
+  settings = glide.Settings.from_config(config.glide, cascade)
   prompts = [PROMPT, "a large green star in the middle"]
   first = glide.generate(cascade, prompts, settings)
   assert first["base"].shape == (2, 16, 16, 3) and first["upsampler"].shape == (2, 32, 32, 3)
   compiled = samplers._sample_jit._cache_size()  # pylint: disable=protected-access
   # Another base seed, the upsampler's unchanged: its output moves with the base's samples it is fed.
-  moved = glide.CascadeSettings(dataclasses.replace(settings.base, seed=7, guidance=1.5), settings.upsampler)
+  moved = glide.Settings(dataclasses.replace(settings.base, seed=7, guidance=1.5), settings.upsampler)
   second = glide.generate(cascade, ["a small yellow cross on the right", PROMPT], moved)
   assert samplers._sample_jit._cache_size() == compiled  # pylint: disable=protected-access
   assert not np.allclose(np.asarray(first["upsampler"]), np.asarray(second["upsampler"]))
@@ -70,6 +72,7 @@ def test_the_cascade_upsamples_the_base_samples_of_a_prompt(glide_runlocal, tmp_
   assert np.abs(near - bilinear).mean() < 0.05 < 0.2 < np.abs(far - bilinear).mean()
 
 
+@pytest.mark.slow
 def test_mismatched_stages_are_refused_and_the_published_pair_chains(glide_runlocal, tmp_path):
   config = glide_runlocal
   base, upsampler = config.glide.base_workdir, config.glide.upsampler_workdir
@@ -77,11 +80,11 @@ def test_mismatched_stages_are_refused_and_the_published_pair_chains(glide_runlo
   swapped = config_keys.complete(config)
   swapped.glide.update(dict(base_workdir=upsampler, upsampler_workdir=base))
   with pytest.raises(ValueError, match="not a text-conditional base U-Net"):
-    glide_files.sample_to_files(swapped, out, prompts=[PROMPT])
+    chain_lib.sample_to_files(glide.CHAIN, swapped, out, prompts=[PROMPT])
   no_upsampler = config_keys.complete(config)
   no_upsampler.glide.upsampler_workdir = base
   with pytest.raises(ValueError, match="is not a super-resolution U-Net"):
-    glide_files.sample_to_files(no_upsampler, out, prompts=[PROMPT])
+    chain_lib.sample_to_files(glide.CHAIN, no_upsampler, out, prompts=[PROMPT])
   configs = {"base": (base, stage_lib.read_config(base)), "upsampler": (upsampler, stage_lib.read_config(upsampler))}
   configs["upsampler"][1].low_res.factor = 4
   with pytest.raises(ValueError, match=r"upsampler in .* takes 8px inputs .* the base in .* makes 16px"):
@@ -95,6 +98,7 @@ def test_mismatched_stages_are_refused_and_the_published_pair_chains(glide_runlo
                          "upsampler": ("upsample256", load_config("glide_upsample256"))})
 
 
+@pytest.mark.slow
 def test_cascade_eval_scores_the_base_and_the_upsampled_images(glide_runlocal, tmp_path):
   rows, path = evaluate.run_chain(glide_runlocal, str(tmp_path))
   assert [(r["output"], r["image_size"]) for r in rows] == [("base", 16), ("upsampler", 32)]

@@ -16,7 +16,7 @@ from configs import common
 from t2i_jax.data import shapes
 from t2i_jax.data.captions import ObjectSpec
 from t2i_jax.diffusion import samplers
-from t2i_jax.pipelines import inpaint, inpaint_files, stage as stage_lib, text_to_image
+from t2i_jax.pipelines import images as images_lib, inpaint, inpaint_files, stage as stage_lib, text_to_image
 from t2i_jax.train import checkpoint, finetune, loop
 
 from tests.conftest import load_config
@@ -41,6 +41,7 @@ def _scene():
   return image[None], inpaint.box_mask(16, (8, 2, 16, 14))
 
 
+@pytest.mark.slow
 def test_the_inpainting_stage_was_fine_tuned_from_its_base_and_resumes_without_it(stages, tmp_path):
   base, tuned = stages
   assert tuned.step == 2 and tuned.model.inpaint and not base.model.inpaint
@@ -70,6 +71,7 @@ def test_the_inpainting_stage_was_fine_tuned_from_its_base_and_resumes_without_i
 
 
 @pytest.mark.parametrize("method, guidance", [("dpm++2m", 3.0), ("ddpm", 2.0)])
+@pytest.mark.slow
 def test_replacement_keeps_the_known_region_exactly(stages, method, guidance):
   image, mask = _scene()
   settings = text_to_image.SampleSettings(method=method, steps=4, guidance=guidance)
@@ -81,6 +83,7 @@ def test_replacement_keeps_the_known_region_exactly(stages, method, guidance):
     assert np.isinf(inpaint.unmasked_psnr(out, image, mask)).all()
 
 
+@pytest.mark.slow
 def test_the_inpainting_model_reads_its_image_and_mask_without_recompiling(stages):
   _, tuned = stages
   # Two steps leave the new channels' weights near zero: set them to a visible size.
@@ -103,6 +106,7 @@ def test_the_inpainting_model_reads_its_image_and_mask_without_recompiling(stage
   assert np.isfinite(inpaint.unmasked_psnr(first, image, mask)).all()
 
 
+@pytest.mark.slow
 def test_replacement_only_needs_no_inpainting_channels_but_conditioning_does(stages):
   base, _ = stages
   image, mask = _scene()
@@ -119,6 +123,7 @@ def test_replacement_only_needs_no_inpainting_channels_but_conditioning_does(sta
     (dict(mask=np.ones((16, 16))), "the mask keeps every pixel"),
     (dict(image=np.zeros((3, 16, 16, 3))), "3 images for 2 prompts"),
 ])
+@pytest.mark.slow
 def test_bad_images_and_masks_are_refused(stages, change, message):
   image, mask = _scene()
   args = dict(dict(image=image, mask=mask), **change)
@@ -138,16 +143,19 @@ def test_boxes_and_psnr():
   np.testing.assert_allclose(inpaint.unmasked_psnr(shifted, image, mask), 10 * np.log10(4 / 0.01))
 
 
+@pytest.mark.slow
 def test_files_and_the_grid(stages, tmp_path):
   base, _ = stages
   image, mask = _scene()
   Image.fromarray(((image[0] + 1) * 127.5).round().astype(np.uint8)).save(tmp_path / "scene.png")
   Image.fromarray(np.where(mask[0, ..., 0] == 0, 255, 0).astype(np.uint8)).save(tmp_path / "mask.png")
-  np.testing.assert_allclose(inpaint_files.read_image(str(tmp_path / "scene.png"), 16), image, atol=1 / 127)
+  read = images_lib.read_image(str(tmp_path / "scene.png"), 16)
+  assert read.dtype == np.uint8 and read.shape == (16, 16, 3)
+  np.testing.assert_allclose(read / 127.5 - 1.0, image[0], atol=1 / 127)
   np.testing.assert_array_equal(inpaint_files.read_mask(str(tmp_path / "mask.png"), 16), mask)
   config = load_config("shapes_default:runlocal")
   config.sample.num_images = 2
-  workdir = base.workdir
+  workdir = str(shutil.copytree(base.workdir, tmp_path / "base"))  # other tests read the session's run
   before = set(os.listdir(workdir))
   paths = inpaint_files.inpaint_to_files(config, workdir, str(tmp_path / "scene.png"), mask=str(tmp_path / "mask.png"),
                                          prompts=[PROMPT, "a small blue square on the right"], steps=2)
@@ -165,9 +173,13 @@ def test_bad_files_are_refused_with_one_line(tmp_path):
   Image.fromarray(np.full((16, 16), 128, np.uint8)).save(tmp_path / "grey.png")
   Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "rgb.png")
   Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(tmp_path / "tall.png")
-  cases = [(inpaint_files.read_image, "clear.png", "has transparent pixels"),
-           (inpaint_files.read_image, "tall.png", "is 16x20 but this U-Net makes 16x16 images"),
-           (inpaint_files.read_image, "missing.png", "no such file"),
+  (tmp_path / "notes.png").write_text("not an image")
+  read_image = images_lib.read_image
+  cases = [(read_image, "clear.png", "has transparent pixels"),
+           (read_image, "tall.png", "is 16x20 but this U-Net makes 16x16 images"),
+           (read_image, "missing.png", "no such file"),
+           (read_image, "notes.png", "is not an image file that can be read"),
+           (inpaint_files.read_mask, "notes.png", "is not an image file that can be read"),
            (inpaint_files.read_mask, "grey.png", "holds values other than 0 and 255 (e.g. 128)"),
            (inpaint_files.read_mask, "rgb.png", "has mode 'RGB' (3 channels); save it as a one-channel")]
   for read, name, message in cases:

@@ -15,8 +15,9 @@ import pytest
 from t2i_jax import models
 from t2i_jax.data import shapes
 from t2i_jax.eval import evaluate, reconstruction
-from t2i_jax.pipelines import latent, latent_files, sample_workdir, stage as stage_lib
-from t2i_jax.train import autoencoder_loss, checkpoint, frozen_autoencoder, frozen_clip, loop, tasks
+from t2i_jax.models import frozen
+from t2i_jax.pipelines import chain as chain_lib, latent, sample_workdir, stage as stage_lib
+from t2i_jax.train import autoencoder_loss, checkpoint, families, frozen_autoencoder, loop
 from tests.conftest import load_config
 
 # The first stage every test here shares: `:gan` puts the adversarial term on at step 2 of 2 (disc_start 1), so one
@@ -43,14 +44,15 @@ def latent_runlocal(tmp_path_factory):
 
 
 def _first_batches(config, task, num):
-  tokenizer = tasks.tokenizer_for(config)
+  tokenizer = families.tokenizer_for(config)
   iterator = loop.make_iterator(config, tokenizer)
   return [task.model_batch(next(iterator)) for _ in range(num)]
 
 
-def test_the_autoencoder_trained_through_the_loop_with_its_discriminator_and_is_scored(latent_runlocal):
+@pytest.mark.slow
+def test_the_autoencoder_trained_through_the_loop_with_its_discriminator_and_is_scored(latent_runlocal, tmp_path):
   _, _, dirs = latent_runlocal
-  workdir = dirs["autoencoder"]
+  workdir = str(shutil.copytree(dirs["autoencoder"], tmp_path / "autoencoder"))  # eval writes into it
   config = checkpoint.read_config(workdir)
   lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [m["step"] for m in lines] == [1, 2] and all(np.isfinite(m["loss"]) for m in lines)
@@ -79,19 +81,20 @@ def test_the_autoencoder_trained_through_the_loop_with_its_discriminator_and_is_
   assert step == 2 and "discriminator" in params
   assert sum(v.size for v in jax.tree.leaves(params)) == models.count_params(config.model)
   images, _, _ = shapes.render_batch("test", 0, 0, 2, image_size=16)
-  round_trip = jax.jit(lambda p, x: frozen_autoencoder.decode(model, {"params": p},
-                                                              frozen_autoencoder.latents(model, p, x)))
+  round_trip = jax.jit(lambda p, x: frozen.decode(model, {"params": p},
+                                                              frozen.latents(model, p, x)))
   assert round_trip(params, shapes.to_float(images)).shape == (2, 16, 16, 3)
 
 
+@pytest.mark.slow
 def test_the_autoencoder_checkpoint_stores_its_latent_scale(latent_runlocal):
   _, _, dirs = latent_runlocal
   ae_config = checkpoint.read_config(dirs["autoencoder"])
   # The scale saved at step 2 is 1 / std of the latents of step 2's batch under the saved EMA params.
-  task = tasks.make_task(ae_config)
+  task = families.make_task(ae_config)
   batch = _first_batches(ae_config, task, 2)[-1]
   model, params, step = checkpoint.load_params(ae_config, dirs["autoencoder"], use_ema=True)
-  z = frozen_autoencoder.latents(model, params, jnp.asarray(batch["image"]))
+  z = frozen.latents(model, params, jnp.asarray(batch["image"]))
   assert z.shape == (8, 8, 8, 4)  # 16 px, f = 2
   scale = frozen_autoencoder.read_latent_scale(dirs["autoencoder"], step)
   np.testing.assert_allclose(scale, 1.0 / float(jnp.std(z)), rtol=1e-5)
@@ -104,14 +107,15 @@ def test_the_autoencoder_checkpoint_stores_its_latent_scale(latent_runlocal):
   np.testing.assert_allclose(float(jnp.std(z * scale)), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_runlocal):
   _, config, dirs = latent_runlocal
-  task = tasks.make_task(config, dirs["unet"])
+  task = families.make_task(config, dirs["unet"])
   batch = _first_batches(config, task, 1)[0]
   assert set(batch["cond"]) == {"tokens", "token_mask"}
   embedded = task.embed(task.embed_params, jax.tree.map(jnp.asarray, batch))
-  ae_model, ae_params, scale, clip_model, clip_params, _ = frozen_autoencoder.load(task.frozen)
-  z = frozen_autoencoder.latents(ae_model, ae_params, jnp.asarray(batch["image"])) * scale
+  ae_model, ae_params, scale, clip_model, clip_params = frozen_autoencoder.load(task.frozen)
+  z = frozen.latents(ae_model, ae_params, jnp.asarray(batch["image"])) * scale
   np.testing.assert_allclose(embedded["image"], z, atol=2e-5)  # jitted and not
   states = clip_model.apply({"params": clip_params}, jnp.asarray(batch["cond"]["tokens"]),
                             jnp.argmax(jnp.cumsum(batch["cond"]["token_mask"], -1), -1),
@@ -121,7 +125,7 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
   np.testing.assert_array_equal(embedded["cond"]["context_mask"], batch["cond"]["token_mask"])
   # SD-2 / SDXL's pooled embedding (model.pooled_dim, on in the config): the caption's scaled CLIP text
   # embedding; a U-Net without pooled_dim is given none.
-  pooled, _ = frozen_clip.embed_text(clip_model, clip_params, jnp.asarray(batch["cond"]["tokens"]),
+  pooled, _ = frozen.embed_text(clip_model, clip_params, jnp.asarray(batch["cond"]["tokens"]),
                                      jnp.asarray(batch["cond"]["token_mask"]))
   assert task.model.pooled_dim == 16 and embedded["cond"]["pooled"].shape == (8, 16)
   np.testing.assert_allclose(embedded["cond"]["pooled"], pooled, atol=2e-5)
@@ -145,14 +149,15 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
   assert np.abs(np.asarray(conditioned - dropped)).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_the_chain_samples_and_scores_from_its_config(latent_runlocal, check_samples, tmp_path):
   chain, _, dirs = latent_runlocal
-  paths = latent_files.sample_to_files(chain, str(tmp_path), prompts=["a small red circle"])
+  paths = chain_lib.sample_to_files(latent.CHAIN, chain, str(tmp_path), prompts=["a small red circle"])
   check_samples(paths, 2, 16)  # batches of 2 throughout: one sampling program for this test
   # generate: the U-Net's latents decoded after dividing by the scale, clipped to [-1, 1].
-  model = latent.load_latent(chain.latent)
+  model = latent.load(chain.latent)
   assert model.latent_scale == frozen_autoencoder.read_latent_scale(dirs["autoencoder"], 2)
-  settings = latent_files.settings_for(chain.latent, model)
+  settings = latent.settings(chain.latent, model)
   assert settings.threshold == "none" and (settings.method, settings.steps, settings.guidance) == ("ddim", 3, 3.0)
   out = latent.generate(model, ["a small red circle"] * 2, settings)
   assert out["latents"].shape == (2, 8, 8, 4) and out["image"].shape == (2, 16, 16, 3)
@@ -165,13 +170,14 @@ def test_the_chain_samples_and_scores_from_its_config(latent_runlocal, check_sam
   assert set(stages) == {"unet", "autoencoder", "clip"} and stages["autoencoder"]["step"] == 2
 
 
+@pytest.mark.slow
 def test_the_unets_own_text_encoder_variant_reads_tokens(latent_runlocal, tmp_path):
   """`:glide_text`: no CLIP in the loop; the frozen autoencoder alone turns images into latents and the
   tokens reach the U-Net's own encoder."""
   _, _, dirs = latent_runlocal
   config = load_config("shapes_latent:runlocal,glide_text")
   config.latent_diffusion.autoencoder_workdir = dirs["autoencoder"]
-  task = tasks.make_task(config, str(tmp_path))
+  task = families.make_task(config, str(tmp_path))
   assert task.frozen["clip"] is None and task.model.text is not None and task.model.context_dim is None
   batch = jax.tree.map(jnp.asarray, _first_batches(config, task, 1)[0])
   embedded = task.embed(task.embed_params, batch)
@@ -182,27 +188,28 @@ def test_the_unets_own_text_encoder_variant_reads_tokens(latent_runlocal, tmp_pa
   both = config.copy_and_resolve_references()
   both.latent_diffusion.clip_workdir = dirs["clip"]
   with pytest.raises(ValueError, match="set model.text=None and model.context_dim"):
-    tasks.make_task(both, str(tmp_path / "both"))
+    families.make_task(both, str(tmp_path / "both"))
   neither = config.copy_and_resolve_references()
   neither.model.text = None
   with pytest.raises(ValueError, match="reads captions through model.text"):
-    tasks.make_task(neither, str(tmp_path / "neither"))
+    families.make_task(neither, str(tmp_path / "neither"))
 
 
+@pytest.mark.slow
 def test_frozen_models_that_differ_are_refused(latent_runlocal, tmp_path):
   chain, config, dirs = latent_runlocal
   other = chain.copy_and_resolve_references()
   other.latent.autoencoder_workdir = str(tmp_path)
   with pytest.raises(ValueError, match=r"^the latent U-Net in .* was trained on the autoencoder in .*, not "):
-    latent.load_latent(other.latent)
+    latent.load(other.latent)
   other = chain.copy_and_resolve_references()
   other.latent.clip_workdir = ""
   with pytest.raises(ValueError, match=r"trained on the text encoder .*shapes_clip|trained on the text encoder"):
-    latent.load_latent(other.latent)
+    latent.load(other.latent)
   other = chain.copy_and_resolve_references()
   other.latent.unet_workdir = dirs["clip"]
   with pytest.raises(ValueError, match="not latents"):
-    latent.load_latent(other.latent)
+    latent.load(other.latent)
   # A resumed run whose config names another autoencoder is refused before anything is written.
   copied = str(tmp_path / "unet")
   shutil.copytree(dirs["unet"], copied)
@@ -228,6 +235,7 @@ def test_frozen_models_that_differ_are_refused(latent_runlocal, tmp_path):
   assert sample_workdir.periodic_sampler(config, dirs["unet"]) is None
 
 
+@pytest.mark.slow
 def test_a_record_pins_the_autoencoder_step_it_trained_on(latent_runlocal, tmp_path):
   """The autoencoder trained on after the latent U-Net started: the chain still decodes with the step the
   U-Net learned, and its scale."""
@@ -245,6 +253,6 @@ def test_a_record_pins_the_autoencoder_step_it_trained_on(latent_runlocal, tmp_p
   loop.train(ae_config, ae_dir)
   section = chain.latent.copy_and_resolve_references()
   section.update(dict(unet_workdir=unet_dir, autoencoder_workdir=ae_dir))
-  model = latent.load_latent(section)
+  model = latent.load(section)
   assert model.autoencoder.step == 2 and model.latent_scale == record["autoencoder"]["latent_scale"]
   assert frozen_autoencoder.read_latent_scale(ae_dir, 4) != model.latent_scale

@@ -121,6 +121,7 @@ def test_bad_min_timestep_is_refused():
     text_to_image.respaced_schedule(_diffusion(), "heun", 20, min_timestep=10)
 
 
+@pytest.mark.slow
 def test_thresholds_bound_the_x0_predictions(trained_runlocal):
   """static clips every x0 prediction to [-1, 1], dynamic is Imagen's, none leaves them alone (latents); the
   settings refuse what they cannot do."""

@@ -14,8 +14,8 @@ from PIL import Image
 
 from t2i_jax.diffusion import samplers
 from t2i_jax.eval import clip_eval, evaluate
-from t2i_jax.pipelines import sample_workdir, stage as stage_lib, unclip, unclip_files
-from t2i_jax.train import config_keys
+from t2i_jax.pipelines import chain as chain_lib, sample_workdir, stage as stage_lib, unclip
+from t2i_jax import config_keys
 
 from tests.conftest import load_config
 
@@ -50,24 +50,25 @@ def _pixels(paths):
   return np.stack([np.asarray(Image.open(p)) for p in paths])
 
 
+@pytest.mark.slow
 def test_the_chain_draws_a_prompt_variations_and_an_interpolation_without_recompiling(unclip_runlocal, tmp_path,
                                                                                      check_samples):
   config = unclip_runlocal
   num = config.unclip.num_images  # 2: every call below samples batches of 2 (4 prior candidates)
   out = str(tmp_path / "chain")
-  paths = unclip_files.sample_to_files(config, out, prompts=[PROMPT])
+  paths = chain_lib.sample_to_files(unclip.CHAIN, config, out, prompts=[PROMPT])
   check_samples(paths, num, 32)  # decoder 16 px -> upsampler 32 px
   assert os.path.getsize(paths["grids"]["decoder"]) > 100
   low = sorted(p for p in os.listdir(os.path.join(out, "samples")) if p.startswith("prompts_decoder_0"))
   assert _pixels([os.path.join(out, "samples", p) for p in low]).shape[1:3] == (16, 16)
   first = paths["images"][0]
-  variations = unclip_files.sample_to_files(config, out, image=first)
+  variations = chain_lib.sample_to_files(unclip.CHAIN, config, out, image=first)
   check_samples(variations, num, 32)
   pixels = _pixels(variations["images"])
   assert not np.array_equal(pixels[0], pixels[1])  # new noise per variation
 
-  chain = unclip.load_chain(config.unclip)
-  settings = unclip.ChainSettings.from_config(config.unclip, chain)
+  chain = unclip.load(config.unclip)
+  settings = unclip.Settings.from_config(config.unclip, chain)
   a = np.asarray(Image.open(first).resize((16, 16), Image.BOX))
   b = np.zeros_like(a)
   result = unclip.interpolate(chain, a, b, num, settings)
@@ -110,6 +111,7 @@ def _last_metrics(workdir):
   return json.loads(open(os.path.join(workdir, "metrics.jsonl")).readlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_stage_trained_on_another_clip_is_refused_and_nothing_is_written(unclip_runlocal, tmp_path):
   config = unclip_runlocal
   assert 0.0 <= _last_metrics(config.unclip.clip_workdir)["image_to_text_accuracy"] <= 1.0
@@ -124,15 +126,15 @@ def test_a_stage_trained_on_another_clip_is_refused_and_nothing_is_written(uncli
   out = str(tmp_path / "out")
   with pytest.raises(ValueError, match=f"the prior in .* was trained on the CLIP in {config.unclip.clip_workdir}.*"
                                        f"chain's CLIP is {other}"):
-    unclip_files.sample_to_files(bad, out, prompts=[PROMPT])
+    chain_lib.sample_to_files(unclip.CHAIN, bad, out, prompts=[PROMPT])
   bad = config_keys.complete(config)
   bad.unclip.decoder_workdir = config.unclip.upsampler_workdir
   with pytest.raises(ValueError, match="is not an unCLIP decoder"):
-    unclip_files.sample_to_files(bad, out, prompts=[PROMPT])
+    chain_lib.sample_to_files(unclip.CHAIN, bad, out, prompts=[PROMPT])
   bad = config_keys.complete(config)
   bad.unclip.upsampler_workdir = config.unclip.decoder_workdir
   with pytest.raises(ValueError, match="is not an unCLIP upsampler"):
-    unclip_files.sample_to_files(bad, out, prompts=[PROMPT])
+    chain_lib.sample_to_files(unclip.CHAIN, bad, out, prompts=[PROMPT])
   configs = {name: (config.unclip[f"{name}_workdir"], stage_lib.read_config(config.unclip[f"{name}_workdir"]))
              for name in ("clip", "prior", "decoder", "upsampler")}
   configs["upsampler"][1].low_res.factor = 4
@@ -141,6 +143,7 @@ def test_a_stage_trained_on_another_clip_is_refused_and_nothing_is_written(uncli
   assert not os.path.exists(out)
 
 
+@pytest.mark.slow
 def test_chain_eval_scores_the_decoder_and_the_upsampler(unclip_runlocal, tmp_path):
   rows, path = evaluate.run_chain(unclip_runlocal, str(tmp_path))
   assert [(r["output"], r["image_size"]) for r in rows] == [("decoder", 16), ("upsampler", 32)]
@@ -153,6 +156,7 @@ def test_chain_eval_scores_the_decoder_and_the_upsampler(unclip_runlocal, tmp_pa
   assert os.path.exists(tmp_path / "eval_table.md")
 
 
+@pytest.mark.slow
 def test_clip_eval_reads_the_chain_clip_workdir_and_writes_its_table(unclip_runlocal, tmp_path):
   clip_workdir = unclip_runlocal.unclip.clip_workdir
   config = stage_lib.read_config(clip_workdir)

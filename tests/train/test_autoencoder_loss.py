@@ -16,7 +16,8 @@ from configs import common
 from t2i_jax import models
 from t2i_jax.data import shapes
 from t2i_jax.pipelines import stage as stage_lib
-from t2i_jax.train import autoencoder_loss, frozen_autoencoder, loop, state as state_lib, step as step_lib
+from t2i_jax.models import frozen
+from t2i_jax.train import autoencoder_loss, loop, state as state_lib, step as step_lib
 from tests.conftest import load_config
 
 TINY = dict(name="autoencoder_kl", ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=8)
@@ -246,6 +247,7 @@ def test_one_step_updates_the_ema_codebook_by_hand(accum):
   assert jax.tree.structure(new.ema_params) == jax.tree.structure(params) and int(new.step) == 1
 
 
+@pytest.mark.slow
 def test_runlocal_vq_ema_trains_through_the_loop_and_resumes_its_codebook(tmp_path):
   config = load_config("shapes_autoencoder:runlocal,vq")
   config.model.ema = True
@@ -271,6 +273,6 @@ def test_runlocal_vq_ema_trains_through_the_loop_and_resumes_its_codebook(tmp_pa
   assert stage.step == 2 and set(variables) == {"params", "vq_stats"}
   np.testing.assert_array_equal(np.asarray(variables["vq_stats"]["quantizer"]["codebook"]), trained)
   # As a latent U-Net's chain runs it; jitted: op by op, the encoder and decoder take seconds to dispatch.
-  round_trip = jax.jit(lambda v, x: frozen_autoencoder.decode(
-      model, v, frozen_autoencoder.latents(model, v["params"], x)))
+  round_trip = jax.jit(lambda v, x: frozen.decode(
+      model, v, frozen.latents(model, v["params"], x)))
   assert round_trip(variables, _renders(2, 16)).shape == (2, 16, 16, 3)

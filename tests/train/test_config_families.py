@@ -2,10 +2,12 @@
 tests/pipelines/test_unclip.py)."""
 
 import numpy as np
+import pytest
 
 from t2i_jax.pipelines import sample_workdir
 
 
+@pytest.mark.slow
 def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_path, train_runlocal, check_samples):
   unet_config, _ = train_runlocal("adm_imagenet64:runlocal", tmp_path / "unet")
   _, metrics = train_runlocal("adm_imagenet64:classifier,runlocal", tmp_path / "classifier")

@@ -11,6 +11,7 @@ from t2i_jax.pipelines import sample_workdir
 # at runlocal's size; the plain default is test_loop's.
 @pytest.mark.parametrize("spec", ["iddpm_cifar10:runlocal", "glide_base64:runlocal", "glide_upsample256:runlocal",
                                   "shapes_full:runlocal"])
+@pytest.mark.slow
 def test_runlocal_unet_trains_and_samples(spec, tmp_path, train_runlocal, check_samples):
   config, _ = train_runlocal(spec, tmp_path)
   paths = sample_workdir.sample_to_files(config, str(tmp_path))

@@ -5,6 +5,7 @@ import re
 import socket
 import subprocess
 import sys
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -15,6 +16,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_agree(tmp_path):
   port = _free_port()
   # The suite's compile flags (conftest): these processes compile far longer than they compute.

@@ -59,6 +59,7 @@ def test_graft_refuses_another_architecture():
     finetune.graft_input_kernel(np.zeros((3, 3, 5, 16)), coords, plain, (3, 3, 7, 16))
 
 
+@pytest.mark.slow
 def test_a_base_of_another_process_or_family_is_refused(trained_runlocal, tmp_path):
   base_dir, _ = trained_runlocal
   config = load_config("shapes_inpaint:runlocal")

@@ -27,10 +27,11 @@ def _leaves(state):
 
 
 @pytest.fixture
-def trained(trained_runlocal):
-  return trained_runlocal
+def trained(trained_copy):
+  return trained_copy
 
 
+@pytest.mark.slow
 def test_resumed_run_is_bitwise_the_uninterrupted_one(trained, tmp_path):
   workdir, straight = trained
   # A run killed after its step-2 checkpoint: the workdir as it was then.
@@ -46,6 +47,7 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(trained, tmp_path):
   assert steps == [3]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_stops(tmp_path):
   workdir = str(tmp_path / "run")
   config = _config(num_steps=1000, checkpoint_every=1000, log_every=1)
@@ -63,6 +65,7 @@ def test_sigterm_saves_and_stops(tmp_path):
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
 
 
+@pytest.mark.slow
 def test_other_model_config_in_the_workdir_is_refused(trained):
   workdir, _ = trained
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
@@ -73,6 +76,7 @@ def test_other_model_config_in_the_workdir_is_refused(trained):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
+@pytest.mark.slow
 def test_sampling_a_workdir_writes_the_grid_and_images(trained, tmp_path):
   workdir, _ = trained
   config = _config()
@@ -88,6 +92,7 @@ def test_sampling_a_workdir_writes_the_grid_and_images(trained, tmp_path):
     sample_workdir.sample_to_files(config, str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_bad_batch_size_and_vocab_are_refused(tmp_path):
   with pytest.raises(ValueError, match="not divisible"):
     loop.train(_config(batch_size=6), str(tmp_path / "a"))
@@ -97,6 +102,7 @@ def test_bad_batch_size_and_vocab_are_refused(tmp_path):
     loop.train(config, str(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_unknown_config_key_and_missing_dataset_are_refused_before_the_workdir_is_touched(tmp_path):
   config = _config()
   config.train.num_stepz = 3
@@ -110,6 +116,7 @@ def test_unknown_config_key_and_missing_dataset_are_refused_before_the_workdir_i
   assert not os.path.exists(tmp_path / "no_data")
 
 
+@pytest.mark.slow
 def test_the_shapes_tfds_dataset_is_built_by_the_training_command(tmp_path):
   config = _config(num_steps=1)
   config.data.update(dict(name="shapes", data_dir=str(tmp_path / "tfds")))
@@ -119,6 +126,7 @@ def test_the_shapes_tfds_dataset_is_built_by_the_training_command(tmp_path):
   assert built and os.path.isdir(tmp_path / "tfds" / built[0])
 
 
+@pytest.mark.slow
 def test_eval_mode_writes_metrics_json(trained):
   workdir, _ = trained
   from t2i_jax.eval import evaluate
@@ -143,6 +151,7 @@ def test_eval_mode_writes_metrics_json(trained):
     assert json.load(f) == metrics
 
 
+@pytest.mark.slow
 def test_eval_samples_stop_at_the_configs_min_timestep(trained):
   workdir, _ = trained
   from t2i_jax.eval import evaluate
@@ -163,6 +172,7 @@ def test_eval_samples_stop_at_the_configs_min_timestep(trained):
   assert not np.array_equal(sample(15), sample(0))
 
 
+@pytest.mark.slow
 def test_bits_per_dim_of_the_trained_model_is_its_variational_bound(trained):
   workdir, _ = trained
   from t2i_jax.eval import bits_per_dim
@@ -182,6 +192,7 @@ def _restored_leaves(workdir, step):
   return jax.tree.leaves(stage_lib.load_stage(workdir, step=step, use_ema=False).params)  # its config.json
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_stops_the_run_and_keeps_the_good_checkpoints(tmp_path):
   # The issue's divergence: a huge learning rate without clipping. Warm-up gives step 1 a zero rate, step 2
   # blows the params up (still finite), and step 3's loss is NaN. Every step would be saved and only two kept.
@@ -210,6 +221,7 @@ def _damage(step_dir):
         f.write(data[:len(data) // 2])
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_is_skipped_on_sampling_and_resume(trained, tmp_path, capsys):
   source, straight = trained
   workdir = str(tmp_path / "run")

@@ -133,7 +133,8 @@ def _message(problems, missing) -> str:
 
 
 def chain_kind(config):
-  """"unclip" or "glide" for a chain config (the section it has), None for a stage's config."""
+  """The chain section a chain config has (one of CHAINS: "unclip", "glide", "latent"), None for a stage's
+  config; pipelines.chains maps it to the chain."""
   kinds = [kind for kind in CHAINS if config.get(kind) is not None]
   if len(kinds) > 1:
     raise ValueError(f"the config has sections {kinds}: a chain config is one chain; keep one of them.")

@@ -6,7 +6,8 @@ import pytest
 
 from configs import shapes_default
 from t2i_jax.diffusion import timestep_sampling
-from t2i_jax.train import checkpoint, config_keys
+from t2i_jax import config_keys
+from t2i_jax.train import checkpoint
 
 
 def test_an_older_config_json_gets_todays_defaults(tmp_path):
