@@ -77,10 +77,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from t2i_jax import config_keys
 from t2i_jax.diffusion import schedules  # noqa: E402
 from t2i_jax.models.prior import DiffusionPrior  # noqa: E402
 from t2i_jax.models.unet import UNet  # noqa: E402
-from t2i_jax import config_keys
 from t2i_jax.train import diffusion_loss, prior_loss  # noqa: E402
 from t2i_jax.train.state import create_train_state, make_optimizer  # noqa: E402
 from t2i_jax.train.step import make_train_step  # noqa: E402

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from configs import shapes_default
-from t2i_jax.diffusion import timestep_sampling
 from t2i_jax import config_keys
+from t2i_jax.diffusion import timestep_sampling
 from t2i_jax.train import checkpoint
 
 

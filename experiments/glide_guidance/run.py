@@ -19,9 +19,9 @@ import os
 
 import numpy as np
 
+from t2i_jax import config_keys
 from t2i_jax.eval import clip_score, evaluate
 from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
-from t2i_jax import config_keys
 
 COLUMNS = ("kind", "scale", "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy", "color_accuracy",
            "shape_accuracy", "position_accuracy", "clip_score", "fid", "diversity", "seconds_per_image")

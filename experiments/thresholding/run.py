@@ -14,10 +14,10 @@ import json
 
 import numpy as np
 
+from t2i_jax import config_keys
 from t2i_jax.data import shapes
 from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import images as images_lib, stage as stage_lib, text_to_image
-from t2i_jax import config_keys
 
 # A pixel is foreground when a channel is this far (of 255) from the background's grey.
 FOREGROUND_DISTANCE = 40

@@ -14,9 +14,9 @@ import argparse
 import jax.numpy as jnp
 
 from configs import shapes_unclip
+from t2i_jax import config_keys
 from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import unclip
-from t2i_jax import config_keys
 
 FEEDS = ("renders", "no_embedding", "no_caption")
 

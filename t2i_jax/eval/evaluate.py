@@ -26,9 +26,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from t2i_jax import config_keys
 from t2i_jax.data import captions, shapes
 from t2i_jax.eval import caption_metrics, clip_eval, fid as fid_lib, oracle as oracle_lib, reconstruction
-from t2i_jax import config_keys
 from t2i_jax.pipelines import chains, images as images_lib, stage as stage_lib, text_to_image
 from t2i_jax.train import families
 

@@ -13,9 +13,9 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
+from t2i_jax import config_keys
 from t2i_jax.data import tokenizer as tokenizer_lib
 from t2i_jax.diffusion import schedules
-from t2i_jax import config_keys
 from t2i_jax.train import checkpoint, families
 
 

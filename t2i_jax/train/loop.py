@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax import config_keys
+from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
 from t2i_jax.train import (checkpoint, families, finetune, frozen_autoencoder, sharding, state as state_lib,
                            step as step_lib)
 

@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from t2i_jax.diffusion import guidance, losses, samplers, schedules
 from t2i_jax import models
+from t2i_jax.diffusion import guidance, losses, samplers, schedules
 from t2i_jax.models import prior as prior_lib
 
 E, WIDTH, LAYERS, HEADS, CTX, D_TEXT = 8, 32, 2, 4, 6, 12

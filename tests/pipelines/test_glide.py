@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from t2i_jax import config_keys
 from t2i_jax.diffusion import samplers
 from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import chain as chain_lib, glide, stage as stage_lib, text_to_image
-from t2i_jax import config_keys
 from t2i_jax.train import loop
 
 from tests.conftest import load_config

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from t2i_jax import config_keys
 from t2i_jax.diffusion import samplers
 from t2i_jax.eval import clip_eval, evaluate
 from t2i_jax.pipelines import chain as chain_lib, sample_workdir, stage as stage_lib, unclip
-from t2i_jax import config_keys
 
 from tests.conftest import load_config
 

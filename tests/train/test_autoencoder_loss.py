@@ -15,8 +15,8 @@ import pytest
 from configs import common
 from t2i_jax import models
 from t2i_jax.data import shapes
-from t2i_jax.pipelines import stage as stage_lib
 from t2i_jax.models import frozen
+from t2i_jax.pipelines import stage as stage_lib
 from t2i_jax.train import autoencoder_loss, loop, state as state_lib, step as step_lib
 from tests.conftest import load_config
 

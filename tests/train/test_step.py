@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
+from t2i_jax import config_keys
 from t2i_jax.diffusion import schedules, timestep_sampling
 from t2i_jax.models.unet import UNet
-from t2i_jax import config_keys
 from t2i_jax.train import diffusion_loss, sharding, state as state_lib, step as step_lib
 
 TEXT = flax.core.FrozenDict(vocab_size=32, context_length=6, width=16, layers=1, heads=2, final_ln=True,
