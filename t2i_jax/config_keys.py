@@ -83,6 +83,13 @@ DEFAULTS = {
     # have been trained on, and its sampler (METHOD:STEPS:GUIDANCE).
     "latent": dict(unet_workdir=..., autoencoder_workdir=..., clip_workdir="", sampler="dpm++2m:20:3",
                    prompts=(), num_images=4),
+    # DALL·E's transformer (configs/shapes_dalle.py): the frozen VQ tokenizer whose codes it learns, the
+    # text term's weight (the paper's 1/8) and how often a caption is dropped (super-conditioning).
+    "transformer": dict(tokenizer_workdir=..., text_loss_weight=0.125, p_drop_text=0.1),
+    # DALL·E's chain (configs/shapes_dalle_chain.py): tokenizer, transformer and the optional re-ranking
+    # CLIP; the token sampler; candidates per prompt that the CLIP re-ranks.
+    "dalle": dict(tokenizer_workdir=..., transformer_workdir=..., clip_workdir="", temperature=1.0, top_k=0,
+                  top_p=1.0, scale=1.0, candidates=1, prompts=(), num_images=4),
     # --mode=eval's prompt set (eval.evaluate) and sampler settings, the first the headline.
     # diversity: num_diverse one-object prompts drawn diverse_samples times each.
     "eval": dict(num_single=200, num_heldout=40, num_pair=100, batch_size=100, seed=0,
@@ -90,7 +97,7 @@ DEFAULTS = {
 }
 TOP_LEVEL = {"seed": 0, "fsdp": 1}
 # The sections of a chain config, which names trained stages and trains nothing.
-CHAINS = ("unclip", "glide", "latent")
+CHAINS = ("unclip", "glide", "latent", "dalle")
 REQUIRED_SECTIONS = ("model", "data", "optim", "train")
 
 
@@ -133,7 +140,7 @@ def _message(problems, missing) -> str:
 
 
 def chain_kind(config):
-  """The chain section a chain config has (one of CHAINS: "unclip", "glide", "latent"), None for a stage's
+  """The chain section a chain config has (one of CHAINS: "unclip", "glide", "latent", "dalle"), None for a stage's
   config; pipelines.chains maps it to the chain."""
   kinds = [kind for kind in CHAINS if config.get(kind) is not None]
   if len(kinds) > 1:

@@ -21,6 +21,7 @@ from t2i_jax.models.apply import denoise_fn  # noqa: F401  (re-exported)
 from t2i_jax.models.autoencoder import AutoencoderKL, VQModel
 from t2i_jax.models.classifier import NoisyClassifier
 from t2i_jax.models.clip import CLIP
+from t2i_jax.models.dalle import DalleTransformer
 from t2i_jax.models.prior import DiffusionPrior
 from t2i_jax.models.unet import UNet
 
@@ -31,6 +32,7 @@ MODELS: Dict[str, type] = {
     "clip": CLIP,
     "autoencoder_kl": AutoencoderKL,
     "autoencoder_vq": VQModel,
+    "dalle": DalleTransformer,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -118,6 +120,11 @@ def _autoencoder_inputs(m, batch: int):
   return (jnp.zeros((batch, m.resolution, m.resolution, m.in_channels), jnp.float32),), {}
 
 
+def _dalle_inputs(m: DalleTransformer, batch: int):
+  text = jnp.zeros((batch, m.text_len), jnp.int32)
+  return (text, jnp.ones((batch, m.text_len), bool), jnp.zeros((batch, m.image_len), jnp.int32)), {}
+
+
 EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
     UNet: _unet_inputs,
     NoisyClassifier: _classifier_inputs,
@@ -125,6 +132,7 @@ EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
     CLIP: _clip_inputs,
     AutoencoderKL: _autoencoder_inputs,
     VQModel: _autoencoder_inputs,
+    DalleTransformer: _dalle_inputs,
 }
 
 

@@ -348,6 +348,18 @@ class VQModel(_FirstStage):
       z, _ = self.quantizer(z)
     return super().decode(z, deterministic)
 
+  def encode_indices(self, x):
+    """Image [B, H, W, in_channels] -> int32 codes [B, H/f, W/f]: the image as discrete tokens (DALL·E's use
+    of a VQ model)."""
+    _, aux = self.quantizer(self.encode(x))
+    return aux["indices"]
+
+  def decode_indices(self, indices):
+    """int32 codes [B, h, w] -> float32 image [B, h·f, w·f, C]: each code's codebook entry, decoded."""
+    variables = self.quantizer.variables
+    table = variables["vq_stats"]["codebook"] if self.ema else variables["params"]["codebook"]
+    return super().decode(jnp.asarray(table)[indices])
+
   def __call__(self, x, update_codebook: bool = False, deterministic: bool = True):
     """(reconstruction [B, H, W, out_channels], the quantiser's aux); update_codebook as VectorQuantizer."""
     z_q, aux = self.quantizer(self.encode(x, deterministic), update_codebook)

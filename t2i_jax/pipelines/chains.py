@@ -4,9 +4,9 @@ defines its CHAIN, its config section (config_keys.DEFAULTS) and one line here."
 from typing import Optional
 
 from t2i_jax import config_keys
-from t2i_jax.pipelines import chain as chain_lib, glide, latent, unclip
+from t2i_jax.pipelines import chain as chain_lib, dalle, glide, latent, unclip
 
-CHAINS = {chain.section: chain for chain in (glide.CHAIN, unclip.CHAIN, latent.CHAIN)}
+CHAINS = {chain.section: chain for chain in (glide.CHAIN, unclip.CHAIN, latent.CHAIN, dalle.CHAIN)}
 
 
 def of(config) -> Optional[chain_lib.Chain]:

@@ -81,7 +81,7 @@ def check_autoencoder(ae_config, ae_workdir: str, config) -> None:
     raise ValueError(f"{ae_workdir} holds a {ae_config.model.name!r} model, not an autoencoder; set "
                      "latent_diffusion.autoencoder_workdir to a workdir of configs/shapes_autoencoder.py.")
   ae = ae_config.model
-  side = ae.resolution // 2 ** (len(ae.ch_mult) - 1)
+  side = models.build(ae).latent_shape[0]
   model = config.model
   if (model.image_size, model.in_channels) != (side, ae.embed_dim):
     raise ValueError(f"the autoencoder in {ae_workdir} makes {side}×{side}×{ae.embed_dim} latents but the U-Net "

@@ -23,8 +23,8 @@ def test_every_model_has_a_family_and_every_chain_section_a_chain():
   assert all(families.get(name).name == name for name in families.FAMILIES)
   assert set(chains.CHAINS) == set(config_keys.CHAINS)
   assert {chain.outputs[-1] for chain in chains.CHAINS.values()} == {"upsampler", "image"}
-  with pytest.raises(ValueError, match="model.name='dalle' is not a model family; use one of 'unet'"):
-    families.get("dalle")
+  with pytest.raises(ValueError, match="model.name='parti' is not a model family; use one of 'unet'"):
+    families.get("parti")
 
 
 def _name_tests(path: str) -> list:

@@ -12,11 +12,11 @@ from typing import Optional
 
 from t2i_jax import models
 from t2i_jax.data import tokenizer as tokenizer_lib
-from t2i_jax.train.families import autoencoder, base, classifier, clip, prior, unet
+from t2i_jax.train.families import autoencoder, base, classifier, clip, dalle, prior, unet
 from t2i_jax.train.families.base import Family, Task, build_schedule  # noqa: F401  (the protocol's names)
 
 FAMILIES = {family.name: family for family in (
-    unet.FAMILY, classifier.FAMILY, clip.FAMILY, prior.FAMILY, autoencoder.KL, autoencoder.VQ)}
+    unet.FAMILY, classifier.FAMILY, clip.FAMILY, prior.FAMILY, autoencoder.KL, autoencoder.VQ, dalle.FAMILY)}
 
 
 def get(name) -> base.Family:

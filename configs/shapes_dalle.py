@@ -1,0 +1,38 @@
+"""DALL·E 1's transformer on captioned shapes: [caption ; 12×12 VQ codes] modelled autoregressively.
+
+The image tokenizer is the VQ autoencoder of configs/shapes_autoencoder.py:vq (24 px → 12×12 codes of a
+256-entry codebook), frozen; the transformer reads the caption's 20 tokens, then the codes in row-major order
+(164 positions). Sample and score it through configs/shapes_dalle_chain.py. The recipe is not yet measured
+on shapes (issue 35).
+
+  python -m t2i_jax.main --config=configs/shapes_autoencoder.py:vq --workdir=runs/dalle/tokenizer
+  python -m t2i_jax.main --config=configs/shapes_dalle.py --workdir=runs/dalle/transformer
+  python -m t2i_jax.main --config=configs/shapes_dalle.py:runlocal --workdir=/tmp/shapes_dalle
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None):
+  flags = common.parse_arg(arg)
+  runlocal = "runlocal" in flags
+  config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
+  config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT,
+                            cache_in_memory=True)
+  config.model = ml_collections.ConfigDict(dict(
+      name="dalle", text_vocab=64, text_len=common.SHAPES_CONTEXT, image_vocab=256, image_side=12, width=128,
+      layers=4, heads=4, dropout=0.0, dtype="float32"))
+  # DALL·E's text term weight 1/8; 10% dropped captions for super-conditioning (dalle-mini's rate).
+  config.transformer = common.section("transformer", tokenizer_workdir="runs/dalle/tokenizer",
+                                      text_loss_weight=0.125, p_drop_text=0.1)
+  config.optim = common.optim(3e-4, warmup_steps=200, schedule="cosine", total_steps=4000, weight_decay=0.01,
+                              b2=0.95)
+  config.train = common.train(32, 4000, log_every=100, checkpoint_every=1000, ema_rate=0.999, ema_warmup=True)
+  if runlocal:
+    common.shrink_for_cpu(config)
+    # The :vq,runlocal tokenizer: 16 px → 8×8 codes.
+    config.model.update(dict(image_side=8, width=32, layers=1, heads=2))
+    config.transformer.tokenizer_workdir = "/tmp/shapes_autoencoder_vq"
+  return config
