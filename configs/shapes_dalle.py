@@ -1,12 +1,14 @@
-"""DALL·E 1's transformer on captioned shapes: [caption ; 12×12 VQ codes] modelled autoregressively.
+"""DALL·E 1's transformer on captioned shapes: [caption ; 12×12 image codes] modelled autoregressively.
 
-The image tokenizer is the VQ autoencoder of configs/shapes_autoencoder.py:vq (24 px → 12×12 codes of a
-256-entry codebook), frozen; the transformer reads the caption's 20 tokens, then the codes in row-major order
-(164 positions). Sample and score it through configs/shapes_dalle_chain.py. The recipe is not yet measured
-on shapes (issue 35).
+The image tokenizer is frozen: DALL·E's discrete VAE (configs/shapes_dvae.py), or with `:vq` the VQ
+autoencoder of configs/shapes_autoencoder.py:vq; both make 12×12 codes of a 256-entry codebook from 24 px.
+The transformer reads the caption's 20 tokens, then the codes in row-major order (164 positions). Sample and
+score it through configs/shapes_dalle_chain.py. The recipe is not yet measured on shapes (issue 35).
 
-  python -m t2i_jax.main --config=configs/shapes_autoencoder.py:vq --workdir=runs/dalle/tokenizer
+  python -m t2i_jax.main --config=configs/shapes_dvae.py --workdir=runs/dalle/dvae
   python -m t2i_jax.main --config=configs/shapes_dalle.py --workdir=runs/dalle/transformer
+  python -m t2i_jax.main --config=configs/shapes_autoencoder.py:vq --workdir=runs/dalle/vq
+  python -m t2i_jax.main --config=configs/shapes_dalle.py:vq --workdir=runs/dalle/transformer_vq
   python -m t2i_jax.main --config=configs/shapes_dalle.py:runlocal --workdir=/tmp/shapes_dalle
 """
 
@@ -16,7 +18,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  flags = common.parse_arg(arg)
+  flags = common.parse_arg(arg, allowed=("runlocal", "vq"))
   runlocal = "runlocal" in flags
   config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
   config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT,
@@ -25,14 +27,15 @@ def get_config(arg=None):
       name="dalle", text_vocab=64, text_len=common.SHAPES_CONTEXT, image_vocab=256, image_side=12, width=128,
       layers=4, heads=4, dropout=0.0, dtype="float32"))
   # DALL·E's text term weight 1/8; 10% dropped captions for super-conditioning (dalle-mini's rate).
-  config.transformer = common.section("transformer", tokenizer_workdir="runs/dalle/tokenizer",
+  tokenizer = "runs/dalle/vq" if "vq" in flags else "runs/dalle/dvae"
+  config.transformer = common.section("transformer", tokenizer_workdir=tokenizer,
                                       text_loss_weight=0.125, p_drop_text=0.1)
   config.optim = common.optim(3e-4, warmup_steps=200, schedule="cosine", total_steps=4000, weight_decay=0.01,
                               b2=0.95)
   config.train = common.train(32, 4000, log_every=100, checkpoint_every=1000, ema_rate=0.999, ema_warmup=True)
   if runlocal:
     common.shrink_for_cpu(config)
-    # The :vq,runlocal tokenizer: 16 px → 8×8 codes.
+    # The runlocal tokenizers (shapes_dvae, shapes_autoencoder:vq): 16 px → 8×8 codes.
     config.model.update(dict(image_side=8, width=32, layers=1, heads=2))
-    config.transformer.tokenizer_workdir = "/tmp/shapes_autoencoder_vq"
+    config.transformer.tokenizer_workdir = "/tmp/shapes_vq" if "vq" in flags else "/tmp/shapes_dvae"
   return config

@@ -17,12 +17,12 @@ from configs import common, shapes_default
 def get_config(arg=None):
   flags = common.parse_arg(arg)
   config = ml_collections.ConfigDict(dict(seed=0))
-  config.dalle = common.section("dalle", tokenizer_workdir="runs/dalle/tokenizer",
+  config.dalle = common.section("dalle", tokenizer_workdir="runs/dalle/dvae",
                                 transformer_workdir="runs/dalle/transformer", clip_workdir="runs/dalle/clip",
                                 candidates=4, prompts=shapes_default.PROMPTS[:4], num_images=4)
   config.eval = common.evaluation(settings=("tokens:0:1",))
   if "runlocal" in flags:
-    config.dalle.update(dict(tokenizer_workdir="/tmp/shapes_autoencoder_vq", transformer_workdir="/tmp/shapes_dalle",
+    config.dalle.update(dict(tokenizer_workdir="/tmp/shapes_dvae", transformer_workdir="/tmp/shapes_dalle",
                              clip_workdir="/tmp/shapes_clip", candidates=2, num_images=2))
     config.eval.update(dict(num_single=4, num_heldout=2, num_pair=2, batch_size=2, num_diverse=2,
                             diverse_samples=2))

@@ -83,6 +83,9 @@ DEFAULTS = {
     # have been trained on, and its sampler (METHOD:STEPS:GUIDANCE).
     "latent": dict(unet_workdir=..., autoencoder_workdir=..., clip_workdir="", sampler="dpm++2m:20:3",
                    prompts=(), num_images=4),
+    # DALL·E's discrete VAE (train/dvae_loss.py): β of the KL to the uniform prior, ramped in over
+    # kl_warmup_steps; the gumbel-softmax temperature annealed from 1 to temperature_end over temperature_steps.
+    "dvae": dict(kl_weight=6.6, kl_warmup_steps=5000, temperature_end=1.0 / 16.0, temperature_steps=150_000),
     # DALL·E's transformer (configs/shapes_dalle.py): the frozen VQ tokenizer whose codes it learns, the
     # text term's weight (the paper's 1/8) and how often a caption is dropped (super-conditioning).
     "transformer": dict(tokenizer_workdir=..., text_loss_weight=0.125, p_drop_text=0.1),

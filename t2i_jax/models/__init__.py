@@ -22,6 +22,7 @@ from t2i_jax.models.autoencoder import AutoencoderKL, VQModel
 from t2i_jax.models.classifier import NoisyClassifier
 from t2i_jax.models.clip import CLIP
 from t2i_jax.models.dalle import DalleTransformer
+from t2i_jax.models.dvae import DiscreteVAE
 from t2i_jax.models.prior import DiffusionPrior
 from t2i_jax.models.unet import UNet
 
@@ -33,7 +34,10 @@ MODELS: Dict[str, type] = {
     "autoencoder_kl": AutoencoderKL,
     "autoencoder_vq": VQModel,
     "dalle": DalleTransformer,
+    "dvae": DiscreteVAE,
 }
+# The modules that turn an image into discrete codes and back (encode_indices / decode_indices): DALL·E's.
+IMAGE_TOKENIZERS = (DiscreteVAE, VQModel)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -133,6 +137,7 @@ EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
     AutoencoderKL: _autoencoder_inputs,
     VQModel: _autoencoder_inputs,
     DalleTransformer: _dalle_inputs,
+    DiscreteVAE: _autoencoder_inputs,
 }
 
 

@@ -1,6 +1,6 @@
 """DALL·E 1's chain: caption → transformer samples image tokens → tokenizer decodes → CLIP re-ranks.
 
-  tokenizer    image ↔ [side, side] codes                 configs/shapes_autoencoder.py:vq (a VQ model)
+  tokenizer    image ↔ [side, side] codes                 configs/shapes_dvae.py, shapes_autoencoder.py:vq
   transformer  [caption ; codes] decoder-only, causal       configs/shapes_dalle.py
   clip         optional: scores each prompt's candidates    configs/shapes_clip.py
 
@@ -182,9 +182,9 @@ def check_stages(configs: dict) -> None:
   """Raises a one-line ValueError unless the transformer was trained on the chain's tokenizer and the CLIP
   (if any) is a CLIP. configs: {"tokenizer" | "transformer" | "clip": (workdir, that run's config)}."""
   tok_dir, tok = configs["tokenizer"]
-  if models.module_class(tok.model) is not models.VQModel:
-    raise ValueError(f"dalle.tokenizer_workdir={tok_dir} holds no VQ model; point it at a workdir of "
-                     "configs/shapes_autoencoder.py:vq.")
+  if models.module_class(tok.model) not in models.IMAGE_TOKENIZERS:
+    raise ValueError(f"dalle.tokenizer_workdir={tok_dir} holds no image tokenizer (a dVAE or a VQ model); point it "
+                     "at a workdir of configs/shapes_dvae.py or configs/shapes_autoencoder.py:vq.")
   tr_dir, tr = configs["transformer"]
   if models.module_class(tr.model) is not dalle_lib.DalleTransformer:
     raise ValueError(f"dalle.transformer_workdir={tr_dir} holds no DALL·E transformer; point it at a workdir "

@@ -52,3 +52,28 @@ def test_padding_has_a_learned_embedding_per_position_and_bad_shapes_are_refused
     model.apply({"params": params}, text[:, :4], mask[:, :4], image)
   with pytest.raises(ValueError, match="grid is at most"):
     model.apply({"params": params}, text, mask, jnp.zeros((2, 12), jnp.int32))
+
+
+def test_the_dvae_relaxed_sample_tends_to_one_hot_as_the_temperature_falls():
+  from t2i_jax.models import dvae  # pylint: disable=g-import-not-at-top
+
+  logits = jax.random.normal(jax.random.PRNGKey(0), (4096, 16))
+  peaks = [float(jnp.mean(jnp.max(dvae.relaxed_codes(logits, jax.random.PRNGKey(1), t), -1)))
+           for t in (4.0, 1.0, 1 / 4, 1 / 16, 1 / 64)]
+  assert all(a < b for a, b in zip(peaks, peaks[1:])), peaks
+  assert peaks[0] < 0.3 and peaks[-1] > 0.98
+  # The relaxed sample's argmax is the Gumbel-max sample whatever τ: the categorical of the logits.
+  hard = [jnp.argmax(dvae.relaxed_codes(logits, jax.random.PRNGKey(1), t), -1) for t in (1.0, 1 / 16)]
+  np.testing.assert_array_equal(hard[0], hard[1])
+
+
+def test_a_vq_model_tokenizes_as_its_quantiser_does():
+  from configs import shapes_autoencoder  # pylint: disable=g-import-not-at-top
+
+  vq = models.build(shapes_autoencoder.get_config("vq,runlocal").model)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1.0, maxval=1.0)
+  variables = vq.init(jax.random.PRNGKey(1), x)
+  codes = vq.apply(variables, x, method="encode_indices")
+  assert codes.shape == (2, 8, 8) and codes.dtype == jnp.int32
+  np.testing.assert_allclose(vq.apply(variables, codes, method="decode_indices"),
+                             vq.apply(variables, vq.apply(variables, x, method="encode"), method="decode"), atol=1e-4)

@@ -61,11 +61,11 @@ def test_the_loss_weighs_text_by_one_eighth_and_image_by_seven_eighths():
 
 @pytest.fixture(scope="module")
 def dalle_runlocal(tmp_path_factory):
-  """The shapes_dalle_chain:runlocal config over a VQ tokenizer, a CLIP and a transformer, each trained two
+  """The shapes_dalle_chain:runlocal config over a dVAE tokenizer, a CLIP and a transformer, each trained two
   steps through the real loop."""
   root = tmp_path_factory.mktemp("dalle")
   dirs = {name: str(root / name) for name in ("tokenizer", "clip", "transformer")}
-  loop.train(load_config("shapes_autoencoder:vq,runlocal"), dirs["tokenizer"])
+  loop.train(load_config("shapes_dvae:runlocal"), dirs["tokenizer"])
   loop.train(load_config("shapes_clip:runlocal"), dirs["clip"])
   config = load_config("shapes_dalle:runlocal")
   config.transformer.tokenizer_workdir = dirs["tokenizer"]
@@ -98,5 +98,5 @@ def test_the_chain_samples_re_ranks_and_does_not_recompile_for_new_prompts(dalle
   assert "clip_score" not in single and single["image"].shape == (1, 16, 16, 3)
   wrong = config_keys.complete(chain)
   wrong.dalle.tokenizer_workdir = dirs["clip"]
-  with pytest.raises(ValueError, match="holds no VQ model"):
+  with pytest.raises(ValueError, match="holds no image tokenizer"):
     dalle.load(wrong.dalle)

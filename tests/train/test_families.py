@@ -82,7 +82,7 @@ def test_eval_refuses_what_it_cannot_score_in_one_line(spec, match):
 def test_families_say_how_they_are_scored_and_sampled():
   evaluated = {name: family.evaluation for name, family in families.FAMILIES.items() if family.evaluation}
   assert evaluated == {"unet": "samples", "clip": "ranking", "autoencoder_kl": "reconstructions",
-                       "autoencoder_vq": "reconstructions"}
+                       "autoencoder_vq": "reconstructions", "dvae": "reconstructions"}
   default, latent = load_config("shapes_default:runlocal"), load_config("shapes_latent:runlocal")
   assert families.of(default).samples_in_training(default) and not families.of(latent).samples_in_training(latent)
   clip = load_config("shapes_clip:runlocal")

@@ -16,7 +16,8 @@ from t2i_jax.train.families import autoencoder, base, classifier, clip, dalle, p
 from t2i_jax.train.families.base import Family, Task, build_schedule  # noqa: F401  (the protocol's names)
 
 FAMILIES = {family.name: family for family in (
-    unet.FAMILY, classifier.FAMILY, clip.FAMILY, prior.FAMILY, autoencoder.KL, autoencoder.VQ, dalle.FAMILY)}
+    unet.FAMILY, classifier.FAMILY, clip.FAMILY, prior.FAMILY, autoencoder.KL, autoencoder.VQ, autoencoder.DVAE,
+    dalle.FAMILY)}
 
 
 def get(name) -> base.Family:

@@ -1,10 +1,11 @@
-"""Latent diffusion's first stage: the KL and VQ autoencoders, trained by autoencoder_loss on images alone."""
+"""The image autoencoders, trained on images alone: latent diffusion's KL and VQ first stages, and DALL·E's
+discrete VAE."""
 
 from typing import Optional
 
 from t2i_jax import config_keys
 from t2i_jax.data import input_pipeline
-from t2i_jax.train import autoencoder_loss, frozen_autoencoder
+from t2i_jax.train import autoencoder_loss, dvae_loss, frozen_autoencoder
 from t2i_jax.train.families import base
 
 
@@ -15,6 +16,12 @@ class AutoencoderFamily(base.Family):
 
   def __init__(self, name: str):
     self.name = name
+
+  def loss(self, config, model):
+    return autoencoder_loss.make_loss_fn(model, config_keys.section_of(config, "autoencoder"))
+
+  def checkpoint_extra(self, model):
+    return frozen_autoencoder.latent_scale_extra(model)
 
   def task(self, config, model, workdir: Optional[str]) -> base.Task:
     del workdir
@@ -27,9 +34,19 @@ class AutoencoderFamily(base.Family):
     def model_batch(batch):
       return {"image": batch["image"] if factor == 1 else input_pipeline.downsample(batch["image"], factor)}
 
-    return base.Task(model, autoencoder_loss.make_loss_fn(model, config_keys.section_of(config, "autoencoder")),
-                     model_batch, checkpoint_extra=frozen_autoencoder.latent_scale_extra(model))
+    return base.Task(model, self.loss(config, model), model_batch, checkpoint_extra=self.checkpoint_extra(model))
+
+
+class DiscreteVAEFamily(AutoencoderFamily):
+  """models.DiscreteVAE trained by dvae_loss (config section dvae); its codes are DALL·E's image tokens."""
+
+  def loss(self, config, model):
+    return dvae_loss.make_loss_fn(model, config_keys.section_of(config, "dvae"))
+
+  def checkpoint_extra(self, model):
+    return None  # its codes, not a continuous latent, are what later stages read
 
 
 KL = AutoencoderFamily("autoencoder_kl")
 VQ = AutoencoderFamily("autoencoder_vq")
+DVAE = DiscreteVAEFamily("dvae")

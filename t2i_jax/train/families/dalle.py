@@ -1,6 +1,7 @@
 """DALL·E's transformer: autoregressive cross-entropy on [caption ; image tokens] of a frozen tokenizer.
 
-The tokenizer (a VQ model, configs/shapes_autoencoder.py:vq, named by transformer.tokenizer_workdir) encodes
+The tokenizer (a dVAE, configs/shapes_dvae.py, or a VQ model, configs/shapes_autoencoder.py:vq, named by
+transformer.tokenizer_workdir) encodes
 each batch's images to codes on the devices before the step, as the decoder's frozen CLIP does; it is never
 retrained, and its codebook size and grid must be the transformer's image_vocab and image_side.
 """
@@ -15,14 +16,14 @@ from t2i_jax.train.families import base
 
 
 def load_tokenizer(config):
-  """(model, variables, its config) of transformer.tokenizer_workdir's VQ model (EMA params), checked against
+  """(model, variables, its config) of transformer.tokenizer_workdir's image tokenizer (EMA params), checked against
   the transformer's config with one-line errors."""
   section = config_keys.section_of(config, "transformer")
   workdir = section.tokenizer_workdir
   tok_config = checkpoint.read_config(workdir)
-  if models.module_class(tok_config.model) is not models.VQModel:
-    raise ValueError(f"transformer.tokenizer_workdir={workdir} holds no VQ model; point it at a workdir of "
-                     "configs/shapes_autoencoder.py:vq.")
+  if models.module_class(tok_config.model) not in models.IMAGE_TOKENIZERS:
+    raise ValueError(f"transformer.tokenizer_workdir={workdir} holds no image tokenizer (a dVAE or a VQ model); "
+                     "point it at a workdir of configs/shapes_dvae.py or configs/shapes_autoencoder.py:vq.")
   model_config, tok = config.model, tok_config.model
   side = models.build(tok).latent_shape[0]
   if (model_config.image_vocab, model_config.image_side) != (tok.n_embed, side):
