@@ -322,7 +322,7 @@ def run_chain(config, workdir: str, settings: Sequence[str] = ()) -> Tuple[List[
                      f"{', '.join(chains.CHAINS)}); see configs/shapes_unclip.py.")
   config = config_keys.complete(config)
   section, evaluation = config[chain.section], config_keys.section_of(config, "eval")
-  settings = [parse_setting(s) for s in (settings or evaluation.settings)]
+  settings = [chain.parse_setting(s) for s in (settings or evaluation.settings)]
   stages = chain.load(section)
   by_setting = {str(s): chain.settings(section, stages, 0, s) for s in settings}
 

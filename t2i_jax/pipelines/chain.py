@@ -17,7 +17,7 @@ import os
 from typing import Callable, Optional, Sequence, Tuple
 
 from t2i_jax import config_keys
-from t2i_jax.pipelines import images as images_lib
+from t2i_jax.pipelines import images as images_lib, text_to_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,8 @@ class Chain:
     recorded: the section's keys written beside eval metrics (the stages' samplers that eval does not vary).
     from_images: optional (stages, settings, num, image path, image2 path or None) -> (result, captions, tag):
       --mode=sample --image (unCLIP's variations and interpolations).
+    parse_setting: an --eval_setting string -> the overrides `settings` takes (a diffusion chain's
+      METHOD:STEPS:GUIDANCE, text_to_image.parse_setting, by default).
   """
   section: str
   outputs: Tuple[str, ...]
@@ -43,6 +45,7 @@ class Chain:
   generate: Callable
   recorded: Tuple[str, ...] = ()
   from_images: Optional[Callable] = None
+  parse_setting: Callable = text_to_image.parse_setting
 
   def check_images(self, image: Optional[str], image2: Optional[str], prompts) -> None:
     """Refuses --image / --image2 this chain cannot take, before anything is loaded."""

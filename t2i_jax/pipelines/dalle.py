@@ -63,20 +63,41 @@ class Settings:
 
   @classmethod
   def from_config(cls, section, stages=None, seed: int = 0, overrides: Optional[dict] = None) -> "Settings":
-    """A chain config's dalle section's sampler, `overrides` on top. A diffusion setting's guidance (the
-    CLI's --guidance, an eval row's METHOD:STEPS:GUIDANCE) is the super-conditioning scale; its method and
-    steps name a diffusion sampler, which a token sampler does not have, and are not read."""
+    """A chain config's dalle section's sampler, `overrides` on top: Settings fields (an eval row's,
+    `parse_setting`) or the CLI's --guidance, which is the super-conditioning scale. --sampler and --steps
+    name a diffusion sampler, which a token sampler does not have: refused."""
     del stages
     values = dict(temperature=section.temperature, top_k=section.top_k, top_p=section.top_p, scale=section.scale,
                   candidates=section.candidates, seed=seed)
     for key, value in (overrides or {}).items():
-      if value is not None and key not in ("method", "steps"):
-        values["scale" if key == "guidance" else key] = value
+      if value is None:
+        continue
+      if key in ("method", "steps"):
+        raise ValueError(f"--{'sampler' if key == 'method' else key}: the DALL·E chain samples tokens, one per "
+                         "position; set dalle.temperature, top_k, top_p, or --guidance (super-conditioning).")
+      values["scale" if key == "guidance" else key] = value
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
       raise ValueError(f"{unknown}: the DALL·E chain samples tokens; set temperature, top_k, top_p or the "
                        "guidance (super-conditioning) scale.")
     return cls(**values)
+
+
+def parse_setting(text: str) -> dict:
+  """An --eval_setting of the token sampler, "KEY=VALUE,..." over temperature, top_k, top_p, scale and
+  candidates (e.g. "candidates=8,scale=3"; "" keeps the chain config's) -> the Settings overrides."""
+  kinds = dict(temperature=float, top_k=int, top_p=float, scale=float, candidates=int)
+  out = {}
+  for part in filter(None, text.split(",")):
+    key, _, value = part.partition("=")
+    if key not in kinds or not value:
+      raise ValueError(f"token sampler setting {text!r}: each part is KEY=VALUE with KEY one of "
+                       f"{', '.join(kinds)}, e.g. 'candidates=8,scale=3'.")
+    try:
+      out[key] = kinds[key](value)
+    except ValueError:
+      raise ValueError(f"token sampler setting {text!r}: {key} takes {kinds[key].__name__} values.") from None
+  return out
 
 
 def filter_logits(logits: jax.Array, top_k, top_p) -> jax.Array:
@@ -212,4 +233,5 @@ def load(section) -> Stages:
 
 
 CHAIN = chain_lib.Chain(section="dalle", outputs=OUTPUTS, load=load, settings=Settings.from_config,
-                        generate=generate, recorded=("temperature", "top_k", "top_p", "candidates"))
+                        generate=generate, recorded=("temperature", "top_k", "top_p", "scale", "candidates"),
+                        parse_setting=parse_setting)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from t2i_jax import config_keys
+from t2i_jax.eval import evaluate
 from t2i_jax.models import dalle as dalle_model
 from t2i_jax.pipelines import chain as chain_lib, dalle
 from t2i_jax.train import dalle_loss, loop
@@ -29,6 +30,20 @@ def test_top_k_and_top_p_keep_the_right_tokens():
   jitted = jax.jit(dalle.filter_logits)
   np.testing.assert_array_equal(np.isfinite(jitted(logits, jnp.int32(1), jnp.float32(1.0)))[0],
                                 [False, True, False, False])
+
+
+def test_token_sampler_settings_parse_and_refuse_diffusion_flags():
+  assert dalle.parse_setting("") == {}
+  assert dalle.parse_setting("candidates=8,scale=3,top_p=0.9") == dict(candidates=8, scale=3.0, top_p=0.9)
+  for bad in ("dpm++2m:20:3", "candidates=many", "beam=4"):
+    with pytest.raises(ValueError, match="token sampler setting"):
+      dalle.parse_setting(bad)
+  section = config_keys.complete(load_config("shapes_dalle_chain:runlocal")).dalle
+  assert dalle.Settings.from_config(section, overrides=dict(guidance=3.0)).scale == 3.0
+  with pytest.raises(ValueError, match="--sampler: the DALL·E chain samples tokens"):
+    dalle.Settings.from_config(section, overrides=dict(method="ddim"))
+  with pytest.raises(ValueError, match="top_p=0.0 must be in"):
+    dalle.Settings.from_config(section, overrides=dict(top_p=0.0))
 
 
 def test_rerank_picks_each_prompts_best_candidate():
@@ -96,6 +111,10 @@ def test_the_chain_samples_re_ranks_and_does_not_recompile_for_new_prompts(dalle
   assert dalle.sample_tokens._cache_size() == compiled
   single = dalle.generate(stages, ["a large blue square"], dataclasses.replace(settings, candidates=1))
   assert "clip_score" not in single and single["image"].shape == (1, 16, 16, 3)
+  # --mode=eval: the re-ranked chain and single samples, each output scored by the oracle.
+  rows, path = evaluate.run_chain(chain, str(tmp_path / "eval"))
+  assert [row.get("candidates") for row in rows] == [None, 1] and all(row["image_size"] == 16 for row in rows)
+  assert all(0.0 <= row["caption_accuracy"] <= 1.0 for row in rows) and path.endswith("metrics.json")
   wrong = config_keys.complete(chain)
   wrong.dalle.tokenizer_workdir = dirs["clip"]
   with pytest.raises(ValueError, match="holds no image tokenizer"):
