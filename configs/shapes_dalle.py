@@ -10,6 +10,8 @@ score it through configs/shapes_dalle_chain.py. The recipe is not yet measured o
   python -m t2i_jax.main --config=configs/shapes_autoencoder.py:vq --workdir=runs/dalle/vq
   python -m t2i_jax.main --config=configs/shapes_dalle.py:vq --workdir=runs/dalle/transformer_vq
   python -m t2i_jax.main --config=configs/shapes_dalle.py:runlocal --workdir=/tmp/shapes_dalle
+
+`:sparse` uses DALL·E's sparse attention masks (models/dalle.attention_mask) instead of full causal attention.
 """
 
 import ml_collections
@@ -18,7 +20,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  flags = common.parse_arg(arg, allowed=("runlocal", "vq"))
+  flags = common.parse_arg(arg, allowed=("runlocal", "vq", "sparse"))
   runlocal = "runlocal" in flags
   config = ml_collections.ConfigDict(dict(seed=0, fsdp=1))
   config.data = common.data("shapes", 24, num_train=50_000, tokenizer="shapes", context_length=common.SHAPES_CONTEXT,
@@ -26,6 +28,9 @@ def get_config(arg=None):
   config.model = ml_collections.ConfigDict(dict(
       name="dalle", text_vocab=64, text_len=common.SHAPES_CONTEXT, image_vocab=256, image_side=12, width=128,
       layers=4, heads=4, dropout=0.0, dtype="float32"))
+  if "sparse" in flags:
+    # DALL·E's factorised attention: row and column masks alternating, a convolutional one last (unmeasured).
+    config.model.update(dict(attention=("row", "column", "row", "conv"), conv_kernel=5))
   # DALL·E's text term weight 1/8; 10% dropped captions for super-conditioning (dalle-mini's rate).
   tokenizer = "runs/dalle/vq" if "vq" in flags else "runs/dalle/dvae"
   config.transformer = common.section("transformer", tokenizer_workdir=tokenizer,
@@ -37,5 +42,7 @@ def get_config(arg=None):
     common.shrink_for_cpu(config)
     # The runlocal tokenizers (shapes_dvae, shapes_autoencoder:vq): 16 px → 8×8 codes.
     config.model.update(dict(image_side=8, width=32, layers=1, heads=2))
+    if "sparse" in flags:
+      config.model.update(dict(layers=2, attention=("row", "conv")))
     config.transformer.tokenizer_workdir = "/tmp/shapes_vq" if "vq" in flags else "/tmp/shapes_dvae"
   return config

@@ -22,6 +22,37 @@ from t2i_jax.models.layers import LayerNorm32, quick_gelu
 Dtype = Any
 
 
+ATTENTION = ("full", "row", "column", "conv")
+
+
+def attention_mask(kind: str, queries: jax.Array, length: int, text_len: int, side: int, kernel: int = 5) -> jax.Array:
+  """bool [S, length]: which positions (keys 0 … length − 1) the query positions [S] attend to.
+
+  Every kind is causal and sees the whole caption. For an image query, "full" sees every earlier code;
+  the sparse kinds (Child et al.'s factorised attention, whose row and column masks DALL·E alternates, with a
+  convolutional one in its last layer) see only some: "row" the last `side` codes (its row so far and the
+  rest of the row above), "column" the codes above it in its column, "conv" those of the kernel × kernel
+  window around it. A row layer followed by a column layer reaches every earlier code.
+  """
+  keys = jnp.arange(length)
+  q, k = queries[:, None], keys[None, :]
+  allowed = k <= q
+  if kind == "full":
+    return allowed
+  iq, ik = q - text_len, k - text_len
+  if kind == "row":
+    image = iq - ik < side
+  elif kind == "column":
+    image = (iq - ik) % side == 0
+  elif kind == "conv":
+    half = kernel // 2
+    image = (jnp.abs(iq // side - ik // side) <= half) & (jnp.abs(iq % side - ik % side) <= half)
+  else:
+    raise ValueError(f"attention kind {kind!r}; use one of {ATTENTION}.")
+  # Text queries and text keys are as "full"; an image query's image keys are the kind's.
+  return allowed & ((k < text_len) | (q < text_len) | image)
+
+
 def empty_cache(batch: int, layers: int, length: int, heads: int, head_dim: int, dtype=jnp.float32) -> dict:
   """A zero key/value cache: dict(k, v) of [layers, B, length, H, D]."""
   shape = (layers, batch, length, heads, head_dim)
@@ -38,6 +69,10 @@ class CachedBlock(nn.Module):
   heads: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = "full"
+  text_len: int = 0
+  side: int = 1
+  kernel: int = 5
 
   @nn.compact
   def __call__(self, x, k_cache, v_cache, start, deterministic: bool = True):
@@ -49,8 +84,9 @@ class CachedBlock(nn.Module):
     k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
     v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
     length = k_cache.shape[1]
-    # Query i (absolute position start + i) reads keys 0 … start + i: the written past and itself.
-    allowed = jnp.arange(length)[None, :] <= (start + jnp.arange(s))[:, None]
+    # Query i (absolute position start + i) reads keys 0 … start + i (the written past and itself), as
+    # `attention` masks them.
+    allowed = attention_mask(self.attention, start + jnp.arange(s), length, self.text_len, self.side, self.kernel)
     h = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype),
                                      mask=allowed[None, None]).reshape(b, s, width)
     h = nn.Dense(width, dtype=self.dtype, name="c_proj")(h)
@@ -72,6 +108,9 @@ class DalleTransformer(nn.Module):
     image_side: the image token grid's side (N = side²).
     width, layers, heads: the transformer.
     dropout: residual dropout in training.
+    attention: one kind per layer (ATTENTION, `attention_mask`), e.g. ("row", "column", "row", "conv");
+      empty: every layer full.
+    conv_kernel: the side of the "conv" kind's window.
   """
 
   text_vocab: int
@@ -82,6 +121,8 @@ class DalleTransformer(nn.Module):
   layers: int = 4
   heads: int = 4
   dropout: float = 0.0
+  attention: Tuple[str, ...] = ()
+  conv_kernel: int = 5
   dtype: Dtype = jnp.float32
 
   @property
@@ -101,7 +142,12 @@ class DalleTransformer(nn.Module):
     self.image_embed = nn.Embed(self.image_vocab, self.width, embedding_init=init, dtype=self.dtype)
     self.image_row = self.param("image_row", init, (self.image_side, self.width))
     self.image_col = self.param("image_col", init, (self.image_side, self.width))
-    self.blocks = [CachedBlock(self.heads, self.dropout, self.dtype, name=f"block_{i}") for i in range(self.layers)]
+    kinds = tuple(self.attention) or ("full",) * self.layers
+    if len(kinds) != self.layers or set(kinds) - set(ATTENTION):
+      raise ValueError(f"attention={tuple(self.attention)}: give one of {ATTENTION} for each of the {self.layers} "
+                       "layers, or () for full attention everywhere.")
+    self.blocks = [CachedBlock(self.heads, self.dropout, self.dtype, kind, self.text_len, self.image_side,
+                               self.conv_kernel, name=f"block_{i}") for i, kind in enumerate(kinds)]
     self.ln_f = LayerNorm32(self.dtype)
     self.text_head = nn.Dense(self.text_vocab, dtype=self.dtype)
     self.image_head = nn.Dense(self.image_vocab, dtype=self.dtype)

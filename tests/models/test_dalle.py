@@ -77,3 +77,29 @@ def test_a_vq_model_tokenizes_as_its_quantiser_does():
   assert codes.shape == (2, 8, 8) and codes.dtype == jnp.int32
   np.testing.assert_allclose(vq.apply(variables, codes, method="decode_indices"),
                              vq.apply(variables, vq.apply(variables, x, method="encode"), method="decode"), atol=1e-4)
+
+
+def test_sparse_attention_masks_on_a_hand_made_grid():
+  # Caption of 2 positions, a 3 × 3 grid: image code i sits at position 2 + i.
+  mask = lambda kind, q: np.flatnonzero(dalle.attention_mask(kind, jnp.asarray([2 + q]), 11, 2, 3, 3)[0]) - 2  # noqa
+  assert list(mask("full", 4)) == [-2, -1, 0, 1, 2, 3, 4]
+  assert list(mask("row", 4)) == [-2, -1, 2, 3, 4]          # the rest of the row above, its row so far
+  assert list(mask("column", 4)) == [-2, -1, 1, 4]          # the code above it
+  assert list(mask("conv", 8)) == [-2, -1, 4, 5, 7, 8]      # its 3 × 3 window's earlier codes
+  # Text queries stay causal over the caption.
+  assert list(np.flatnonzero(dalle.attention_mask("row", jnp.asarray([1]), 11, 2, 3)[0])) == [0, 1]
+
+
+def test_cached_decoding_equals_the_full_pass_with_sparse_attention():
+  model = models.build(dict(CONFIG, layers=4, attention=("row", "column", "row", "conv"), conv_kernel=3))
+  text, mask, image = _inputs(seed=1)
+  params = model.init(jax.random.PRNGKey(2), text, mask, image)["params"]
+  _, image_logits = model.apply({"params": params}, text, mask, image)
+  logits, cache = model.apply({"params": params}, text, mask, method="prefill")
+  stepped = [logits]
+  for i in range(8):
+    logits, cache = model.apply({"params": params}, image[:, i], i, cache, method="decode")
+    stepped.append(logits)
+  np.testing.assert_allclose(np.stack(stepped, 1), image_logits, atol=2e-5)
+  with pytest.raises(ValueError, match="give one of"):
+    models.build(dict(CONFIG, attention=("row",))).init(jax.random.PRNGKey(0), text, mask, image)
