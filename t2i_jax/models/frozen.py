@@ -37,9 +37,15 @@ def embed_text(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array
 def text_context(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array, pooled: bool = False) -> dict:
   """A U-Net's text inputs from a frozen CLIP: context [B, L, text_width] (its final token states) and
   context_mask bool [B, L]; with `pooled`, also pooled [B, E], the caption's CLIP text embedding (scaled
-  as every stage reads it)."""
+  as every stage reads it).
+
+  The mask is all True: as in Stable Diffusion, the U-Net attends to every position of the text tower's
+  output, padding included. A causal tower computes each padding state from the whole caption, so they are
+  summaries of it (experiments/latent_vs_pixel: held-out pairs 46.2% against 33.8% with the padding masked,
+  two seeds each, caption accuracy equal within the seeds' spread).
+  """
   emb, states = embed_text(clip_model, clip_params, tokens, token_mask)
-  out = {"context": states, "context_mask": token_mask.astype(bool)}
+  out = {"context": states, "context_mask": jnp.ones(token_mask.shape, bool)}
   if pooled:
     out["pooled"] = emb
   return out
