@@ -2,6 +2,9 @@
 steps through the real loop, sampled and re-ranked."""
 
 import dataclasses
+import json
+import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ import pytest
 from t2i_jax import config_keys
 from t2i_jax.eval import evaluate
 from t2i_jax.models import dalle as dalle_model
-from t2i_jax.pipelines import chain as chain_lib, dalle
+from t2i_jax.pipelines import chain as chain_lib, dalle, stage as stage_lib
 from t2i_jax.train import dalle_loss, loop
 from tests.conftest import load_config
 
@@ -81,6 +84,10 @@ def dalle_runlocal(tmp_path_factory):
   root = tmp_path_factory.mktemp("dalle")
   dirs = {name: str(root / name) for name in ("tokenizer", "clip", "transformer")}
   loop.train(load_config("shapes_dvae:runlocal"), dirs["tokenizer"])
+  lines = [json.loads(line) for line in open(os.path.join(dirs["tokenizer"], "metrics.jsonl"))]
+  # Both schedules end at step 2 in :runlocal; the metrics the dVAE is judged by are logged.
+  assert lines[-1]["kl_weight"] == pytest.approx(6.6) and lines[-1]["temperature"] == pytest.approx(1 / 16, rel=1e-4)
+  assert 0 < lines[-1]["codes_used"] <= 1 and 1 <= lines[-1]["perplexity"] <= 256 and np.isfinite(lines[-1]["nll"])
   loop.train(load_config("shapes_clip:runlocal"), dirs["clip"])
   config = load_config("shapes_dalle:runlocal")
   config.transformer.tokenizer_workdir = dirs["tokenizer"]
@@ -115,6 +122,10 @@ def test_the_chain_samples_re_ranks_and_does_not_recompile_for_new_prompts(dalle
   rows, path = evaluate.run_chain(chain, str(tmp_path / "eval"))
   assert [row.get("candidates") for row in rows] == [None, 1] and all(row["image_size"] == 16 for row in rows)
   assert all(0.0 <= row["caption_accuracy"] <= 1.0 for row in rows) and path.endswith("metrics.json")
+  # The dVAE is scored on its reconstructions like the other autoencoders (a copy: eval writes there).
+  tokenizer = str(shutil.copytree(dirs["tokenizer"], tmp_path / "dvae"))
+  (row,), _ = evaluate.run(stage_lib.read_config(tokenizer), tokenizer)
+  assert row["num_images"] == 32 and row["image_size"] == 16 and 0 < row["psnr"] < 30
   wrong = config_keys.complete(chain)
   wrong.dalle.tokenizer_workdir = dirs["clip"]
   with pytest.raises(ValueError, match="holds no image tokenizer"):

@@ -1,10 +1,10 @@
-"""The dVAE's loss terms against their formulas, its schedules' ends, and the family through the loop."""
+"""The dVAE's loss terms against their formulas and its schedules' ends (the family trains through the loop in
+tests/pipelines/test_dalle.py, as the chain's tokenizer)."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2i_jax.eval import evaluate
 from t2i_jax.models import dvae
 from t2i_jax.train import dvae_loss
 from tests.conftest import load_config
@@ -33,13 +33,3 @@ def test_the_temperature_and_kl_weight_schedules():
   assert float(dvae_loss.kl_weight_at(0, settings)) == 0.0
   assert float(dvae_loss.kl_weight_at(settings.kl_warmup_steps // 2, settings)) == pytest.approx(3.3)
   assert float(dvae_loss.kl_weight_at(10 ** 6, settings)) == pytest.approx(6.6)
-
-
-@pytest.mark.slow
-def test_the_dvae_trains_two_steps_and_is_scored_on_its_reconstructions(train_runlocal, tmp_path):
-  config, lines = train_runlocal("shapes_dvae:runlocal", tmp_path)
-  last = lines[-1]
-  assert last["kl_weight"] == pytest.approx(6.6) and last["temperature"] == pytest.approx(1 / 16, rel=1e-4)
-  assert 0 < last["codes_used"] <= 1 and 1 <= last["perplexity"] <= 256 and np.isfinite(last["nll"])
-  rows, _ = evaluate.run(config, str(tmp_path))
-  assert rows[0]["num_images"] == 32 and rows[0]["image_size"] == 16 and 0 < rows[0]["psnr"] < 30

@@ -9,7 +9,7 @@ import pytest
 
 import t2i_jax
 from t2i_jax import config_keys, models
-from t2i_jax.pipelines import chains, stage as stage_lib
+from t2i_jax.pipelines import chain as chain_lib, chains, glide, stage as stage_lib
 from t2i_jax.train import families
 from tests.conftest import load_config
 
@@ -89,6 +89,18 @@ def test_families_say_how_they_are_scored_and_sampled():
   with pytest.raises(ValueError, match="--mode=sample draws images from a U-Net's workdir"):
     families.of(clip).check_sample(clip, None)
   assert families.tokenizer_for(clip) is not None and families.tokenizer_for(load_config("iddpm_cifar10:runlocal")) is None
+
+
+def test_a_chain_refuses_bad_inputs_before_loading_anything(tmp_path):
+  config = load_config("shapes_glide:runlocal")
+  config.glide.update(dict(base_workdir="/nonexistent/base", num_images=0))
+  with pytest.raises(ValueError, match="glide.num_images=0: draw at least 1 image per prompt"):
+    chain_lib.sample_to_files(glide.CHAIN, config, str(tmp_path / "out"))
+  with pytest.raises(ValueError, match="--image: a glide chain samples from prompts"):
+    chain_lib.sample_to_files(glide.CHAIN, config, str(tmp_path / "out"), image="a.png")
+  with pytest.raises(ValueError, match="--image2 is the end of an interpolation"):
+    chain_lib.sample_to_files(glide.CHAIN, config, str(tmp_path / "out"), image2="b.png")
+  assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
