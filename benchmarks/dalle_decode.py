@@ -10,7 +10,7 @@ timed `--repeats` times alternately; medians and their ratio.
 
 Measured 2026-12-07 on the 2-core CPU development machine while a training run shared it (the ratio is the
 figure): width 128, 4 layers, 164 positions, batch 8 — with the cache 1,360 image tokens/s, without 181:
-7.5× (commit after 3dbfdf2).
+7.5× (commit 01f982c).
 """
 
 import argparse

@@ -36,7 +36,8 @@ class Settings:
     top_k: keep the k most likely tokens (0: all).
     top_p: keep the smallest set of most likely tokens whose probability reaches p (1: all).
     scale: super-conditioning; 1 samples the caption-conditional logits alone.
-    candidates: samples drawn per prompt; the CLIP keeps the best (DALL·E drew 512 and kept 32).
+    candidates: samples drawn per prompt; the CLIP keeps the best (DALL·E drew 512 and kept 32). A chain
+      without a CLIP draws one.
     seed: the sampling seed.
   """
   temperature: float = 1.0
@@ -180,22 +181,21 @@ def generate(stages: Stages, prompts: Sequence[str], settings: Settings) -> dict
   """Prompts → dict(image [N, H, W, 3] in [-1, 1], tokens int32 [N, side²], clip_score [N] when a CLIP
   re-ranked settings.candidates samples of each prompt)."""
   model = stages.transformer.model
-  k = settings.candidates
-  cond = stages.transformer.text_cond([p for p in prompts for _ in range(k)])
+  k = settings.candidates if stages.clip is not None else 1  # without a judge, one sample is all that is kept
+  repeated = [p for p in prompts for _ in range(k)]
+  cond = stages.transformer.text_cond(repeated)
   tokens = sample_tokens(model, stages.transformer.params, jnp.asarray(cond["tokens"]),
                          jnp.asarray(cond["token_mask"], bool), jax.random.PRNGKey(settings.seed),
                          jnp.float32(settings.temperature), jnp.int32(settings.top_k), jnp.float32(settings.top_p),
                          jnp.float32(settings.scale), guided=settings.scale != 1.0)
   images = _decode_tokens(stages.tokenizer.model, stages.tokenizer.variables, tokens, model.image_side)
   out = {"image": images, "tokens": tokens}
-  if stages.clip is not None and k > 1:
-    clip_cond = stages.clip.text_cond([p for p in prompts for _ in range(k)])
+  if k > 1:
+    clip_cond = stages.clip.text_cond(repeated)
     scores = _clip_scores(stages.clip.model, stages.clip.params, images, jnp.asarray(clip_cond["tokens"]),
                           jnp.asarray(clip_cond["token_mask"], bool)).reshape(len(prompts), k)
     best = rerank(scores) + jnp.arange(len(prompts)) * k
     out = {"image": images[best], "tokens": tokens[best], "clip_score": scores.max(axis=1)}
-  elif k > 1:  # no judge: the first candidate
-    out = {name: value[::k] for name, value in out.items()}
   return out
 
 

@@ -19,18 +19,23 @@ def _inputs(batch=2, seed=0):
   return text, mask, image
 
 
+def _decoded_logits(model, params, text, mask, image):
+  """[B, N, V]: the caption prefilled, then each image token fed through the cache, one step at a time."""
+  logits, cache = model.apply({"params": params}, text, mask, method="prefill")
+  stepped = [logits]
+  for i in range(image.shape[1] - 1):
+    logits, cache = model.apply({"params": params}, image[:, i], i, cache, method="decode")
+    stepped.append(logits)
+  return np.stack(stepped, 1)
+
+
 def test_cached_decoding_equals_the_full_forward_pass_at_every_position():
   model = models.build(CONFIG)
   text, mask, image = _inputs()
   params = model.init(jax.random.PRNGKey(0), text, mask, image)["params"]
   text_logits, image_logits = model.apply({"params": params}, text, mask, image)
   assert text_logits.shape == (2, 5, 30) and image_logits.shape == (2, 9, 17)
-  logits, cache = model.apply({"params": params}, text, mask, method="prefill")
-  stepped = [logits]
-  for i in range(8):
-    logits, cache = model.apply({"params": params}, image[:, i], i, cache, method="decode")
-    stepped.append(logits)
-  np.testing.assert_allclose(np.stack(stepped, 1), image_logits, atol=2e-5)
+  np.testing.assert_allclose(_decoded_logits(model, params, text, mask, image), image_logits, atol=2e-5)
   # Causal: changing a later image token leaves every earlier prediction alone.
   changed = image.at[:, 5].set((image[:, 5] + 1) % 17)
   _, other = model.apply({"params": params}, text, mask, changed)
@@ -95,11 +100,6 @@ def test_cached_decoding_equals_the_full_pass_with_sparse_attention():
   text, mask, image = _inputs(seed=1)
   params = model.init(jax.random.PRNGKey(2), text, mask, image)["params"]
   _, image_logits = model.apply({"params": params}, text, mask, image)
-  logits, cache = model.apply({"params": params}, text, mask, method="prefill")
-  stepped = [logits]
-  for i in range(8):
-    logits, cache = model.apply({"params": params}, image[:, i], i, cache, method="decode")
-    stepped.append(logits)
-  np.testing.assert_allclose(np.stack(stepped, 1), image_logits, atol=2e-5)
+  np.testing.assert_allclose(_decoded_logits(model, params, text, mask, image), image_logits, atol=2e-5)
   with pytest.raises(ValueError, match="give one of"):
     models.build(dict(CONFIG, attention=("row",))).init(jax.random.PRNGKey(0), text, mask, image)

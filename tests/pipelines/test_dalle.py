@@ -118,6 +118,9 @@ def test_the_chain_samples_re_ranks_and_does_not_recompile_for_new_prompts(dalle
   assert dalle.sample_tokens._cache_size() == compiled
   single = dalle.generate(stages, ["a large blue square"], dataclasses.replace(settings, candidates=1))
   assert "clip_score" not in single and single["image"].shape == (1, 16, 16, 3)
+  # Without a CLIP to judge them, K candidates are not drawn: the chain samples exactly as with one.
+  unjudged = dalle.generate(dataclasses.replace(stages, clip=None), ["a large blue square"], settings)
+  np.testing.assert_array_equal(unjudged["tokens"], single["tokens"])
   # --mode=eval: the re-ranked chain and single samples, each output scored by the oracle.
   rows, path = evaluate.run_chain(chain, str(tmp_path / "eval"))
   assert [row.get("candidates") for row in rows] == [None, 1] and all(row["image_size"] == 16 for row in rows)
