@@ -31,20 +31,27 @@ DEFAULTS = {
     # Improved DDPM's hybrid setup: cosine schedule, learned-range variance, L_simple + λ·L_vlb.
     "diffusion": dict(schedule="cosine", num_timesteps=1000, mean_type="eps", var_type="learned_range",
                       loss_type="rescaled_mse", timestep_sampler="uniform", **_LOGIT_NORMAL, early_tail_fraction=0.0,
-                      early_tail_steps=0, min_snr_gamma=float, p_uncond=0.0),
+                      early_tail_steps=0, min_snr_gamma=float, p_uncond=0.0,
+                      # A column of EDM's design space (diffusion/edm.py: "edm", "vp", "ve") instead of the discrete
+                      # schedule above: the network's preconditioning, training σ and λ(σ), and the sampler's σ range.
+                      preconditioning=str, sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0),
     # AdamW with warmup and global-norm clipping; "constant", "cosine" or "wsd" (state.make_lr_schedule).
     "optim": dict(lr=..., warmup_steps=0, schedule="constant", total_steps=0, cooldown_steps=0,
                   weight_decay=0.0, b1=0.9, b2=0.999, grad_clip=1.0),
     "train": dict(batch_size=..., num_steps=..., log_every=100, checkpoint_every=10_000, max_to_keep=3,
-                  ema_rate=0.9999, ema_warmup=False, grad_accum_steps=1, sample_every=0),
+                  ema_rate=0.9999, ema_warmup=False, grad_accum_steps=1, sample_every=0,
+                  # EDM2's post-hoc EMA (train/posthoc_ema.py): the σ_rel of each power-function profile kept, and
+                  # how often they are snapshot (steps); () keeps none.
+                  posthoc_ema=(), posthoc_every=0),
     # --mode=sample, the loop's periodic samples and --mode=eval's sampler defaults. Gradient guidance:
     # a noisy classifier (classifier_workdir, guided diffusion) or a noised CLIP (clip_workdir, GLIDE).
     # threshold: each x0 prediction clipped to [-1, 1] ("static"), Imagen's "dynamic" thresholding at
-    # threshold_percentile, or left alone ("none": latents).
+    # threshold_percentile, or left alone ("none": latents). churn: Karras's S_churn for euler and heun, applied
+    # at σ in churn_range (S_min, S_max) with noise inflated by churn_noise (S_noise; diffusion/edm.Churn).
     "sample": dict(method="ddim", steps=50, guidance=1.0, eta=0.0, min_timestep=0, use_ema=True, prompts=(),
                    num_images=8, labels=(), split="test", classifier_workdir="", classifier_scale=1.0,
                    clip_workdir="", clip_scale=0.0, threshold="static", threshold_percentile=0.995,
-                   start_timestep=0),
+                   start_timestep=0, churn=0.0, churn_range=(0.0, float("inf")), churn_noise=1.0),
     "prior": dict(clip_workdir=...),
     # unCLIP's decoder: the frozen CLIP that embeds each training image, and how often each condition is
     # dropped for classifier-free guidance (the paper's rates: the CLIP embedding 10%, the caption 50%).

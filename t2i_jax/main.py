@@ -31,7 +31,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "posthoc_ema"],
+                          "What to do (posthoc_ema: write the EMA of length --sigma_rel from a run's snapshots).")
 _PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt(s) for --mode=sample (default: the config's).")
 _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, euler or heun.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
@@ -46,6 +47,8 @@ _CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
                                         "--mode=sample/eval: a saved step to read instead of the latest.")
 _SETTINGS = flags.DEFINE_multi_string("eval_setting", None,
                                       "--mode=eval sampler settings METHOD:STEPS:GUIDANCE (default config.eval).")
+_SIGMA_REL = flags.DEFINE_float("sigma_rel", None, "--mode=posthoc_ema: the EMA length to reconstruct (EDM2's "
+                                "σ_rel, e.g. 0.08); --checkpoint_step picks the step (default: the last snapshot).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for --distributed outside a managed cluster.")
@@ -100,6 +103,11 @@ def _run(config, workdir: str) -> None:
       workdir = os.path.relpath(workdir)
       print(f"checkpoints: {workdir}/checkpoints\nmetrics: {workdir}/metrics.jsonl (TensorBoard: "
             f"{workdir}/tensorboard)" + (f"\nsamples: {workdir}/samples" if sample_fn is not None else ""))
+  elif _MODE.value == "posthoc_ema":
+    from t2i_jax.train import posthoc_ema
+
+    out = posthoc_ema.write_workdir(workdir, _SIGMA_REL.value, _CHECKPOINT_STEP.value)
+    print(f"wrote {os.path.relpath(out)}: sample or evaluate it with --workdir={os.path.relpath(out)}")
   elif _MODE.value == "eval":
     from t2i_jax.eval import evaluate
 
@@ -207,6 +215,9 @@ def _check_flags(argv) -> None:
   if _MODE.value == "sample" and (_MASK.present or _BOX.present) and (chain is not None or not _IMAGE.present):
     raise ValueError("--mask and --box mark the region of --image to inpaint with a text U-Net's config "
                      "(configs/shapes_inpaint.py); give --image too, and no chain config.")
+  if (_MODE.value == "posthoc_ema") != _SIGMA_REL.present:
+    raise ValueError("--mode=posthoc_ema reconstructs the EMA of length --sigma_rel (e.g. 0.08); give both or "
+                     "neither.")
   if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE) + images):
     raise ValueError("--mode=eval samples its own prompt set; give sampler settings as "
                      "--eval_setting=METHOD:STEPS:GUIDANCE.")

@@ -11,9 +11,9 @@ Methods of `sample`:
 - "dpm++2m": DPM-Solver++(2M) (Lu et al., 2022), data prediction, second order
   from the second step, first order on the last step to σ = 0.
 - "euler", "heun": the probability-flow ODE in σ = sqrt((1−ᾱ)/ᾱ) on the Karras
-  grid (ρ = 7, Karras et al. 2022, Alg. 1 with S_churn = 0); each grid σ is
-  snapped to the nearest σ of the schedule so the model sees a timestep it was
-  trained on, as Karras et al. did for ADM.
+  grid (ρ = 7, Karras et al. 2022, Alg. 2, deterministic unless `churn` is set;
+  edm.sample); each grid σ is snapped to the nearest σ of the schedule so the
+  model sees a timestep it was trained on, as Karras et al. did for ADM.
 """
 
 import functools
@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.diffusion import checks
+from t2i_jax.diffusion import edm
 from t2i_jax.diffusion import gaussian
 from t2i_jax.diffusion import guidance
 from t2i_jax.diffusion.schedules import Schedule, extract
 
 METHODS = ("ddpm", "ddim", "dpm++2m", "euler", "heun")
-KARRAS_RHO = 7.0
 
 
 def _nonzero_mask(t, x):
@@ -70,13 +70,11 @@ def dpm_solver_2m_update(s: Schedule, x_t, t, pred_x0, prev_x0, prev_h, use_seco
   alpha, sigma = extract(s.sqrt_alphas_cumprod, t, x_t), extract(s.sqrt_one_minus_alphas_cumprod, t, x_t)
   alpha_prev = extract(s.sqrt_alphas_cumprod_prev, t, x_t)
   sigma_prev = extract(s.sqrt_one_minus_alphas_cumprod_prev, t, x_t)
-  # e^{-h} = (σ_prev·α)/(α_prev·σ), finite (0) on the final step where h = ∞.
+  # e^{-h} = (σ_prev·α)/(α_prev·σ), finite (0) on the final step where h = ∞ (and on the first of a
+  # zero-terminal-SNR schedule, α = 0, where the VE variable x/α of edm.dpm_2m_update is not).
   exp_neg_h = sigma_prev * alpha / (alpha_prev * sigma)
   h = extract(s.log_snr_prev, t, x_t) - extract(s.log_snr, t, x_t)
-  second = use_second_order & (sigma_prev > 0)
-  # D = x0 + (x0 − x0_prev)/(2r), r = h_prev/h.
-  coef = jnp.where(second, jnp.where(second, h, 0.0) / (2.0 * jnp.where(second, prev_h, 1.0)), 0.0)
-  data = pred_x0 + coef * (pred_x0 - prev_x0)
+  data = edm.dpm_2m_data(pred_x0, prev_x0, h, prev_h, use_second_order & (sigma_prev > 0))
   return (sigma_prev / sigma) * x_t + alpha_prev * (1.0 - exp_neg_h) * data, h
 
 
@@ -120,9 +118,7 @@ def karras_sigmas(s: Schedule, num_steps: int):
     into `s` whose σ equals sigmas[:-1]).
   """
   sigma_all = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod
-  lo, hi = sigma_all[0] ** (1.0 / KARRAS_RHO), sigma_all[-1] ** (1.0 / KARRAS_RHO)
-  ramp = jnp.linspace(0.0, 1.0, num_steps, dtype=sigma_all.dtype)
-  grid = (hi + ramp * (lo - hi)) ** KARRAS_RHO
+  grid = edm.karras_sigmas(num_steps, sigma_all[0], sigma_all[-1])[:-1]
   t = jnp.argmin(jnp.abs(jnp.log(grid)[:, None] - jnp.log(sigma_all)[None, :]), axis=1).astype(jnp.int32)
   return jnp.append(sigma_all[t], 0.0), t
 
@@ -168,6 +164,7 @@ def sample(
     inpaint=None,
     x_T: Optional[jax.Array] = None,
     return_x0: bool = False,
+    churn: edm.Churn = edm.Churn(),
 ):
   """Draws samples with the whole reverse process as one jit-compiled lax.scan.
 
@@ -191,11 +188,14 @@ def sample(
       every x0 prediction; the output holds `known` exactly there.
     x_T: optional starting noise [shape] (default: drawn from `key`).
     return_x0: also return the x0 prediction of every step.
+    churn: Karras's stochastic churn (edm.Churn) for "euler" and "heun"; static (another churn recompiles).
 
   Returns:
     x0 samples [shape], or (samples, x0 predictions [num_steps, *shape]).
   """
   _check_sample_args(s, shape, method, mean_type, var_type, num_steps, inpaint)
+  if churn.amount > 0 and method not in ("euler", "heun"):
+    raise ValueError(f"churn={churn.amount} is Karras's stochastic sampler; use method 'euler' or 'heun' with it.")
   if timestep_map is None:
     timestep_map = jnp.arange(s.num_timesteps, dtype=jnp.int32)
   if num_steps is None or method not in ("euler", "heun"):
@@ -204,7 +204,7 @@ def sample(
       guidance.as_pytree_fn(denoise_fn), s, key, cond, timestep_map, eta,
       guidance.as_pytree_fn(denoised_fn), guidance.as_pytree_fn(grad_fn), inpaint, x_T,
       shape=tuple(shape), method=method, mean_type=mean_type, var_type=var_type,
-      clip_denoised=clip_denoised, num_steps=num_steps, return_x0=return_x0,
+      clip_denoised=clip_denoised, num_steps=num_steps, return_x0=return_x0, churn=churn,
       # Deterministic DDIM draws no per-step noise (a traced η = 0 would still pay for it).
       stochastic=not (isinstance(eta, (int, float)) and eta == 0),
   )
@@ -213,12 +213,13 @@ def sample(
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "shape", "method", "mean_type", "var_type", "clip_denoised", "num_steps", "return_x0", "stochastic"
+        "shape", "method", "mean_type", "var_type", "clip_denoised", "num_steps", "return_x0", "stochastic",
+        "churn",
     ),
 )
 def _sample_jit(
     denoise_fn, s, key, cond, timestep_map, eta, denoised_fn, grad_fn, inpaint, x_T,
-    *, shape, method, mean_type, var_type, clip_denoised, num_steps, return_x0, stochastic,
+    *, shape, method, mean_type, var_type, clip_denoised, num_steps, return_x0, stochastic, churn,
 ):
   dtype = s.betas.dtype
   init_key, loop_key = jax.random.split(key)
@@ -256,7 +257,7 @@ def _sample_jit(
     return guidance.paste_known(x_prev, jnp.where(i > 0, noised, known), mask)
 
   if method in ("euler", "heun"):
-    return _sample_karras(predict, s, x_T, loop_key, inpaint, method, num_steps, return_x0)
+    return _sample_karras(predict, s, x_T, loop_key, inpaint, method, num_steps, return_x0, churn)
 
   def step(carry, i):
     x, prev_x0, prev_h = carry
@@ -282,15 +283,12 @@ def _sample_jit(
   return (x, x0s) if return_x0 else x
 
 
-def _sample_karras(predict, s, x_T, key, inpaint, method, num_steps, return_x0):
-  """Euler / Heun on the Karras σ grid, integrating in the variance-exploding variable x/α."""
-  sigmas, ts = karras_sigmas(s, num_steps)
-  batch, shape, dtype = x_T.shape[0], x_T.shape, x_T.dtype
-
-  def denoise(x, i):
-    # x_VP = α·x_VE with α = 1/sqrt(1 + σ²).
-    out = predict(x / jnp.sqrt(1.0 + sigmas[i] ** 2), jnp.full((batch,), ts[i], jnp.int32))
-    return out["pred_x0"]
+def _sample_karras(predict, s, x_T, key, inpaint, method, num_steps, return_x0, churn):
+  """Euler / Heun on the Karras σ grid snapped to the schedule (edm.sample on edm.ddpm_denoiser)."""
+  sigmas, _ = karras_sigmas(s, num_steps)
+  shape, dtype = x_T.shape, x_T.dtype
+  sigma_all = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod
+  denoiser = edm.ddpm_denoiser(lambda x_vp, t: predict(x_vp, t)["pred_x0"], sigma_all)
 
   def replace_known(x, sigma, i):
     if inpaint is None:
@@ -299,26 +297,10 @@ def _sample_karras(predict, s, x_T, key, inpaint, method, num_steps, return_x0):
     noise = jax.random.normal(jax.random.fold_in(key, i), shape, dtype)
     return guidance.paste_known(x, known + sigma * noise, mask)
 
-  def step(x, i):
-    sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    x0 = denoise(x, i)
-    d = (x - x0) / sigma
-    x_next = x + (sigma_next - sigma) * d
-    if method == "heun":
-      # Heun's correction on every step but the last, whose σ_next = 0 (Karras Alg. 1).
-      d_next = (x_next - denoise(x_next, i + 1)) / sigma_next
-      x_next = x + (sigma_next - sigma) * 0.5 * (d + d_next)
-    return replace_known(x_next, sigma_next, i), (x0 if return_x0 else None)
-
+  # x_VE = x_VP/α with α = 1/sqrt(1 + σ²); the churn's draws come from a key apart from the known region's.
   x = replace_known(x_T * jnp.sqrt(1.0 + sigmas[0] ** 2), sigmas[0], num_steps)
-  heun_steps = num_steps - 1 if method == "heun" else num_steps
-  x, x0s = jax.lax.scan(step, x, jnp.arange(heun_steps))
-  if method == "heun":
-    x0_last = denoise(x, num_steps - 1)
-    x = replace_known(x0_last, 0.0, num_steps - 1)  # Euler to σ = 0 lands on the x0 prediction
-    if return_x0:
-      x0s = jnp.concatenate([x0s, x0_last[None]], axis=0)
-  return (x, x0s) if return_x0 else x
+  return edm.sample(denoiser, x, sigmas, jax.random.fold_in(key, num_steps + 1), method=method, churn=churn,
+                    project=None if inpaint is None else replace_known, return_x0=return_x0)
 
 
 def ddim_invert(

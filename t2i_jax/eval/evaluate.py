@@ -205,7 +205,7 @@ def evaluate(stage: stage_lib.Stage, settings: Sequence[dict], evaluation, oracl
   return rows
 
 
-COLUMNS = ("method", "steps", "guidance", "var_type", "min_timestep", "color_accuracy", "shape_accuracy",
+COLUMNS = ("method", "steps", "guidance", "var_type", "churn", "min_timestep", "color_accuracy", "shape_accuracy",
            "size_accuracy", "position_accuracy", "caption_accuracy", "binding_accuracy", "heldout_caption_accuracy",
            "fid", "diversity", "correct_diversity", "seconds_per_image")
 CHAIN_COLUMNS = ("output", "image_size", "method", "steps", "guidance", "color_accuracy", "shape_accuracy",
@@ -227,7 +227,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] = COLUMNS) -> str:
   return "\n".join(lines)
 
 
-# "METHOD:STEPS:GUIDANCE[:VAR_TYPE][:start=T]" strings, parsed where the pipelines read them too.
+# "METHOD:STEPS:GUIDANCE[:VAR_TYPE][:start=T][:churn=S]" strings, parsed where the pipelines read them too.
 parse_setting = text_to_image.parse_setting
 
 

@@ -9,13 +9,14 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from t2i_jax import config_keys, models
-from t2i_jax.diffusion import augmentation, checks, gaussian, guidance, samplers, schedules
+from t2i_jax.diffusion import augmentation, checks, edm, gaussian, guidance, samplers, schedules
 from t2i_jax.models import clip as clip_lib, frozen
 
 
 def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: int = 0, start_timestep: int = 0):
   """(schedule, timestep_map) for sampling with `steps` steps: DDIM's integer stride when it divides
-  the span evenly ("ddimN"), else the reference's even sections; Karras samplers take the full schedule.
+  the span evenly ("ddimN"), else the reference's even sections; Karras samplers take the full schedule (from
+  min_timestep, respaced to keep every timestep there and above).
 
   min_timestep: the steps are spread over original timesteps [min_timestep, T) rather than [0, T).
     The respaced process then starts at ᾱ(min_timestep), so the sampler's last step goes from
@@ -28,11 +29,14 @@ def respaced_schedule(diffusion_config, method: str, steps: int, min_timestep: i
   num_timesteps = diffusion_config.num_timesteps
   betas = schedules.beta_schedule(diffusion_config.schedule, num_timesteps)
   if method in ("euler", "heun"):
-    if min_timestep or start_timestep:
-      raise ValueError(f"min_timestep={min_timestep}, start_timestep={start_timestep}: the Karras samplers "
-                       f"({method}) run the full noise schedule; set both to 0 with them, or use ddim / dpm++2m / "
-                       "ddpm.")
-    return schedules.make_schedule(betas), None
+    if start_timestep:
+      raise ValueError(f"start_timestep={start_timestep}: the Karras samplers ({method}) start from noise; set "
+                       "it to 0 with them, or use ddim / dpm++2m / ddpm.")
+    if not 0 <= min_timestep < num_timesteps - 1:
+      raise ValueError(f"min_timestep={min_timestep} must lie in [0, {num_timesteps - 2}].")
+    # The grid spans the σs of timesteps [min_timestep, T), its last step going to the model's x0 there.
+    return schedules.respace(betas, range(min_timestep, num_timesteps)) if min_timestep else (
+        schedules.make_schedule(betas), None)
   top = start_timestep + 1 if start_timestep else num_timesteps
   span = top - min_timestep
   if start_timestep >= num_timesteps:
@@ -68,6 +72,7 @@ class SampleSettings:
     start_timestep: 0 starts the reverse process from noise at T; t > 0 starts it at original timestep t
       from an initial image noised to that level (SDEdit, Meng et al. 2022): what the image already holds
       above that noise level is kept. A super-resolution stage starts from its upsampled input.
+    churn: Karras's stochastic churn (edm.Churn) for "euler" and "heun".
   """
   method: str = "ddim"
   steps: int = 50
@@ -79,6 +84,7 @@ class SampleSettings:
   threshold: str = "static"
   percentile: float = 0.995
   start_timestep: int = 0
+  churn: edm.Churn = edm.Churn()
 
   def __post_init__(self):
     checks.check_choice("sampler", self.method, samplers.METHODS)
@@ -101,12 +107,15 @@ class SampleSettings:
 
   @classmethod
   def from_config(cls, sample_config, **overrides) -> "SampleSettings":
-    """The settings of a config's sample section, with the non-None `overrides` on top."""
+    """The settings of a config's sample section, with the non-None `overrides` on top (churn: an edm.Churn, or
+    S_churn over the section's churn_range and churn_noise)."""
     values = dict(method=sample_config.method, steps=sample_config.steps, guidance=sample_config.guidance,
                   eta=sample_config.eta, min_timestep=sample_config.min_timestep,
                   threshold=sample_config.threshold, percentile=sample_config.threshold_percentile,
-                  start_timestep=sample_config.start_timestep)
+                  start_timestep=sample_config.start_timestep, churn=sample_config.churn)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if not isinstance(values["churn"], edm.Churn):  # S_churn over the section's range and noise
+      values["churn"] = edm.Churn(values["churn"], *sample_config.churn_range, sample_config.churn_noise)
     return cls(**values)
 
 
@@ -119,12 +128,13 @@ def stage_settings(stage, text: str, seed: int = 0, **overrides) -> SampleSettin
 
 def parse_setting(text: str) -> dict:
   """"dpm++2m:20:3" -> dict(method="dpm++2m", steps=20, guidance=3.0). Optional further fields: the
-  ancestral sampler's variance ("ddpm:50:3:fixed_large"; default: the training config's var_type) and the
-  timestep to start from ("dpm++2m:10:1:start=500", `SampleSettings.start_timestep`)."""
+  ancestral sampler's variance ("ddpm:50:3:fixed_large"; default: the training config's var_type), the
+  timestep to start from ("dpm++2m:10:1:start=500", `SampleSettings.start_timestep`) and Karras's S_churn
+  ("heun:18:3:churn=10", over the sample section's churn range and noise)."""
   parts = text.split(":")
-  usage = ("must read METHOD:STEPS:GUIDANCE[:VAR_TYPE][:start=T], e.g. 'dpm++2m:20:3', 'ddpm:50:3:fixed_large' "
-           "or 'dpm++2m:10:1:start=500'")
-  if not 3 <= len(parts) <= 5:
+  usage = ("must read METHOD:STEPS:GUIDANCE[:VAR_TYPE][:start=T][:churn=S], e.g. 'dpm++2m:20:3', "
+           "'ddpm:50:3:fixed_large', 'dpm++2m:10:1:start=500' or 'heun:18:3:churn=10'")
+  if not 3 <= len(parts) <= 6:
     raise ValueError(f"sampler setting {text!r} {usage}.")
   try:
     setting = dict(method=parts[0], steps=int(parts[1]), guidance=float(parts[2]))
@@ -136,11 +146,16 @@ def parse_setting(text: str) -> dict:
         setting["start_timestep"] = int(part[len("start="):])
       except ValueError:
         raise ValueError(f"sampler setting {text!r}: start=T takes an integer timestep.") from None
+    elif part.startswith("churn=") and "churn" not in setting:
+      try:
+        setting["churn"] = edm.Churn(float(part[len("churn="):])).amount
+      except ValueError as e:
+        raise ValueError(f"sampler setting {text!r}: churn=S takes S_churn ≥ 0 ({e}).") from None
     elif part in checks.VAR_TYPES and "var_type" not in setting:
       setting["var_type"] = part
     else:
-      raise ValueError(f"sampler setting {text!r}: {part!r} is neither a VAR_TYPE {checks.VAR_TYPES} nor "
-                       f"start=T; it {usage}.")
+      raise ValueError(f"sampler setting {text!r}: {part!r} is neither a VAR_TYPE {checks.VAR_TYPES}, start=T "
+                       f"nor churn=S; it {usage}.")
   return setting
 
 
@@ -189,10 +204,19 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
     denoise = guidance.classifier_free(denoise, settings.guidance,
                                        model.null_condition() if null_cond is None else null_cond)
   method, steps = settings.method, settings.steps
-  schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, settings.min_timestep,
-                                             settings.start_timestep)
   shape = (num, model.image_size, model.image_size, model.out_channels)
   key = jax.random.PRNGKey(settings.seed)
+  cond = {k: jnp.asarray(v) for k, v in cond.items()}
+  # A Partial keeps the percentile a leaf of the compiled loop: another percentile does not recompile.
+  threshold = {"static": Partial(jnp.clip, min=-1.0, max=1.0), "none": None,
+               "dynamic": Partial(guidance.dynamic_threshold, percentile=settings.percentile)}[settings.threshold]
+  design = edm.Design.from_config(diffusion_config)
+  if design is not None:
+    _check_edm_settings(design, settings, grad_fn, inpaint)
+    return edm.sample_network(denoise, design, shape, key, method=method, num_steps=steps, cond=cond,
+                              churn=settings.churn, denoised_fn=threshold, x_T=x_T)
+  schedule, timestep_map = respaced_schedule(diffusion_config, method, steps, settings.min_timestep,
+                                             settings.start_timestep)
   if settings.start_timestep:
     if x_init is None:
       raise ValueError(f"start_timestep={settings.start_timestep} starts from an initial image, and this stage "
@@ -200,15 +224,25 @@ def sample_unet(model, params, diffusion_config, cond: dict, num: int, settings:
     noise = jax.random.normal(jax.random.fold_in(key, 1), shape) if x_T is None else x_T
     last = jnp.full((num,), schedule.num_timesteps - 1, jnp.int32)  # the respaced index of start_timestep
     x_T = gaussian.q_sample(schedule, jnp.asarray(x_init, jnp.float32), last, noise)
-  dynamic = settings.threshold == "dynamic"
   return samplers.sample(
-      denoise, schedule, shape, key, method=method,
-      mean_type=diffusion_config.mean_type, var_type=var_type, cond={k: jnp.asarray(v) for k, v in cond.items()},
-      timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
+      denoise, schedule, shape, key, method=method, mean_type=diffusion_config.mean_type, var_type=var_type,
+      cond=cond, timestep_map=timestep_map, eta=settings.eta, num_steps=steps if method in ("euler", "heun") else None,
       clip_denoised=settings.threshold == "static",
-      # A Partial keeps the percentile a leaf of the compiled loop: another percentile does not recompile.
-      denoised_fn=Partial(guidance.dynamic_threshold, percentile=settings.percentile) if dynamic else None,
-      grad_fn=grad_fn, x_T=x_T, inpaint=inpaint)
+      denoised_fn=threshold if settings.threshold == "dynamic" else None,
+      grad_fn=grad_fn, x_T=x_T, inpaint=inpaint, churn=settings.churn)
+
+
+def _check_edm_settings(design, settings: SampleSettings, grad_fn, inpaint) -> None:
+  where = f"a model trained with diffusion.preconditioning={design.preconditioning!r}"
+  if settings.method not in edm.METHODS:
+    raise ValueError(f"sampler {settings.method!r}: {where} samples on the Karras σ grid; use one of "
+                     f"{', '.join(edm.METHODS)} (e.g. 'heun:18:3').")
+  if settings.start_timestep or settings.min_timestep:
+    raise ValueError(f"start_timestep={settings.start_timestep}, min_timestep={settings.min_timestep}: {where} "
+                     "has no timesteps; its σ range is diffusion.sigma_min and sigma_max. Set both to 0.")
+  if grad_fn is not None or inpaint is not None:
+    raise ValueError(f"{where} samples with classifier-free guidance only; classifier or CLIP guidance and "
+                     "inpainting need a DDPM-schedule model.")
 
 
 def with_text(stage, cond: dict, num: int, prompts: Optional[Sequence[str]] = None) -> dict:

@@ -5,6 +5,8 @@ conditioning kwargs: y, tokens/token_mask, clip_emb, context/context_mask,
 low_res, ...). The loss function is pure: (params, batch, rng, loss_history, step) ->
 (loss, aux) with aux holding per-example t and losses for the loss-aware sampler;
 step (the optimizer step, int32 []) only matters to an early tail (`tail_fraction_at`).
+A section with a `preconditioning` trains in EDM's design space instead (diffusion/edm.py): σ drawn from its
+column, the network read through the preconditioning, the loss weighted by λ(σ).
 """
 
 from typing import Callable
@@ -12,7 +14,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from t2i_jax.diffusion import gaussian, losses, timestep_sampling
+from t2i_jax.diffusion import edm, gaussian, losses, timestep_sampling
 from t2i_jax.diffusion.schedules import Schedule
 
 
@@ -97,27 +99,40 @@ def sample_training_timesteps(config, key: jax.Array, batch_size: int, num_times
       config.timestep_sampler, key, batch_size, num_timesteps, loss_history, **params)
 
 
+def check_design(config, design: edm.Design, learn_sigma: bool) -> None:
+  """Refuses the DDPM-only keys of a diffusion section that trains in EDM's design space."""
+  where = f"diffusion.preconditioning={design.preconditioning!r}"
+  if learn_sigma or config.var_type in ("learned", "learned_range"):
+    raise ValueError(f"{where} trains a denoiser with one output per channel; set model.learn_sigma=False and "
+                     "diffusion.var_type='fixed_small'.")
+  if config.timestep_sampler != "uniform" or config.min_snr_gamma is not None or config.early_tail_fraction:
+    raise ValueError(f"{where} draws σ from its own column (p_mean, p_std) and weights it by λ(σ); leave "
+                     "timestep_sampler 'uniform', min_snr_gamma None and early_tail_fraction 0.")
+
+
 def make_loss_fn(model, schedule: Schedule, config, *, drop_rates=None, augment=None) -> Callable:
   """Builds loss_fn(params, batch, rng, loss_history=None, step=None) -> (loss, aux).
 
   config (the diffusion section): mean_type, var_type, loss_type, timestep_sampler
   ("uniform" | "loss-second-moment" | "logit-normal", with logit_mean,
   logit_std, logit_uniform_fraction, logit_tail_* and early_tail_* for the last), min_snr_gamma (None or γ),
-  p_uncond (the probability of dropping the whole condition, for classifier-free guidance).
+  p_uncond (the probability of dropping the whole condition, for classifier-free guidance); or, with
+  preconditioning set, EDM's design (edm.Design: sigma_data, p_mean, p_std, sigma_min, sigma_max).
   drop_rates: {condition: probability} instead of p_uncond, each condition dropped on its own
     (`drop_conditions`; unCLIP's decoder).
   augment: optional (cond, rng) -> cond run before the model (a cascade's noise-conditioning augmentation).
   """
   check_early_tail(config)
+  design = edm.Design.from_config(config)
+  if design is not None:
+    check_design(config, design, model.learn_sigma)
   null = model.null_condition() if drop_rates or config.p_uncond > 0 else {}
 
   def loss_fn(params, batch, rng, loss_history=None, step=None):
     x0 = batch["image"].astype(jnp.float32)
     batch_size = x0.shape[0]
     t_rng, noise_rng, drop_rng, dropout_rng = jax.random.split(rng, 4)
-    t, weights = sample_training_timesteps(config, t_rng, batch_size, schedule.num_timesteps, loss_history, step)
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
-    x_t = gaussian.q_sample(schedule, x0, t, noise)
     cond = batch.get("cond", {})
     if drop_rates:
       cond, _ = drop_conditions(cond, null, drop_rates, drop_rng)
@@ -126,9 +141,19 @@ def make_loss_fn(model, schedule: Schedule, config, *, drop_rates=None, augment=
     if augment is not None:
       # An index past drop_conditions' own keeps the augmentation's draws apart from the dropout's.
       cond = augment(cond, jax.random.fold_in(drop_rng, len(CONDITION_KEYS)))
-    output = model.apply({"params": params}, x_t, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
+
+    def network(x_in, t, cond):
+      return model.apply({"params": params}, x_in, t, **cond, deterministic=False, rngs={"dropout": dropout_rng})
+
+    if design is not None:
+      sigma = edm.training_sigmas(design, t_rng, batch_size)
+      per_example = edm.training_loss(network, design, x0, sigma, noise, cond)
+      loss = jnp.mean(per_example)
+      return loss, dict(per_example_loss=per_example, metrics=dict(loss=loss, log_sigma=jnp.mean(jnp.log(sigma))))
+    t, weights = sample_training_timesteps(config, t_rng, batch_size, schedule.num_timesteps, loss_history, step)
+    x_t = gaussian.q_sample(schedule, x0, t, noise)
     terms = losses.training_losses(
-        schedule, output, x0, x_t, t, noise, mean_type=config.mean_type, var_type=config.var_type,
+        schedule, network(x_t, t, cond), x0, x_t, t, noise, mean_type=config.mean_type, var_type=config.var_type,
         loss_type=config.loss_type, min_snr_gamma=config.min_snr_gamma)
     loss = jnp.mean(terms["loss"] * weights)
     aux = dict(t=t, per_example_loss=terms["loss"],

@@ -19,8 +19,8 @@ import numpy as np
 
 from t2i_jax import config_keys
 from t2i_jax.data import input_pipeline, tokenizer as tokenizer_lib
-from t2i_jax.train import (checkpoint, families, finetune, frozen_autoencoder, sharding, state as state_lib,
-                           step as step_lib)
+from t2i_jax.train import (checkpoint, families, finetune, frozen_autoencoder, posthoc_ema, sharding,
+                           state as state_lib, step as step_lib)
 
 
 def _check_steps(train_config) -> None:
@@ -32,6 +32,11 @@ def _check_steps(train_config) -> None:
   if train_config.sample_every < 0:
     raise ValueError(f"train.sample_every={train_config.sample_every!r} must be 0 (off) or a positive number of "
                      "steps; nothing was written.")
+  for sigma_rel in train_config.posthoc_ema:
+    posthoc_ema.check_sigma_rel(sigma_rel)
+  if train_config.posthoc_ema and train_config.posthoc_every < 1:
+    raise ValueError(f"train.posthoc_every={train_config.posthoc_every!r}: the post-hoc EMA profiles are snapshot "
+                     "every that many steps; set a positive number (EDM2: every ~2% of training).")
 
 
 def _write_config(workdir: str, config) -> None:
@@ -151,9 +156,10 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
     iterator.set_state(extra["data"])
   print(f"{config.model.name}: {n_params:,} parameters; devices: {mesh.size}; starting at step {start}", flush=True)
 
+  sigma_rels = tuple(config.train.posthoc_ema)
   train_step = step_lib.make_train_step(
       task.loss_fn, optimizer, ema_rate=config.train.ema_rate, ema_warmup=config.train.ema_warmup,
-      grad_accum_steps=config.train.grad_accum_steps)
+      grad_accum_steps=config.train.grad_accum_steps, posthoc_gammas=tuple(map(posthoc_ema.gamma_of, sigma_rels)))
   jitted = step_lib.jit_train_step(train_step, state, mesh)
   key = jax.random.PRNGKey(config.seed + 1)
   embed = embed_params = None
@@ -186,8 +192,9 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
         log = done % config.train.log_every == 0 or done == config.train.num_steps
         save = done % config.train.checkpoint_every == 0 or done == config.train.num_steps or stop
         sample = sample_every and done % sample_every == 0 and jax.process_index() == 0
+        snapshot = sigma_rels and (done % config.train.posthoc_every == 0 or done == config.train.num_steps or stop)
         previous = (done, metrics)
-        if log or save or sample:  # nothing of a non-finite step is logged, saved or sampled
+        if log or save or sample or snapshot:  # nothing of a non-finite step is logged, saved or sampled
           _check_finite(*previous, manager, workdir)
           previous = None
         if log:
@@ -209,6 +216,8 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
           if task.checkpoint_extra is not None:
             extra.update({k: float(_local(v)) for k, v in task.checkpoint_extra(state, batch).items()})
           checkpoint.save(manager, done, state, extra, force=True)
+        if snapshot:
+          posthoc_ema.write_snapshot(workdir, done, sigma_rels, state.posthoc_ema)
         if sample:
           params = state.ema_params if config.sample.use_ema else state.params
           print(f"samples: {sample_fn(jax.tree.map(_local, params), done)}", flush=True)

@@ -21,9 +21,9 @@ from t2i_jax.diffusion import timestep_sampling
 @dataclasses.dataclass(frozen=True)
 class TrainState:
   """A frozen dataclass registered as a pytree (below) whose nodes are its fields, like a flax.struct dataclass,
-  except that model_state is a node only when it is not None: Orbax matches a checkpoint against the target's
-  tree by field names, so a None model_state that was a node would make every checkpoint saved before the field
-  existed unreadable; without it every family but the EMA-codebook VQ keeps exactly its old state tree."""
+  except that model_state and posthoc_ema are nodes only when they are not None: Orbax matches a checkpoint
+  against the target's tree by field names, so a None field that was a node would make every checkpoint saved
+  before the field existed unreadable; without them a run keeps exactly its old state tree."""
 
   step: jax.Array  # int32 scalar
   params: Any
@@ -33,6 +33,9 @@ class TrainState:
   # {collection: tree} of the model's non-param variables (e.g. {"vq_stats": ...}), or None when it has none.
   # Not averaged into an EMA copy: sampling with ema_params reads these as they are.
   model_state: Any = None
+  # EDM2's power-function EMA profiles (train/posthoc_ema.py), one params tree per train.posthoc_ema σ_rel,
+  # or None when the run keeps none.
+  posthoc_ema: Any = None
 
   def replace(self, **changes) -> "TrainState":
     """A copy with the given fields changed."""
@@ -40,17 +43,18 @@ class TrainState:
 
 
 _FIELDS = ("step", "params", "ema_params", "opt_state", "loss_history")
+_OPTIONAL = ("model_state", "posthoc_ema")
 
 
 def _node_names(state: TrainState) -> tuple:
-  return _FIELDS if state.model_state is None else _FIELDS + ("model_state",)
+  return _FIELDS + tuple(n for n in _OPTIONAL if getattr(state, n) is not None)
 
 
 jax.tree_util.register_pytree_with_keys(
     TrainState,
-    lambda s: ([(jax.tree_util.GetAttrKey(n), getattr(s, n)) for n in _node_names(s)], len(_node_names(s))),
-    lambda _, children: TrainState(*children),
-    flatten_func=lambda s: ([getattr(s, n) for n in _node_names(s)], len(_node_names(s))))
+    lambda s: ([(jax.tree_util.GetAttrKey(n), getattr(s, n)) for n in _node_names(s)], _node_names(s)),
+    lambda names, children: TrainState(**dict(zip(names, children))),
+    flatten_func=lambda s: ([getattr(s, n) for n in _node_names(s)], _node_names(s)))
 
 
 def make_lr_schedule(config) -> optax.Schedule:
@@ -136,6 +140,7 @@ def make_init_fn(model, config, optimizer: optax.GradientTransformation):
   """
   args, kwargs = models.example_inputs(model, 1)
   diffusion = config.get("diffusion")  # CLIP has none
+  posthoc = len(config.train.posthoc_ema)
   loss_aware = diffusion is not None and diffusion.timestep_sampler == "loss-second-moment"
   num_timesteps = None if diffusion is None else diffusion.num_timesteps
 
@@ -151,15 +156,16 @@ def make_init_fn(model, config, optimizer: optax.GradientTransformation):
       model_state = split_variables(jax.eval_shape(init))[1]
       if model_state is not None:
         model_state = split_variables(init())[1]
-    return create_train_state(params, optimizer, num_timesteps, loss_aware=loss_aware, model_state=model_state)
+    return create_train_state(params, optimizer, num_timesteps, loss_aware=loss_aware, model_state=model_state,
+                              posthoc_profiles=posthoc)
 
   return init_fn
 
 
 def create_train_state(params, optimizer: optax.GradientTransformation, num_timesteps: Optional[int] = None,
-                       loss_aware: bool = False, model_state: Any = None) -> TrainState:
-  """A fresh TrainState at step 0; EMA params start as a copy of params; model_state: the model's non-param
-  variables ({collection: tree}) or None."""
+                       loss_aware: bool = False, model_state: Any = None, posthoc_profiles: int = 0) -> TrainState:
+  """A fresh TrainState at step 0; EMA params (and posthoc_profiles power-function EMA copies, if any) start
+  as a copy of params; model_state: the model's non-param variables ({collection: tree}) or None."""
   history = timestep_sampling.init_loss_history(num_timesteps) if loss_aware else None
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -168,4 +174,5 @@ def create_train_state(params, optimizer: optax.GradientTransformation, num_time
       opt_state=optimizer.init(params),
       loss_history=history,
       model_state=model_state,
+      posthoc_ema=tuple(jax.tree.map(jnp.copy, params) for _ in range(posthoc_profiles)) or None,
   )

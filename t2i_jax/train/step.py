@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import optax
 
 from t2i_jax.diffusion import timestep_sampling
-from t2i_jax.train import sharding
+from t2i_jax.train import posthoc_ema, sharding
 from t2i_jax.train.state import TrainState, ema_decay, ema_update
 
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *, ema_rate: float = 0.9999,
-                    ema_warmup: bool = True, grad_accum_steps: int = 1) -> Callable:
+                    ema_warmup: bool = True, grad_accum_steps: int = 1, posthoc_gammas: tuple = ()) -> Callable:
   """Builds train_step(state, batch, rng) -> (state, metrics).
 
   loss_fn(params, batch, rng, loss_history, step) -> (loss, aux) with aux["metrics"]
@@ -32,6 +32,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
   which become the new state's: with k micro-batches, each one's update is the next one's input (the
   codebook moves k times, once per micro-batch, as k smaller steps would move it). A state without
   it calls the loss exactly as before.
+  posthoc_gammas: the exponents of the state's power-function EMA profiles (posthoc_ema.gamma_of).
   metrics: the loss's, grad_norm, and finite (bool []: loss and gradients finite).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -71,6 +72,9 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema_params, params, ema_decay(state.step, ema_rate, ema_warmup))
+    posthoc = state.posthoc_ema
+    if posthoc is not None:
+      posthoc = posthoc_ema.update(posthoc, params, state.step, posthoc_gammas)
     history = state.loss_history
     if history is not None:
       history = timestep_sampling.update_loss_history(history, aux["t"], aux["per_example_loss"])
@@ -79,7 +83,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     finite = jnp.isfinite(aux["metrics"]["loss"]) & jnp.isfinite(grad_norm)
     metrics = dict(aux["metrics"], grad_norm=grad_norm, finite=finite)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
-                              loss_history=history, model_state=model_state)
+                              loss_history=history, model_state=model_state, posthoc_ema=posthoc)
     return new_state, metrics
 
   return train_step
