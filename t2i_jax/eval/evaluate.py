@@ -147,8 +147,11 @@ class _References:
     if size not in self._cache:
       features = oracle_lib.features(*self.oracle, reference_images(self.scenes, size, self.seed))
       # Renders of one prompt differ only in their jittered layout: the diversity the data itself has.
-      renders = reference_images(self.diverse, size, self.seed + 1)
-      self._cache[size] = features, diversity(oracle_lib.features(*self.oracle, renders), self.group)
+      spread = None
+      if self.diverse:
+        renders = reference_images(self.diverse, size, self.seed + 1)
+        spread = diversity(oracle_lib.features(*self.oracle, renders), self.group)
+      self._cache[size] = features, spread
     return self._cache[size]
 
 
@@ -172,17 +175,19 @@ def evaluate_fn(sample_fn, settings: Sequence[dict], evaluation, oracle=None) ->
   for setting in settings:
     run = functools.partial(sample_fn, setting)
     images, seconds = sample_in_batches(run, prompts, seed, evaluation.batch_size)
-    spread = sample_in_batches(run, prompts_for(diverse), seed + len(prompts), evaluation.batch_size)[0]
+    # num_diverse = 0 leaves the diversity figures out (a sampler sweep that reads caption accuracy and FID).
+    spread = sample_in_batches(run, prompts_for(diverse), seed + len(prompts), evaluation.batch_size)[0] if diverse \
+        else None
     for name, outputs in images.items():
       features, render_diversity = references(outputs.shape[1])
       row = dict(setting, **({"output": name} if name else {}), **score(outputs, scenes, oracle, features))
-      spread_features = oracle_lib.features(*oracle, spread[name])
-      right = caption_metrics.caption_hits(oracle_lib.read(*oracle, spread[name]), diverse)
-      row.update(diversity=diversity(spread_features, group),
-                 correct_diversity=diversity(spread_features, group, keep=right),
-                 diverse_correct=float(np.mean(right)),
-                 render_diversity=render_diversity, image_size=int(outputs.shape[1]),
-                 seconds_per_image=seconds, num_prompts=len(prompts))
+      if spread is not None:
+        spread_features = oracle_lib.features(*oracle, spread[name])
+        right = caption_metrics.caption_hits(oracle_lib.read(*oracle, spread[name]), diverse)
+        row.update(diversity=diversity(spread_features, group),
+                   correct_diversity=diversity(spread_features, group, keep=right),
+                   diverse_correct=float(np.mean(right)), render_diversity=render_diversity)
+      row.update(image_size=int(outputs.shape[1]), seconds_per_image=seconds, num_prompts=len(prompts))
       rows.append(row)
   return rows
 

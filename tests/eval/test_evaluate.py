@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from t2i_jax import config_keys
 from t2i_jax.data import captions
 from t2i_jax.eval import evaluate, oracle as oracle_lib
 
@@ -78,3 +79,16 @@ def test_diversity_over_kept_samples_leaves_out_the_others_and_lone_prompts():
   keep = np.array([True, False, True, False, True, False])
   assert evaluate.diversity(features, 3, keep) == pytest.approx(3.0)
   assert np.isnan(evaluate.diversity(features, 3, np.zeros(6, bool)))
+
+
+def test_no_diverse_prompts_leaves_the_diversity_figures_out(oracle):
+  evaluation = config_keys.section("eval", num_single=8, num_heldout=0, num_pair=0, num_diverse=0, batch_size=8)
+  scenes = evaluate.prompt_scenes(8, 0, 0, evaluation.seed)
+  renders = evaluate.reference_images(scenes, 24, seed=5).astype(np.float32) / 127.5 - 1.0
+
+  def sample_fn(setting, prompts, seed):
+    assert len(prompts) == 8  # the eval prompts only: no diversity batch is sampled
+    return {"": renders}
+
+  (row,) = evaluate.evaluate_fn(sample_fn, [dict(method="heun", steps=3, guidance=3.0)], evaluation, oracle)
+  assert row["caption_accuracy"] >= 0.85 and "diversity" not in row and row["num_prompts"] == 8
