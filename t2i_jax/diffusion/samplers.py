@@ -11,9 +11,10 @@ Methods of `sample`:
 - "dpm++2m": DPM-Solver++(2M) (Lu et al., 2022), data prediction, second order
   from the second step, first order on the last step to σ = 0.
 - "euler", "heun": the probability-flow ODE in σ = sqrt((1−ᾱ)/ᾱ) on the Karras
-  grid (ρ = 7, Karras et al. 2022, Alg. 2, deterministic unless `churn` is set;
-  edm.sample); each grid σ is snapped to the nearest σ of the schedule so the
-  model sees a timestep it was trained on, as Karras et al. did for ADM.
+  grid (ρ = 7, from σ = min(80, the schedule's last), Karras et al. 2022, Alg. 2,
+  deterministic unless `churn` is set; edm.sample); each grid σ is snapped to the
+  nearest σ of the schedule so the model sees a timestep it was trained on, as
+  Karras et al. did for ADM.
 """
 
 import functools
@@ -110,15 +111,19 @@ def ddim_reverse_step(s, model_output, x_t, t, *, mean_type, var_type, clip_deno
   return out["pred_x0"] * alpha_next + extract(s.sqrt_one_minus_alphas_cumprod_next, t, x_t) * eps, out["pred_x0"]
 
 
-def karras_sigmas(s: Schedule, num_steps: int):
-  """The Karras σ grid over the schedule's range, snapped to the schedule's σs.
+def karras_sigmas(s: Schedule, num_steps: int, sigma_max: float = edm.Design.sigma_max):
+  """The Karras σ grid over the schedule's range, capped at sigma_max, snapped to the schedule's σs.
+
+  EDM samples every model from σ = 80 (sigma_max): the data are then 0.6% of the state. A schedule whose last σ
+  is far higher (the cosine schedule's is 2·10⁴) would otherwise spend its first steps there and snap several
+  grid points onto one σ, and Heun's correction over the ~30× step that follows diverges.
 
   Returns:
     (sigmas [num_steps + 1] decreasing, ending in 0; t [num_steps] int32 indices
     into `s` whose σ equals sigmas[:-1]).
   """
   sigma_all = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod
-  grid = edm.karras_sigmas(num_steps, sigma_all[0], sigma_all[-1])[:-1]
+  grid = edm.karras_sigmas(num_steps, sigma_all[0], jnp.minimum(sigma_all[-1], sigma_max))[:-1]
   t = jnp.argmin(jnp.abs(jnp.log(grid)[:, None] - jnp.log(sigma_all)[None, :]), axis=1).astype(jnp.int32)
   return jnp.append(sigma_all[t], 0.0), t
 

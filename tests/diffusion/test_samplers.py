@@ -148,8 +148,12 @@ def test_karras_sigmas_snap_to_schedule():
   sigma_all = np.sqrt((1 - abar) / abar)
   assert sigmas.shape == (11,) and sigmas[-1] == 0
   np.testing.assert_allclose(np.asarray(sigmas[:-1]), sigma_all[np.asarray(ts)], rtol=1e-6)
-  assert ts[0] == T - 1 and ts[-1] == 0
+  # The grid starts at σ = 80, as EDM samples (the linear schedule's last σ is 157).
+  assert sigma_all[-1] > 150 and ts[0] == np.argmin(np.abs(np.log(sigma_all / 80.0))) and ts[-1] == 0
   assert np.all(np.diff(np.asarray(sigmas)) < 0)
+  # The cosine schedule's last σ is 2·10⁴: capped, the 10-step grid snaps to 10 distinct timesteps.
+  cosine = schedules.make_schedule(schedules.beta_schedule("cosine", T))
+  assert len(set(np.asarray(samplers.karras_sigmas(cosine, 10)[1]).tolist())) == 10
 
 
 @pytest.mark.parametrize("schedule_name, x64", [("linear", False), ("cosine", False), ("cosine", True)])
