@@ -238,7 +238,9 @@ def sample(denoiser: Callable, x_start, sigmas, key: jax.Array, *, method: str =
       gamma = jnp.where((sigma >= churn.s_min) & (sigma <= churn.s_max), gamma_max, 0.0)
       sigma_hat = sigma * (1.0 + gamma)
       eps = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype) * churn.noise
-      x = x + jnp.sqrt(sigma_hat ** 2 - sigma ** 2) * eps
+      # √(σ̂² − σ²) written as σ·√(γ(2 + γ)): exactly 0 at γ = 0, where the difference of squares, fused into
+      # one multiply-add by XLA, can round below 0 and make a NaN.
+      x = x + sigma * jnp.sqrt(gamma * (2.0 + gamma)) * eps
       sigma = sigma_hat
     x0 = denoiser(x, sigma)
     d = (x - x0) / sigma

@@ -120,6 +120,9 @@ def test_heun_without_churn_is_deterministic_and_churn_is_not():
   c, d = _sample_gaussian("heun", 6, churn, key=1, n=64)[0], _sample_gaussian("heun", 6, churn, key=2, n=64)[0]
   assert np.abs(c - d).max() > 1e-3
   np.testing.assert_array_equal(c, _sample_gaussian("heun", 6, churn, key=1, n=64)[0])
+  # Steps outside [S_min, S_max] add no noise, exactly (a NaN once came from √(σ̂² − σ²) rounding below 0).
+  ranged = _sample_gaussian("heun", 10, edm.Churn(1.0, 0.05, 50.0, 1.003), n=64)[0]
+  assert np.isfinite(ranged).all()
 
 
 def test_training_sigmas_follow_each_column():
