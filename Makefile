@@ -2,8 +2,7 @@
 #   default (captioned shapes) in runs/demo, sample a grid for the config's prompts, print
 #   where the grid, metrics and checkpoint are, and end with the oracle evaluation table
 #   (runs/demo/metrics.json). Uses a GPU when nvidia-smi finds one.
-# `make test`: the same .venv with the test extra; the suite on CPU JAX with 1 host device, then the tests of
-#   sharding (marked multidevice) with 8 (tests/conftest.py says why).
+# `make test`: the same .venv with the test extra; the suite on CPU JAX with 8 host devices.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -26,8 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) -m t2i_jax.main --config=$(DEMO_CONFIG) --workdir=$(DEMO_DIR) --mode=eval
 
 test: $(VENV)/.installed
-	T2I_TEST_DEVICES=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not multidevice" tests
-	$(PY) -m pytest -q -m multidevice tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/sample_overhead.py

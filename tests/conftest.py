@@ -1,4 +1,4 @@
-"""Test setup: fake CPU devices (8 unless T2I_TEST_DEVICES says), made before jax initialises its backends."""
+"""Test setup: 8 fake CPU devices, made before jax initialises its backends."""
 
 import os
 
@@ -8,12 +8,7 @@ import os
 # alone 0.55×; benchmarks/compile_opt_level.py, the README's Benchmarks). jax is pinned to 0.10 in
 # setup.py: an XLA flag a later jaxlib drops would stop the backend. The one check that needs more
 # (float32 VB terms against float64, tests/diffusion/test_losses.py) compiles at level 1 by itself.
-# T2I_TEST_DEVICES (default 8) fake CPU devices. `make test` runs the suite on 1 and then the tests marked
-# `multidevice` (sharding, the sharded step, batch splitting) on 8: compiling for a multi-device mesh costs
-# ~22% more XLA time for the same program (two loop-trained tests: 78 s against 61 s), and most tests check a
-# model, a loss or a command, not how the mesh splits them.
-DEVICES = int(os.environ.get("T2I_TEST_DEVICES", "8"))
-_flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
+_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 if "--xla_backend_optimization_level" not in _flags:
   _flags += " --xla_backend_optimization_level=0"
 if "--xla_cpu_use_fusion_emitters" not in _flags:
@@ -124,22 +119,11 @@ def unclip_runlocal(tmp_path_factory):
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "multidevice: checks how 8 devices split the batch or the params")
   config.addinivalue_line("markers", "slow: trains through the real loop or runs the CLI (seconds to a minute "
                                      "each); the suite sends the files that hold them to its workers first")
 
 
 def pytest_collection_modifyitems(items):
-  if DEVICES < 8:
-    skip = pytest.mark.skip(reason=f"needs 8 devices, this session has {DEVICES} (make test runs it in its second "
-                                   "session)")
-    for item in items:
-      if item.get_closest_marker("multidevice") is not None:
-        item.add_marker(skip)
-  _order_by_slow(items)
-
-
-def _order_by_slow(items):
   """The files with the most slow tests first, so the light files fill in at the end and the two xdist
   workers finish together (in collection order the training files came last and one worker ran alone for
   the last ~3 minutes of a cold run). `make test` passes --no-loadscope-reorder, without which xdist sends

@@ -265,7 +265,6 @@ def test_jit_matches_eager_and_is_deterministic():
   np.testing.assert_array_equal(new_jit.history[0, -3:], [0.5, 0.25, 4.0])
 
 
-@pytest.mark.multidevice
 def test_update_is_identical_with_a_sharded_global_batch():
   devices = np.array(jax.devices())
   assert devices.size == 8

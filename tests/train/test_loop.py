@@ -32,7 +32,6 @@ def trained(trained_copy):
 
 
 @pytest.mark.slow
-@pytest.mark.multidevice
 def test_resumed_run_is_bitwise_the_uninterrupted_one(trained, tmp_path):
   workdir, straight = trained
   # A run killed after its step-2 checkpoint: the workdir as it was then.
@@ -94,7 +93,6 @@ def test_sampling_a_workdir_writes_the_grid_and_images(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.multidevice
 def test_bad_batch_size_and_vocab_are_refused(tmp_path):
   with pytest.raises(ValueError, match="not divisible"):
     loop.train(_config(batch_size=6), str(tmp_path / "a"))

@@ -55,7 +55,6 @@ def _setup(loss_aware=False, model=MODEL, **diffusion):
   return step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9), state, batch
 
 
-@pytest.mark.multidevice
 def test_sharded_step_equals_single_device():
   train_step, state, batch = _setup(model=PLAIN)
   rng = jax.random.PRNGKey(3)
@@ -78,7 +77,6 @@ def test_sharded_step_equals_single_device():
     assert int(s8.step) == 2
 
 
-@pytest.mark.multidevice
 def test_fsdp_shards_large_params():
   _, state, _ = _setup(model=PLAIN)
   mesh = sharding.make_mesh(2)
@@ -254,7 +252,6 @@ def test_training_timesteps_follow_the_configured_sampler():
   assert draws["uniform"].min() < 65
 
 
-@pytest.mark.multidevice
 def test_bad_batch_size_and_mesh():
   mesh = sharding.make_mesh(1)
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
