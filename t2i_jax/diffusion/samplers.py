@@ -124,7 +124,7 @@ def karras_sigmas(s: Schedule, num_steps: int, sigma_max: float = edm.Design.sig
   """
   sigma_all = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod
   grid = edm.karras_sigmas(num_steps, sigma_all[0], jnp.minimum(sigma_all[-1], sigma_max))[:-1]
-  t = jnp.argmin(jnp.abs(jnp.log(grid)[:, None] - jnp.log(sigma_all)[None, :]), axis=1).astype(jnp.int32)
+  t = jax.vmap(lambda sigma: edm.nearest_timestep(sigma_all, sigma))(grid)
   return jnp.append(sigma_all[t], 0.0), t
 
 
