@@ -11,6 +11,9 @@
   python -m t2i_jax.main --config=configs/shapes_glide.py --workdir=runs/glide --mode=sample    # base → upsampler
   python -m t2i_jax.main --config=configs/shapes_inpaint.py --workdir=runs/inpaint --mode=sample --image=a.png \
       --box=12,0,24,12 --prompt="a red circle left of a blue star"                           # or --mask=m.png
+  python -m t2i_jax.main --config=configs/adm_imagenet64.py --workdir=runs/adm64 --mode=convert \
+      --source=guided_diffusion --checkpoint=64x64_diffusion.pt                 # released weights (t2i_jax.convert)
+  python -m t2i_jax.main --config=configs/shapes_default.py --workdir=runs/demo --mode=export --out=demo.safetensors
 
 Config values are overridden on the command line: --config.train.num_steps=100.
 A user error (a bad config value or flag, a workdir without a checkpoint, a run
@@ -31,8 +34,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "posthoc_ema"],
-                          "What to do (posthoc_ema: write the EMA of length --sigma_rel from a run's snapshots).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "posthoc_ema", "convert", "export"],
+                          "What to do (posthoc_ema: write the EMA of length --sigma_rel from a run's snapshots; "
+                          "convert: released weights --checkpoint into --workdir; export: --workdir's params to --out).")
 _PROMPTS = flags.DEFINE_multi_string("prompt", None, "Prompt(s) for --mode=sample (default: the config's).")
 _SAMPLER = flags.DEFINE_string("sampler", None, "Sampler: ddpm, ddim, dpm++2m, euler or heun.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps.")
@@ -49,6 +53,11 @@ _SETTINGS = flags.DEFINE_multi_string("eval_setting", None,
                                       "--mode=eval sampler settings METHOD:STEPS:GUIDANCE (default config.eval).")
 _SIGMA_REL = flags.DEFINE_float("sigma_rel", None, "--mode=posthoc_ema: the EMA length to reconstruct (EDM2's "
                                 "σ_rel, e.g. 0.08); --checkpoint_step picks the step (default: the last snapshot).")
+_SOURCE = flags.DEFINE_string("source", None, "--mode=convert: the codebase --checkpoint comes from (t2i_jax.convert"
+                              ".SOURCES: guided_diffusion, glide, hf_clip, t2i_jax, ...).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "--mode=convert: the checkpoint file to convert (.pt, .bin, "
+                                  ".safetensors, .npz).")
+_OUT = flags.DEFINE_string("out", None, "--mode=export: the .safetensors file to write.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for --distributed outside a managed cluster.")
@@ -91,7 +100,12 @@ def _run(config, workdir: str) -> None:
   from t2i_jax.pipelines import chains
 
   chain = chains.of(config)
-  if chain is not None:
+  if _MODE.value in ("convert", "export"):
+    if chain is not None:
+      raise ValueError(f"--mode={_MODE.value} works on one model's workdir; give the config of the stage (e.g. "
+                       "configs/glide_base64.py), not a chain config.")
+    _run_conversion(config, workdir)
+  elif chain is not None:
     _run_chain(chain, config, workdir)
   elif _MODE.value == "train":
     from t2i_jax.pipelines import sample_workdir
@@ -128,6 +142,22 @@ def _run(config, workdir: str) -> None:
         config, workdir, prompts=_PROMPTS.value, step=_CHECKPOINT_STEP.value, method=_SAMPLER.value,
         steps=_STEPS.value, guidance=_GUIDANCE.value, seed=_SEED.value)
     print("wrote", os.path.relpath(paths["grid"]), "and", len(paths["images"]), "images")
+
+
+def _run_conversion(config, workdir: str) -> None:
+  """--mode=convert (released weights into a new workdir) or --mode=export (a workdir's params to safetensors)."""
+  from t2i_jax import convert
+  from t2i_jax.convert import workdir as workdir_lib
+
+  if _MODE.value == "export":
+    path = workdir_lib.export(workdir, _OUT.value, step=_CHECKPOINT_STEP.value)
+    print(f"wrote {os.path.relpath(path)}")
+    return
+  if _SOURCE.value == "t2i_jax":
+    out = workdir_lib.import_file(_CHECKPOINT.value, workdir, config)
+  else:
+    out = workdir_lib.convert(convert.get(_SOURCE.value), _CHECKPOINT.value, config, workdir, _SOURCE.value)
+  print(f"wrote {os.path.relpath(out)}: sample it with --workdir={os.path.relpath(out)} --mode=sample")
 
 
 def _run_chain(chain, config, workdir: str) -> None:
@@ -218,6 +248,12 @@ def _check_flags(argv) -> None:
   if (_MODE.value == "posthoc_ema") != _SIGMA_REL.present:
     raise ValueError("--mode=posthoc_ema reconstructs the EMA of length --sigma_rel (e.g. 0.08); give both or "
                      "neither.")
+  converting = _MODE.value == "convert"
+  if converting != _SOURCE.present or converting != _CHECKPOINT.present:
+    raise ValueError("--mode=convert reads --checkpoint=FILE from --source=NAME (t2i_jax.convert.SOURCES) into a new "
+                     "--workdir; give all three, or none of --source and --checkpoint.")
+  if (_MODE.value == "export") != _OUT.present:
+    raise ValueError("--mode=export writes --workdir's params to --out=FILE.safetensors; give both or neither.")
   if _MODE.value == "eval" and any(f.present for f in (_PROMPTS, _SAMPLER, _STEPS, _GUIDANCE) + images):
     raise ValueError("--mode=eval samples its own prompt set; give sampler settings as "
                      "--eval_setting=METHOD:STEPS:GUIDANCE.")

@@ -1,5 +1,5 @@
 """The package's imports flow one way (docs/layout.md): data, diffusion, models -> config_keys -> train ->
-pipelines -> eval -> main.
+pipelines and convert -> eval -> main.
 
 Every import statement of every module counts, at the top or inside a function, so a deferred import
 cannot hide an upward arrow or a cycle.
@@ -13,8 +13,8 @@ import t2i_jax
 PACKAGE_ROOT = os.path.dirname(t2i_jax.__file__)
 # The layer of each top-level part; a part may import its own modules and those of lower layers. The
 # bottom three import nothing else of t2i_jax: the math knows no network, a network computes no loss.
-LAYERS = {"data": 0, "diffusion": 0, "models": 0, "config_keys": 1, "train": 2, "pipelines": 3, "eval": 4,
-          "main": 5}
+LAYERS = {"data": 0, "diffusion": 0, "models": 0, "config_keys": 1, "train": 2, "pipelines": 3, "convert": 3,
+          "eval": 4, "main": 5}
 
 
 def _modules():

@@ -54,6 +54,7 @@ FRESH = [
     (["--config=configs/shapes_glide.py", "--mode=sample", "--config.glide.base_workdir=/nonexistent/base"],
      "/nonexistent/base has no config.json: it is not a t2i_jax training workdir"),
     (["--config.train.num_steps=-3"], "train.num_steps=-3 must be a positive integer; nothing was written"),
+    (["--mode=convert", "--checkpoint=a.pt"], "--mode=convert reads --checkpoint=FILE from --source=NAME"),
 ]
 # ... and for the trained workdir, which must stay as it is.
 TRAINED = [

@@ -74,6 +74,18 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, extra: dict, for
                                                      extra=ocp.args.JsonSave(extra)), force=force)
 
 
+def write_params(workdir: str, step: int, params: Any, extra: dict) -> None:
+  """A checkpoint of params alone (as both params and ema_params) at `step` in workdir, written before this
+  returns: what sampling, eval, a cascade or a fine-tune read of a run (`load_variables`), for params that were
+  not trained here (a post-hoc EMA reconstruction, converted released weights). extra: JSON-able provenance."""
+  manager = make_manager(workdir, max_to_keep=1, async_save=False)
+  try:
+    save(manager, step, {"params": params, "ema_params": params}, extra, force=True)
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+
+
 def _abstract(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
@@ -114,6 +126,22 @@ def has_checkpoint(workdir: str) -> bool:
   "<step>.orbax-checkpoint-tmp" folders do not count). Reads the directory only."""
   directory = os.path.join(workdir, "checkpoints")
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def write_config(workdir: str, config) -> None:
+  """Keeps the config beside the checkpoints; a resumed run with another model config is refused."""
+  path = os.path.join(workdir, "config.json")
+  text = config.to_json_best_effort(sort_keys=True, indent=2)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("model") != json.loads(text)["model"]:
+      raise ValueError(f"{workdir} was written by a run with another model config (see {path}); "
+                       "use a new --workdir or the same config. Nothing was changed.")
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

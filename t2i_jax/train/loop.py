@@ -39,22 +39,6 @@ def _check_steps(train_config) -> None:
                      "every that many steps; set a positive number (EDM2: every ~2% of training).")
 
 
-def _write_config(workdir: str, config) -> None:
-  """Keeps the config beside the checkpoints; a resumed run with another model config is refused."""
-  path = os.path.join(workdir, "config.json")
-  text = config.to_json_best_effort(sort_keys=True, indent=2)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old.get("model") != json.loads(text)["model"]:
-      raise ValueError(f"{workdir} was written by a run with another model config (see {path}); "
-                       "use a new --workdir or the same config. Nothing was changed.")
-  if jax.process_index() == 0:
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
-
-
 class _StopFlag:
   """Set by SIGTERM / SIGINT; the loop saves and returns at the next step boundary."""
 
@@ -137,7 +121,7 @@ def train(config, workdir: str, sample_fn: Optional[Callable[[Any, int], str]] =
 
   # Everything above validates the config and the data; only now is the workdir touched.
   os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, config)  # refuses another model's workdir before anything is compiled
+  checkpoint.write_config(workdir, config)  # refuses another model's workdir before anything is compiled
   if task.frozen is not None:
     frozen_autoencoder.write_record(workdir, task.frozen)
   optimizer = state_lib.make_optimizer(config.optim)

@@ -146,8 +146,5 @@ def write_workdir(workdir: str, sigma_rel: float, step: Optional[int] = None) ->
                 coefficients=[float(c) for c in coefficients])
   with open(os.path.join(out, "posthoc_ema.json"), "w") as f:
     json.dump(record, f, indent=1)
-  manager = checkpoint.make_manager(out, max_to_keep=1, async_save=False)
-  checkpoint.save(manager, step, {"params": params, "ema_params": params}, {"posthoc_ema": record}, force=True)
-  manager.wait_until_finished()
-  manager.close()
+  checkpoint.write_params(out, step, params, {"posthoc_ema": record})
   return out

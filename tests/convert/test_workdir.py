@@ -1,0 +1,90 @@
+"""A workdir's params out to safetensors and back into a workdir that samples like the original; the refusals."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from configs import shapes_default
+from t2i_jax import convert
+from t2i_jax.convert import common, workdir as workdir_lib
+from t2i_jax.pipelines import stage as stage_lib
+
+
+def _flat(tree):
+  return {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_export_and_import_give_back_the_same_params_and_config(trained_runlocal, tmp_path):
+  workdir, _ = trained_runlocal
+  path = workdir_lib.export(workdir, str(tmp_path / "run.safetensors"))
+  tensors = load_file(path)
+  original = stage_lib.load_stage(workdir)
+  assert set(tensors) == set(_flat(original.params))  # "/"-joined names, nothing else
+  copy = workdir_lib.import_file(path, str(tmp_path / "copy"), shapes_default.get_config("runlocal"))
+  loaded = stage_lib.load_stage(copy)
+  assert loaded.config.model.to_json() == original.config.model.to_json()
+  for name, value in _flat(original.params).items():
+    np.testing.assert_array_equal(_flat(loaded.params)[name], value)
+  assert json.load(open(os.path.join(copy, "converted.json")))["converter"] == "t2i_jax"
+  # The raw params are another export: they differ from the EMA after three steps.
+  raw = load_file(workdir_lib.export(workdir, str(tmp_path / "raw.safetensors"), use_ema=False))
+  assert any(not np.array_equal(raw[k], tensors[k]) for k in tensors)
+
+
+def test_a_mismatch_is_refused_with_the_key_and_both_shapes(trained_runlocal, tmp_path):
+  workdir, _ = trained_runlocal
+  tensors = load_file(workdir_lib.export(workdir, str(tmp_path / "run.safetensors")))
+  config = workdir_lib.read_exported_config(str(tmp_path / "run.safetensors"))
+  name = sorted(k for k in tensors if k.endswith("kernel"))[0]
+  wrong = dict(tensors, **{name: tensors[name][..., :1]})
+  with pytest.raises(ValueError, match=rf"{name}' has shape {tuple(tensors[name].shape)} in our model but "
+                                       rf"{tuple(wrong[name].shape)}".replace("(", r"\(").replace(")", r"\)")):
+    workdir_lib.exported(wrong, config)
+  extra = dict(tensors, **{"stray/kernel": np.zeros(3, np.float32)})
+  with pytest.raises(ValueError, match="our model has no param 'stray/kernel'"):
+    workdir_lib.exported(extra, config)
+  missing = {k: v for k, v in tensors.items() if k != name}
+  with pytest.raises(ValueError, match=f"no value for 1 of our params, first '{name}'"):
+    workdir_lib.exported(missing, config)
+  assignment = common.Assignment(dict(tensors, unused=np.zeros(2, np.float32)), "test")
+  for key in tensors:
+    assignment.take(key, key)
+  with pytest.raises(ValueError, match=r"1 checkpoint key\(s\) unused, first 'unused'"):
+    assignment.params(workdir_lib.abstract_params(config))
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(trained_runlocal, tmp_path):
+  workdir, _ = trained_runlocal
+  with pytest.raises(ValueError, match="writes a .safetensors file"):
+    workdir_lib.export(workdir, str(tmp_path / "run.npz"))
+  path = workdir_lib.export(workdir, str(tmp_path / "run.safetensors"))
+  other = shapes_default.get_config("runlocal")
+  other.model.model_channels = 64
+  with pytest.raises(ValueError, match="another model config than --config's"):
+    workdir_lib.import_file(path, str(tmp_path / "other"), other)
+  assert not os.path.exists(tmp_path / "other")
+  with pytest.raises(ValueError, match="already holds a checkpoint; convert into a new --workdir"):
+    workdir_lib.import_file(path, workdir)
+  save_file({"x": np.zeros(2, np.float32)}, str(tmp_path / "foreign.safetensors"))
+  with pytest.raises(ValueError, match="holds no t2i_jax config"):
+    workdir_lib.import_file(str(tmp_path / "foreign.safetensors"), str(tmp_path / "foreign"))
+  with pytest.raises(ValueError, match="no such checkpoint file"):
+    common.read_state_dict(str(tmp_path / "missing.pt"))
+  with pytest.raises(ValueError, match="is not a converter; use one of"):
+    convert.get("nope")
+
+
+def test_layouts():
+  w = np.arange(2 * 3 * 5 * 7, dtype=np.float32).reshape(2, 3, 5, 7)  # OIHW
+  np.testing.assert_array_equal(common.conv(w)[4, 6, 1, 0], w[0, 1, 4, 6])
+  dense = np.arange(6, dtype=np.float32).reshape(2, 3)  # [out, in]
+  np.testing.assert_array_equal(common.linear(dense), dense.T)
+  np.testing.assert_array_equal(common.linear(dense[..., None]), dense.T)  # a 1x1 conv1d
+  # (part, head, dim) -> (head, part, dim): q|k|v of 2 heads of 2 dims.
+  fused = np.array(["q0a", "q0b", "q1a", "q1b", "k0a", "k0b", "k1a", "k1b", "v0a", "v0b", "v1a", "v1b"])
+  assert list(common.heads_last(fused, 3, 2, "parts-heads")) == [
+      "q0a", "q0b", "k0a", "k0b", "v0a", "v0b", "q1a", "q1b", "k1a", "k1b", "v1a", "v1b"]
