@@ -1,27 +1,83 @@
 """Released weights in, any run out: converters from other codebases' checkpoints to this one's params.
 
-    python -m t2i_jax.main --mode=convert --source=guided_diffusion --checkpoint=64x64_diffusion.pt \
+    python -m t2i_jax.main --mode=convert --source=guided_diffusion_new_order --checkpoint=64x64_diffusion.pt \
         --config=configs/adm_imagenet64.py --workdir=runs/adm64_released
+    python -m t2i_jax.main --mode=convert --source=glide --checkpoint=base.pt --config=configs/glide_base64.py \
+        --workdir=runs/glide_base_released
     python -m t2i_jax.main --mode=export --config=configs/shapes_default.py --workdir=runs/demo --out=demo.safetensors
     python -m t2i_jax.main --mode=convert --source=t2i_jax --checkpoint=demo.safetensors \
         --config=configs/shapes_default.py --workdir=runs/demo_copy
 
-A converter is converter(state_dict, config) -> params: it maps every one of our param names from a named
+A converter is convert(state_dict, config) -> params: it maps every one of our param names from a named
 source key (common.Assignment) and is refused, with the first offending key and both shapes, on any mismatch.
-SOURCES is the one registry of them; the config says which of our architectures the checkpoint is.
+SOURCES is the one registry of checkpoint formats; the config names which of our architectures the checkpoint
+is, except for a format that carries its own (a transformers folder's config.json).
 """
 
-from typing import Callable, Dict
+import dataclasses
+import functools
+import json
+import os
+from typing import Callable, Dict, Optional
 
-from t2i_jax.convert import workdir as workdir_lib
+from t2i_jax.convert import common, glide, hf_clip, openai_unet, workdir as workdir_lib
 
-# --source name -> converter(state_dict, config) -> params.
-SOURCES: Dict[str, Callable] = {
-    "t2i_jax": workdir_lib.exported,  # --mode=export's own files
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A checkpoint format.
+
+  Attributes:
+    convert: (state_dict, config) -> our params for config.model.
+    help: what --checkpoint names, and the config it goes with.
+    read: --checkpoint's value -> the state dict (default: one file, common.read_state_dict).
+    model: --checkpoint's value -> our model section, for a format that records its architecture; the
+      config's model section is replaced by it.
+  """
+  convert: Callable
+  help: str
+  read: Callable = common.read_state_dict
+  model: Optional[Callable] = None
+
+
+def _glide_clip_files(spec: str) -> common.StateDict:
+  paths = spec.split(",")
+  if len(paths) != 2:
+    raise ValueError(f"--checkpoint={spec}: GLIDE's noised CLIP is two files; give them as "
+                     "IMAGE_ENCODER.pt,TEXT_ENCODER.pt (clip_image_enc.pt,clip_text_enc.pt).")
+  return glide.clip_state_dict(*map(common.read_state_dict, paths))
+
+
+def _hf_model_section(folder: str):
+  path = os.path.join(folder, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"--checkpoint={folder}: no config.json there; give the folder of a transformers CLIPModel.")
+  with open(path) as f:
+    return hf_clip.model_config(json.load(f))
+
+
+SOURCES: Dict[str, Source] = {
+    "improved_diffusion": Source(openai_unet.unet, "an openai/improved-diffusion UNetModel .pt "
+                                 "(configs/iddpm_cifar10.py); its sampler fed the model t·1000/T"),
+    "guided_diffusion": Source(openai_unet.unet, "an openai/guided-diffusion UNetModel .pt with the legacy "
+                               "attention order"),
+    "guided_diffusion_new_order": Source(functools.partial(openai_unet.unet, use_new_attention_order=True),
+                                         "a guided-diffusion UNetModel with use_new_attention_order, as the "
+                                         "released 64x64 ImageNet model (configs/adm_imagenet64.py)"),
+    "guided_diffusion_classifier": Source(openai_unet.classifier, "a guided-diffusion noisy classifier .pt "
+                                          "(configs/adm_imagenet64.py:classifier)"),
+    "glide": Source(glide.text_unet, "a glide-text2im base, upsample or base-inpaint .pt "
+                    "(configs/glide_base64.py, configs/glide_upsample256.py)"),
+    "glide_clip": Source(glide.noised_clip, "GLIDE's noised CLIP as IMAGE_ENCODER.pt,TEXT_ENCODER.pt",
+                         read=_glide_clip_files),
+    "hf_clip": Source(lambda state_dict, config: hf_clip.clip(state_dict, config.model),
+                      "a transformers CLIPModel folder (config.json and model.safetensors or pytorch_model.bin)",
+                      read=hf_clip.read_checkpoint, model=_hf_model_section),
+    "t2i_jax": Source(workdir_lib.exported, "a .safetensors file of --mode=export (its config is in it)"),
 }
 
 
-def get(name: str) -> Callable:
+def get(name: str) -> Source:
   if name not in SOURCES:
     raise ValueError(f"--source={name!r} is not a converter; use one of {', '.join(map(repr, SOURCES))}.")
   return SOURCES[name]

@@ -11,26 +11,22 @@ from the file alone, and any other framework reads the tensors by name.
 
 import json
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import ml_collections
 import numpy as np
-from flax import traverse_util
 
 from t2i_jax import config_keys, models
 from t2i_jax.convert import common
-from t2i_jax.train import checkpoint, state as state_lib
+from t2i_jax.train import checkpoint
 
 CONFIG_KEY = "t2i_jax_config"
 
 
 def abstract_params(config) -> dict:
   """ShapeDtypeStructs of the params of config.model (nothing is initialised)."""
-  model = models.build(config.model)
-  args, kwargs = models.example_inputs(model, 1)
-  params, _ = state_lib.split_variables(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args, **kwargs)))
-  return params
+  return common.expected_params(models.build(config.model))
 
 
 def write_workdir(workdir: str, config, params, record: dict) -> str:
@@ -46,12 +42,16 @@ def write_workdir(workdir: str, config, params, record: dict) -> str:
   return workdir
 
 
-def convert(converter: Callable, source: str, config, workdir: str, name: str) -> str:
-  """Reads the checkpoint file `source`, converts it for config.model with converter(state_dict, config) ->
-  params, and writes the workdir. name: the converter's name, kept in converted.json."""
+def convert(source, path: str, config, workdir: str, name: str) -> str:
+  """Reads the checkpoint `path` in the format `source` (a convert.Source), converts it for config.model (or
+  for the architecture the checkpoint records) and writes the workdir. name: the format's, kept in
+  converted.json."""
+  if source.model is not None:
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model = source.model(path)
   config = config_keys.complete(config)
-  params = converter(common.read_state_dict(source), config)
-  return write_workdir(workdir, config, params, dict(source=os.path.abspath(source), converter=name))
+  params = source.convert(source.read(path), config)
+  return write_workdir(workdir, config, params, dict(source=os.path.abspath(path), converter=name))
 
 
 def export(workdir: str, path: str, use_ema: bool = True, step: Optional[int] = None) -> str:
@@ -65,7 +65,7 @@ def export(workdir: str, path: str, use_ema: bool = True, step: Optional[int] = 
   if model_state is not None:
     raise ValueError(f"the model in {workdir} keeps non-param variables (an EMA codebook), which safetensors "
                      "export does not carry yet; copy the workdir instead.")
-  flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(params)).items()}
+  flat = {k: np.asarray(v) for k, v in common.flat(jax.device_get(params)).items()}
   metadata = {CONFIG_KEY: config.to_json_best_effort(sort_keys=True), "step": str(got),
               "params": "ema" if use_ema else "raw"}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

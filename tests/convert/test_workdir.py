@@ -2,13 +2,14 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from configs import shapes_default
+from configs import shapes_clip, shapes_default
 from t2i_jax import convert
 from t2i_jax.convert import common, workdir as workdir_lib
 from t2i_jax.pipelines import stage as stage_lib
@@ -76,6 +77,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(trained_runlocal, tmp_path):
     common.read_state_dict(str(tmp_path / "missing.pt"))
   with pytest.raises(ValueError, match="is not a converter; use one of"):
     convert.get("nope")
+  with pytest.raises(ValueError, match="GLIDE's noised CLIP is two files"):
+    convert.get("glide_clip").read("clip_image_enc.pt")
 
 
 def test_layouts():
@@ -88,3 +91,22 @@ def test_layouts():
   fused = np.array(["q0a", "q0b", "q1a", "q1b", "k0a", "k0b", "k1a", "k1b", "v0a", "v0b", "v1a", "v1b"])
   assert list(common.heads_last(fused, 3, 2, "parts-heads")) == [
       "q0a", "q0b", "k0a", "k0b", "v0a", "v0b", "q1a", "q1b", "k1a", "k1b", "v1a", "v1b"]
+
+
+def test_a_transformers_clip_folder_becomes_a_workdir_that_loads_as_a_stage(tmp_path):
+  """The CLI's path for --source=hf_clip: the folder's config.json sets the model section, its weights become a
+  workdir, and the stage read from it computes transformers' embeddings."""
+  assets = os.path.join(os.path.dirname(__file__), "assets")
+  folder = tmp_path / "clip-tiny"
+  folder.mkdir()
+  shutil.copy(os.path.join(assets, "hf_clip_config.json"), folder / "config.json")
+  shutil.copy(os.path.join(assets, "hf_clip.safetensors"), folder / "model.safetensors")
+  config = shapes_clip.get_config()  # its data and tokenizer sections; the model section comes from the folder
+  out = workdir_lib.convert(convert.get("hf_clip"), str(folder), config, str(tmp_path / "run"), "hf_clip")
+  stage = stage_lib.load_stage(out)
+  assert (stage.config.model.vision_width, stage.config.model.text_width) == (16, 24)
+  with np.load(os.path.join(assets, "hf_clip_io.npz")) as io:
+    images, tokens, want = io["pixel_values"].transpose(0, 2, 3, 1), io["input_ids"], io["image_features"]
+  image_emb, _, _ = stage.model.apply({"params": stage.params}, images, tokens.astype(np.int32))
+  np.testing.assert_allclose(image_emb, want, atol=1e-5, rtol=1e-5)
+  assert json.load(open(os.path.join(out, "converted.json")))["converter"] == "hf_clip"
