@@ -31,13 +31,15 @@ class Source:
     convert: (state_dict, config) -> our params for config.model.
     help: what --checkpoint names, and the config it goes with.
     read: --checkpoint's value -> the state dict (default: one file, common.read_state_dict).
-    model: --checkpoint's value -> our model section, for a format that records its architecture; the
-      config's model section is replaced by it.
+    model: --checkpoint's value -> (our model section, data-section values), for a format that records its
+      architecture (and tokenizer): the config's model section is replaced by it, its data section updated.
+    configure: config -> None, the model settings the format implies beyond its params (set in place).
   """
   convert: Callable
   help: str
   read: Callable = common.read_state_dict
   model: Optional[Callable] = None
+  configure: Optional[Callable] = None
 
 
 def _glide_clip_files(spec: str) -> common.StateDict:
@@ -48,17 +50,27 @@ def _glide_clip_files(spec: str) -> common.StateDict:
   return glide.clip_state_dict(*map(common.read_state_dict, paths))
 
 
+def _rescaled_timesteps(config) -> None:
+  """improved-diffusion fed its models t·1000/T (rescale_timesteps, its default and its released models')."""
+  config.model.timestep_scale = 1000.0 / config.diffusion.num_timesteps
+
+
 def _hf_model_section(folder: str):
+  """A transformers CLIPModel folder's architecture; its own tokenizer when the folder holds one."""
   path = os.path.join(folder, "config.json")
   if not os.path.exists(path):
     raise ValueError(f"--checkpoint={folder}: no config.json there; give the folder of a transformers CLIPModel.")
   with open(path) as f:
-    return hf_clip.model_config(json.load(f))
+    model = hf_clip.model_config(json.load(f))
+  data = dict(context_length=model.text_ctx)
+  if any(os.path.exists(os.path.join(folder, name)) for name in ("tokenizer.json", "vocab.json")):
+    data["tokenizer"] = os.path.abspath(folder)
+  return model, data
 
 
 SOURCES: Dict[str, Source] = {
     "improved_diffusion": Source(openai_unet.unet, "an openai/improved-diffusion UNetModel .pt "
-                                 "(configs/iddpm_cifar10.py); its sampler fed the model t·1000/T"),
+                                 "(configs/iddpm_cifar10.py)", configure=_rescaled_timesteps),
     "guided_diffusion": Source(openai_unet.unet, "an openai/guided-diffusion UNetModel .pt with the legacy "
                                "attention order"),
     "guided_diffusion_new_order": Source(functools.partial(openai_unet.unet, use_new_attention_order=True),

@@ -26,24 +26,39 @@ Heads = Union[int, Callable[[int], int]]
 
 def read_state_dict(path: str) -> StateDict:
   """{key: float32/int numpy array} of a checkpoint file: .safetensors (no torch needed), .npz, or a PyTorch
-  pickle (.pt, .pth, .bin, .ckpt; needs torch). A {"state_dict": ...} or {"model": ...} wrapper is opened."""
+  pickle (.pt, .pth, .bin, .ckpt; needs torch). A {"state_dict": ...} or {"model": ...} wrapper is opened.
+
+  A truncated or damaged file, or a pickle that is not a dict of tensors (a whole pickled module, an optimizer
+  state), is refused with one ValueError naming the file; nothing of it is executed (weights_only).
+  """
   if not os.path.exists(path):
     raise ValueError(f"{path}: no such checkpoint file.")
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file
-    return dict(load_file(path))
-  if path.endswith(".npz"):
-    with np.load(path) as data:
-      return {k: data[k] for k in data.files}
+  try:
+    if path.endswith(".safetensors"):
+      from safetensors.numpy import load_file
+      return dict(load_file(path))
+    if path.endswith(".npz"):
+      with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+  except Exception as error:  # pylint: disable=broad-except  (each library raises its own kind)
+    raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); the file is truncated or "
+                     "damaged: download it again.") from None
   try:
     import torch
   except ImportError:
     raise ValueError(f"{path} is a PyTorch pickle, which needs torch to read: pip install torch, or convert it to "
                      ".safetensors first (safetensors.torch.save_file).") from None
-  loaded = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as error:  # pylint: disable=broad-except  (zip, pickle and the weights-only unpickler's errors)
+    raise ValueError(f"{path} is not a readable PyTorch state dict ({type(error).__name__}); it is truncated, or "
+                     "pickles more than tensors (a whole module: save its state_dict() instead).") from None
   for wrapper in ("state_dict", "model"):
     if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
       loaded = loaded[wrapper]
+  if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors (or one under "
+                     "'state_dict' or 'model'); give the model's state_dict() file.")
   return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in loaded.items()}
 
 
@@ -208,7 +223,10 @@ class Assignment:
     if unused:
       raise ValueError(f"{self.where}: {len(unused)} checkpoint key(s) unused, first {unused[0]!r} "
                        f"(all: {', '.join(unused)}); the checkpoint holds more than this model config.")
-    return traverse_util.unflatten_dict({tuple(k.split("/")): v.astype(want[k].dtype) for k, v in self.flat.items()})
+    # Cast where the dtype differs (a float16 checkpoint); a float32 value stays the (possibly strided) view the
+    # layout made of the source array, with no copy.
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v.astype(want[k].dtype, copy=False)
+                                         for k, v in self.flat.items()})
 
 
 def prefixed(source: StateDict, prefix: str) -> StateDict:

@@ -32,7 +32,7 @@ What the config must say, and what differs:
   channel_mult[0]·model_channels (the same for every runnable improved-diffusion model: with channel_mult[0] ≠ 1
   its own output conv does not fit), no resblock_updown, no num_head_channels; its ResBlocks, attention blocks
   and keys are guided-diffusion's otherwise. Its sampler feeds the model t·1000/T when rescale_timesteps (its
-  default): pass our UNet that float t; the parameters are the same either way.
+  default, and its released models'): --source=improved_diffusion sets our model.timestep_scale to 1000/T.
 - Classifier: only pool="attention" (the released classifiers'); "adaptive" and "spatial" heads have no
   counterpart in NoisyClassifier and are refused (missing out.2.positional_embedding).
 - guided-diffusion's 512x512 model and classifier (channel_mult starting at 0.5) have no counterpart: our

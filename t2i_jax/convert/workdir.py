@@ -19,7 +19,7 @@ import numpy as np
 
 from t2i_jax import config_keys, models
 from t2i_jax.convert import common
-from t2i_jax.train import checkpoint
+from t2i_jax.train import checkpoint, families
 
 CONFIG_KEY = "t2i_jax_config"
 
@@ -45,11 +45,18 @@ def write_workdir(workdir: str, config, params, record: dict) -> str:
 def convert(source, path: str, config, workdir: str, name: str) -> str:
   """Reads the checkpoint `path` in the format `source` (a convert.Source), converts it for config.model (or
   for the architecture the checkpoint records) and writes the workdir. name: the format's, kept in
-  converted.json."""
+  converted.json. A text model's tokenizer (config.data.tokenizer, loaded without download) must fit its text
+  encoder; all is checked before anything is written."""
+  config = ml_collections.ConfigDict(config_keys.complete(config).to_dict())  # a copy: the caller's stays
   if source.model is not None:
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.model = source.model(path)
+    config.model, data = source.model(path)
+    config.data.update(data)
+  if source.configure is not None:
+    source.configure(config)
   config = config_keys.complete(config)
+  tokenizer = families.tokenizer_for(config)
+  if tokenizer is not None:
+    families.of(config).check_text(config, tokenizer)
   params = source.convert(source.read(path), config)
   return write_workdir(workdir, config, params, dict(source=os.path.abspath(path), converter=name))
 

@@ -66,6 +66,9 @@ class UNet(nn.Module):
   # A learned position table on every attention layer's queries and keys (layers.AttentionBlock), so
   # that text keys can meet places directly; the table is tied to the feature maps' size.
   attention_position_embedding: bool = False
+  # The timestep the network embeds is t·timestep_scale: improved-diffusion's models were trained on
+  # t·1000/T (its rescale_timesteps), so a converted one needs 1000/T (t2i_jax.convert.openai_unet).
+  timestep_scale: float = 1.0
   remat: bool = False
   dtype: Any = jnp.float32
 
@@ -207,7 +210,8 @@ class UNet(nn.Module):
     self.check_config()
     self._check_inputs(x, t, y, tokens, clip_emb, context, pooled, low_res, noise_aug_t)
     dtype, emb_dim = self.dtype, 4 * self.model_channels
-    emb = layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="time_embed")(t)
+    scaled = t if self.timestep_scale == 1.0 else jnp.asarray(t, jnp.float32) * self.timestep_scale
+    emb = layers.TimestepMLP(self.model_channels, emb_dim, dtype, name="time_embed")(scaled)
     if self.num_classes is not None:
       emb = emb + nn.Embed(self.num_classes + int(self.class_null), emb_dim, embedding_init=nn.initializers.normal(1.0),
                            name="label_emb")(y).astype(dtype)

@@ -110,3 +110,47 @@ def test_a_transformers_clip_folder_becomes_a_workdir_that_loads_as_a_stage(tmp_
   image_emb, _, _ = stage.model.apply({"params": stage.params}, images, tokens.astype(np.int32))
   np.testing.assert_allclose(image_emb, want, atol=1e-5, rtol=1e-5)
   assert json.load(open(os.path.join(out, "converted.json")))["converter"] == "hf_clip"
+
+
+def test_a_truncated_or_foreign_file_is_one_line(tmp_path):
+  source = os.path.join(os.path.dirname(__file__), "assets", "hf_clip.safetensors")
+  data = open(source, "rb").read()
+  truncated = tmp_path / "cut.safetensors"
+  truncated.write_bytes(data[: len(data) // 2])
+  with pytest.raises(ValueError, match="cut.safetensors cannot be read .* truncated or damaged"):
+    common.read_state_dict(str(truncated))
+  pickle_file = tmp_path / "model.pt"
+  pickle_file.write_bytes(data[:100])
+  try:
+    import torch
+  except ImportError:  # the suite's own environment: a pickle is refused as needing torch
+    with pytest.raises(ValueError, match="needs torch to read"):
+      common.read_state_dict(str(pickle_file))
+    return
+  with pytest.raises(ValueError, match="not a readable PyTorch state dict"):
+    common.read_state_dict(str(pickle_file))
+  torch.save({"step": 3, "lr": 0.1}, str(pickle_file))  # a dict, but of no tensors
+  with pytest.raises(ValueError, match="holds a dict, not a state dict of tensors"):
+    common.read_state_dict(str(pickle_file))
+  torch.save(torch.nn.Linear(2, 2), str(pickle_file))  # a whole module: refused, never unpickled
+  with pytest.raises(ValueError, match="pickles more than tensors"):
+    common.read_state_dict(str(pickle_file))
+
+
+def test_a_tokenizer_that_does_not_fit_the_text_tower_is_refused_before_writing(tmp_path):
+  from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+
+  assets = os.path.join(os.path.dirname(__file__), "assets")
+  folder = tmp_path / "clip-tiny"
+  folder.mkdir()
+  shutil.copy(os.path.join(assets, "hf_clip_config.json"), folder / "config.json")
+  shutil.copy(os.path.join(assets, "hf_clip.safetensors"), folder / "model.safetensors")
+  # The folder's own tokenizer, with 150 words for a text tower of 100 tokens.
+  words = Tokenizer(tok_models.WordLevel({f"w{i}": i for i in range(150)}, unk_token="w0"))
+  words.pre_tokenizer = pre_tokenizers.Whitespace()
+  PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0", pad_token="w1").save_pretrained(str(folder))
+  out = tmp_path / "run"
+  with pytest.raises(ValueError, match="the tokenizer has 150 tokens but model.vocab_size=100"):
+    workdir_lib.convert(convert.get("hf_clip"), str(folder), shapes_clip.get_config(), str(out), "hf_clip")
+  assert not out.exists()
