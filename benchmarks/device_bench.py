@@ -62,13 +62,14 @@ PEAK_TFLOPS = {
 }
 
 # (name, config, batch on an accelerator, model-section overrides), in the order they run: the ones the
-# issue asks for first, so a run the timeout stops still has them.
+# issue asks for first, so a run the timeout stops still has them. GLIDE at batch 16: XLA:CPU's buffer plan of its
+# float32 step at batch 32 holds 51.6 GiB of temporaries (--compile-only, 2026-12-07), too close to an 80 GB card.
 TRAIN_CASES = (
-    ("glide_base64 f32", "glide_base64", 32, {}),
-    ("glide_base64 bf16", "glide_base64", 32, dict(dtype="bfloat16")),
+    ("glide_base64 f32", "glide_base64", 16, {}),
+    ("glide_base64 bf16", "glide_base64", 16, dict(dtype="bfloat16")),
     ("adm_imagenet64", "adm_imagenet64", 32, {}),
     ("shapes_default", "shapes_default", 256, {}),
-    ("glide_base64 bf16 remat", "glide_base64", 32, dict(dtype="bfloat16", remat=True)),
+    ("glide_base64 bf16 remat", "glide_base64", 16, dict(dtype="bfloat16", remat=True)),
 )
 
 
