@@ -87,6 +87,10 @@ def _square(value, name: str) -> int:
   return int(value)
 
 
+# transformers' name of a whole CLIPModel in config.json (a transformers type, not one of our model families).
+TRANSFORMERS_MODEL_TYPE = "clip"
+
+
 def model_config(hf_config: dict) -> ml_collections.ConfigDict:
   """Our `config.model` section (name "clip") for a transformers CLIPConfig, given as its config.json dict.
 
@@ -99,8 +103,8 @@ def model_config(hf_config: dict) -> ml_collections.ConfigDict:
 
   if not isinstance(hf_config, dict):
     raise ValueError(f"hf_config must be the config.json of a CLIPModel as a dict, got {type(hf_config).__name__}.")
-  model_type = hf_config.get("model_type", "clip")
-  if model_type != "clip":
+  model_type = hf_config.get("model_type", TRANSFORMERS_MODEL_TYPE)
+  if model_type != TRANSFORMERS_MODEL_TYPE:
     raise ValueError(f"config.json has model_type={model_type!r}; this converter reads a whole CLIPModel "
                      "(model_type 'clip', both towers and the projections).")
   config = transformers.CLIPConfig.from_dict(hf_config)
