@@ -43,7 +43,8 @@ def headline(models):
 def sweep(models):
   print("| model | sampler | NFE | caption | FID |\n|---|---|---|---|---|")
   for label, dirs in models.items():
-    per_seed = [{(r["method"], r["steps"], r.get("churn")): r for r in _rows(d, "metrics_sweep.json")} for d in dirs]
+    per_seed = [{(r["method"], r["steps"], r.get("churn")): r
+                 for r in _rows(d, "metrics_sweep.json") + _rows(d, "metrics_churn.json")} for d in dirs]
     for key in sorted(per_seed[0], key=lambda k: (k[0], k[2] or 0, k[1])):
       rows = [p[key] for p in per_seed if key in p]
       churn = f" churn {key[2]:g}" if key[2] else ""
