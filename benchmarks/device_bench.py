@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2i_jax import config_keys, models
+from t2i_jax.convert import common
 from t2i_jax.pipelines import stage as stage_lib, text_to_image, unclip
 from t2i_jax.pipelines.text_to_image import SampleSettings
 from t2i_jax.train import families, sharding, state as state_lib, step as step_lib
@@ -187,12 +188,13 @@ def train_case(name: str, config, batch: int, reps: int, compile_only: bool = Fa
 
 
 def random_stage(config, tokenizer=None, seed: int = 0) -> stage_lib.Stage:
-  """A Stage of `config`'s model with freshly drawn params (what a trained one is, for timing)."""
+  """A Stage of `config`'s model with params drawn on the host, N(0, 0.02²) (a sampling program's time does not
+  depend on its params' values, and the host draw compiles nothing: the model's init would cost a compile)."""
   model = models.build(config.model)
-  args, kwargs = models.example_inputs(model, 1)
-  variables = jax.jit(lambda: model.init(jax.random.key(seed, impl="rbg"), *args, **kwargs))()
-  params, model_state = state_lib.split_variables(variables)
-  return stage_lib.Stage("", config, model, params, 0, tokenizer, model_state)
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda s: jnp.asarray(0.02 * rng.standard_normal(s.shape, np.float32), s.dtype),
+                        common.expected_params(model))
+  return stage_lib.Stage("", config, model, params, 0, tokenizer)
 
 
 def text_cond(stage, num: int, seed: int = 1) -> dict:
