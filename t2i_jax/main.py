@@ -153,10 +153,7 @@ def _run_conversion(config, workdir: str) -> None:
     path = workdir_lib.export(workdir, _OUT.value, step=_CHECKPOINT_STEP.value)
     print(f"wrote {os.path.relpath(path)}")
     return
-  if _SOURCE.value == "t2i_jax":
-    out = workdir_lib.import_file(_CHECKPOINT.value, workdir, config)
-  else:
-    out = workdir_lib.convert(convert.get(_SOURCE.value), _CHECKPOINT.value, config, workdir, _SOURCE.value)
+  out = workdir_lib.convert(convert.get(_SOURCE.value), _CHECKPOINT.value, config, workdir, _SOURCE.value)
   print(f"wrote {os.path.relpath(out)}: sample it with --workdir={os.path.relpath(out)} --mode=sample")
 
 

@@ -14,32 +14,15 @@ SOURCES is the one registry of checkpoint formats; the config names which of our
 is, except for a format that carries its own (a transformers folder's config.json).
 """
 
-import dataclasses
 import functools
 import json
 import os
-from typing import Callable, Dict, Optional
+from typing import Dict
 
 from t2i_jax.convert import common, glide, hf_clip, openai_unet, workdir as workdir_lib
 
 
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """A checkpoint format.
-
-  Attributes:
-    convert: (state_dict, config) -> our params for config.model.
-    help: what --checkpoint names, and the config it goes with.
-    read: --checkpoint's value -> the state dict (default: one file, common.read_state_dict).
-    model: --checkpoint's value -> (our model section, data-section values), for a format that records its
-      architecture (and tokenizer): the config's model section is replaced by it, its data section updated.
-    configure: config -> None, the model settings the format implies beyond its params (set in place).
-  """
-  convert: Callable
-  help: str
-  read: Callable = common.read_state_dict
-  model: Optional[Callable] = None
-  configure: Optional[Callable] = None
+Source = common.Source
 
 
 def _glide_clip_files(spec: str) -> common.StateDict:
@@ -50,27 +33,30 @@ def _glide_clip_files(spec: str) -> common.StateDict:
   return glide.clip_state_dict(*map(common.read_state_dict, paths))
 
 
-def _rescaled_timesteps(config) -> None:
+def _rescaled_timesteps(path: str, config):
   """improved-diffusion fed its models t·1000/T (rescale_timesteps, its default and its released models')."""
+  del path
   config.model.timestep_scale = 1000.0 / config.diffusion.num_timesteps
+  return config
 
 
-def _hf_model_section(folder: str):
-  """A transformers CLIPModel folder's architecture; its own tokenizer when the folder holds one."""
+def _hf_folder_config(folder: str, config):
+  """--config with a transformers CLIPModel folder's architecture as its model section, the text tower's context,
+  and the folder's own tokenizer when it holds one."""
   path = os.path.join(folder, "config.json")
   if not os.path.exists(path):
     raise ValueError(f"--checkpoint={folder}: no config.json there; give the folder of a transformers CLIPModel.")
   with open(path) as f:
-    model = hf_clip.model_config(json.load(f))
-  data = dict(context_length=model.text_ctx)
+    config.model = hf_clip.model_config(json.load(f))
+  config.data.context_length = config.model.text_ctx
   if any(os.path.exists(os.path.join(folder, name)) for name in ("tokenizer.json", "vocab.json")):
-    data["tokenizer"] = os.path.abspath(folder)
-  return model, data
+    config.data.tokenizer = os.path.abspath(folder)
+  return config
 
 
 SOURCES: Dict[str, Source] = {
     "improved_diffusion": Source(openai_unet.unet, "an openai/improved-diffusion UNetModel .pt "
-                                 "(configs/iddpm_cifar10.py)", configure=_rescaled_timesteps),
+                                 "(configs/iddpm_cifar10.py)", config=_rescaled_timesteps),
     "guided_diffusion": Source(openai_unet.unet, "an openai/guided-diffusion UNetModel .pt with the legacy "
                                "attention order"),
     "guided_diffusion_new_order": Source(functools.partial(openai_unet.unet, use_new_attention_order=True),
@@ -84,12 +70,13 @@ SOURCES: Dict[str, Source] = {
                          read=_glide_clip_files),
     "hf_clip": Source(lambda state_dict, config: hf_clip.clip(state_dict, config.model),
                       "a transformers CLIPModel folder (config.json and model.safetensors or pytorch_model.bin)",
-                      read=hf_clip.read_checkpoint, model=_hf_model_section),
-    "t2i_jax": Source(workdir_lib.exported, "a .safetensors file of --mode=export (its config is in it)"),
+                      read=hf_clip.read_checkpoint, config=_hf_folder_config),
+    "t2i_jax": workdir_lib.EXPORTED,
 }
 
 
 def get(name: str) -> Source:
   if name not in SOURCES:
-    raise ValueError(f"--source={name!r} is not a converter; use one of {', '.join(map(repr, SOURCES))}.")
+    raise ValueError(f"--source={name!r} is not a converter; use one of: "
+                     f"{'; '.join(f'{n} ({s.help})' for n, s in SOURCES.items())}.")
   return SOURCES[name]

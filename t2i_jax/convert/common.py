@@ -9,6 +9,7 @@ one ValueError that names the first offender and both shapes, and lists the rest
 guessed.
 """
 
+import dataclasses
 import os
 from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
@@ -60,6 +61,24 @@ def read_state_dict(path: str) -> StateDict:
     raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors (or one under "
                      "'state_dict' or 'model'); give the model's state_dict() file.")
   return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in loaded.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A checkpoint format (convert.SOURCES).
+
+  Attributes:
+    convert: (state_dict, config) -> our params for config.model.
+    help: what --checkpoint names, and the config it goes with.
+    read: --checkpoint's value -> the state dict (default: one file, `read_state_dict`).
+    config: (--checkpoint's value, a copy of --config or None) -> the config to convert for, for a format that
+      records or implies more than the params (its architecture, its tokenizer, its timestep scaling); None:
+      --config as given.
+  """
+  convert: Callable
+  help: str
+  read: Callable = read_state_dict
+  config: Optional[Callable] = None
 
 
 # --- our model --------------------------------------------------------------------------------------------------
@@ -227,11 +246,6 @@ class Assignment:
     # layout made of the source array, with no copy.
     return traverse_util.unflatten_dict({tuple(k.split("/")): v.astype(want[k].dtype, copy=False)
                                          for k, v in self.flat.items()})
-
-
-def prefixed(source: StateDict, prefix: str) -> StateDict:
-  """The entries of source under `prefix` ("model."), with it removed: a sub-model's state dict."""
-  return {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
 
 
 def transformer_block(a: Assignment, ours: str, heads: int, ln_1: str, qkv: Union[str, Sequence[str]], c_proj: str,

@@ -42,17 +42,15 @@ def write_workdir(workdir: str, config, params, record: dict) -> str:
   return workdir
 
 
-def convert(source, path: str, config, workdir: str, name: str) -> str:
-  """Reads the checkpoint `path` in the format `source` (a convert.Source), converts it for config.model (or
-  for the architecture the checkpoint records) and writes the workdir. name: the format's, kept in
-  converted.json. A text model's tokenizer (config.data.tokenizer, loaded without download) must fit its text
-  encoder; all is checked before anything is written."""
-  config = ml_collections.ConfigDict(config_keys.complete(config).to_dict())  # a copy: the caller's stays
-  if source.model is not None:
-    config.model, data = source.model(path)
-    config.data.update(data)
-  if source.configure is not None:
-    source.configure(config)
+def convert(source: common.Source, path: str, config, workdir: str, name: str) -> str:
+  """Reads the checkpoint `path` in the format `source`, converts it for the config (--config, or what the
+  format says it is: `Source.config`) and writes the workdir. name: the format's, kept in converted.json. A text
+  model's tokenizer (config.data.tokenizer, loaded without download) must fit its text encoder; all is checked
+  before anything is written."""
+  if config is not None:
+    config = ml_collections.ConfigDict(config_keys.complete(config).to_dict())  # a copy: the caller's stays
+  if source.config is not None:
+    config = source.config(path, config)
   config = config_keys.complete(config)
   tokenizer = families.tokenizer_for(config)
   if tokenizer is not None:
@@ -101,16 +99,22 @@ def exported(state_dict: common.StateDict, config) -> dict:
   return assignment.params(abstract_params(config))
 
 
-def _model_json(config) -> str:
-  return config.model.to_json_best_effort(sort_keys=True)
+def _stored_config(path: str, config) -> ml_collections.ConfigDict:
+  """The whole config an exported file holds (its diffusion, data and sample sections too), refused when --config
+  describes another model."""
+  stored = read_exported_config(path)
+  if config is not None and config.model.to_json_best_effort(sort_keys=True) != stored.model.to_json_best_effort(
+      sort_keys=True):
+    raise ValueError(f"{path} holds params of another model config than --config's; import it with the config "
+                     "it was exported with (its metadata has it), or leave the model section as it is.")
+  return stored
+
+
+EXPORTED = common.Source(exported, "a .safetensors file of --mode=export (its config is in it)",
+                         config=_stored_config)
 
 
 def import_file(path: str, workdir: str, config=None) -> str:
   """An exported .safetensors file back into a workdir; config (optional) must describe the same model as the
   config in the file."""
-  stored = read_exported_config(path)
-  if config is not None and _model_json(config_keys.complete(config)) != _model_json(stored):
-    raise ValueError(f"{path} holds params of another model config than --config's; import it with the config "
-                     "it was exported with (its metadata has it), or leave the model section as it is.")
-  params = exported(common.read_state_dict(path), stored)
-  return write_workdir(workdir, stored, params, dict(source=os.path.abspath(path), converter="t2i_jax"))
+  return convert(EXPORTED, path, config, workdir, "t2i_jax")
