@@ -11,7 +11,7 @@ to warm up, then timed over --reps runs, each waited on with block_until_ready; 
   cost analysis of the compiled step over the device's peak (PEAK_TFLOPS; the float32 cases against TF32's,
   the precision XLA runs float32 matmuls at on NVIDIA GPUs by default); the step's scratch memory in XLA's
   buffer plan (memory_analysis; --compile-only reports it and the FLOPs without allocating, on any machine).
-- The PyTorch originals, same architecture and batch, timed alternately with ours in the same run:
+- The PyTorch originals, same architecture and batch, timed in the same run right after ours:
   guided-diffusion's UNetModel at adm_imagenet64's config (`import guided_diffusion`: a checkout of
   openai/guided-diffusion installed with `pip install -e`), and diffusers' UNet2DModel at the ADM widths
   (the torch extra; its blocks differ from ADM's, so both parameter counts are reported). A missing
@@ -20,7 +20,9 @@ to warm up, then timed over --reps runs, each waited on with block_until_ready; 
   classifier-free guidance 3, 100 base steps and 27 upsampler steps as GLIDE's paper samples; and the
   unCLIP chain (shapes_clip → shapes_prior → shapes_decoder → shapes_upsampler) at configs/shapes_unclip.py's
   settings. Random weights: the time of a sampling program does not depend on its params' values.
-- Peak device memory after each case (memory_stats' peak_bytes_in_use, where the backend reports it).
+- Peak device memory of each case (memory_stats' peak_bytes_in_use, where the backend reports it). JAX cannot
+  reset that peak, so device.sh runs each case in a process of its own (--case, --append); within one process a
+  row's peak is the largest of that case and the ones before it.
 
   bash benchmarks/device.sh                  # a GPU or TPU machine: benchmarks/results/<device>.{json,md}
   bash benchmarks/device.sh --dry-run        # any machine, :runlocal sizes (tests/test_device_bench.py)
@@ -33,7 +35,6 @@ import importlib
 import json
 import os
 import re
-import statistics
 import sys
 import time
 from typing import Callable, Optional
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.timing import first_and_median, median_seconds
 from t2i_jax import config_keys, models
 from t2i_jax.convert import common
 from t2i_jax.pipelines import stage as stage_lib, text_to_image, unclip
@@ -103,17 +105,6 @@ def peak_tflops(device_kind: str, dtype: str) -> Optional[float]:
 def peak_memory_gib() -> Optional[float]:
   stats = jax.devices()[0].memory_stats() or {}
   return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
-
-
-def median_seconds(run: Callable, reps: int) -> float:
-  for _ in range(2):  # warm up
-    jax.block_until_ready(run())
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(run())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def load_config(name: str, dry_run: bool, **model):
@@ -213,20 +204,17 @@ def glide_case(num: int, reps: int, dry_run: bool) -> Result:
   base_settings = SampleSettings(method="ddpm", steps=steps[0], guidance=3.0)
   up_settings = SampleSettings(method="ddpm", steps=steps[1], guidance=1.0)
   low_size = up.model.image_size // config_keys.section_of(up.config, "low_res").factor
+  base_text = text_cond(base, num)  # the captions' tokens: host work, made once, not timed
+  up_text = text_cond(up, num) if up.model.text is not None else {}
 
   def run():
-    low = text_to_image.sample_unet(base.model, base.params, base.diffusion, text_cond(base, num), num, base_settings)
+    low = text_to_image.sample_unet(base.model, base.params, base.diffusion, base_text, num, base_settings)
     if low.shape[1] != low_size:  # :runlocal sizes do not chain; the published pair does (64 → 256)
       low = jax.image.resize(low, (num, low_size, low_size, low.shape[-1]), "linear")
-    cond = text_to_image.low_res_cond(up, low)
-    if up.model.text is not None:
-      cond.update(text_cond(up, num))
+    cond = dict(text_to_image.low_res_cond(up, low), **up_text)
     return text_to_image.sample_unet(up.model, up.params, up.diffusion, cond, num, up_settings)
 
-  start = time.perf_counter()
-  jax.block_until_ready(run())
-  first = time.perf_counter() - start
-  seconds = median_seconds(run, reps)
+  first, seconds = first_and_median(run, reps)
   return Result(f"GLIDE 64→256, guidance 3, {steps[0]}+{steps[1]} steps", "sample", num, seconds,
                 seconds_per_image=seconds / num, compile_s=first - seconds, peak_memory_gib=peak_memory_gib(),
                 note="compile_s: the first run's time less a warm run's")
@@ -248,10 +236,7 @@ def unclip_case(num: int, reps: int, dry_run: bool) -> Result:
   def run():
     return unclip.generate(chain, prompts, settings)["upsampler"]
 
-  start = time.perf_counter()
-  jax.block_until_ready(run())
-  first = time.perf_counter() - start
-  seconds = median_seconds(run, reps)
+  first, seconds = first_and_median(run, reps)
   return Result("unCLIP chain (shapes), " + ", ".join(
       f"{s.method}:{s.steps}" for s in (settings.prior, settings.decoder, settings.upsampler)), "sample", num, seconds,
       seconds_per_image=seconds / num, compile_s=first - seconds, peak_memory_gib=peak_memory_gib(),
@@ -280,6 +265,8 @@ def torch_cases(batch: int, reps: int, dry_run: bool) -> list:
     except ImportError as e:
       rows.append(Result(f"{name} ({label})", "torch train", batch, note=f"skipped: {e}"))
       continue
+    if device == "cuda":
+      torch.cuda.reset_peak_memory_stats()  # this model's peak, not the previous one's
     opt = torch.optim.AdamW(net.parameters(), lr=config.optim.lr)
     x = torch.randn(batch, 3, size, size, device=device)
     t = torch.randint(0, config.diffusion.num_timesteps, (batch,), device=device)
@@ -343,6 +330,11 @@ def markdown(rows: list, header: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _stem(out: str) -> str:
+  """out/<device kind, lower-case, non-alphanumerics as _>: where this device's .json and .md go."""
+  return os.path.join(out, re.sub(r"[^A-Za-z0-9]+", "_", jax.devices()[0].device_kind).strip("_").lower())
+
+
 def write(rows: list, args, argv) -> str:
   """benchmarks/results/<device>.json and .md (rewritten after every case: a run stopped by the timeout keeps
   what it measured)."""
@@ -356,13 +348,28 @@ def write(rows: list, args, argv) -> str:
             f"jax {jax.__version__}, backend {jax.default_backend()}, {time.strftime('%Y-%m-%d')}; "
             f"medians of {args.reps} runs after 2 warmup runs; `bash benchmarks/device.sh {' '.join(argv)}`")
   os.makedirs(args.out, exist_ok=True)
-  stem = os.path.join(args.out, re.sub(r"[^A-Za-z0-9]+", "_", device.device_kind).strip("_").lower())
+  stem = _stem(args.out)
   with open(stem + ".json", "w") as f:
     json.dump(dict(device=device.device_kind, jax=jax.__version__, dry_run=args.dry_run,
                    compile_only=args.compile_only, rows=[dataclasses.asdict(r) for r in rows]), f, indent=1)
   with open(stem + ".md", "w") as f:
     f.write(markdown(rows, header))
   return stem
+
+
+def cases(args) -> list:
+  """[(name, kind, () -> [Result, ...])] of the run, in order, as --only and --case select them."""
+  kinds = set(filter(None, args.only.split(","))) or {"train", "torch", "sample"}
+  if args.compile_only:
+    kinds &= {"train"}
+  out = []
+  for name, spec, batch, model in TRAIN_CASES:
+    out.append((name, "train", lambda spec=spec, batch=batch, model=model, name=name: [train_case(
+        name, load_config(spec, args.dry_run, **model), 2 if args.dry_run else batch, args.reps, args.compile_only)]))
+  out.append(("pytorch", "torch", lambda: torch_cases(2 if args.dry_run else 32, args.reps, args.dry_run)))
+  out.append(("glide", "sample", lambda: [glide_case(2 if args.dry_run else 16, args.reps, args.dry_run)]))
+  out.append(("unclip", "sample", lambda: [unclip_case(2 if args.dry_run else 100, args.reps, args.dry_run)]))
+  return [c for c in out if c[1] in kinds and (not args.case or c[0] in args.case)]
 
 
 def main(argv=None) -> list:
@@ -375,27 +382,26 @@ def main(argv=None) -> list:
   parser.add_argument("--out", default="benchmarks/results", help="folder for <device>.json and <device>.md")
   parser.add_argument("--reps", type=int, default=10)
   parser.add_argument("--only", default="", help="comma-separated kinds of case: train,torch,sample")
+  parser.add_argument("--case", action="append", default=[], help="run only this case (repeatable; --list names them)")
+  parser.add_argument("--list", action="store_true", help="print the selected cases' names, one a line, and stop")
+  parser.add_argument("--append", action="store_true", help="keep the rows already in <device>.json (device.sh runs "
+                      "each case in its own process, so that each peak memory is that case's alone)")
   args = parser.parse_args(argv)
   if args.dry_run:
     args.reps = 1
-  kinds = set(filter(None, args.only.split(","))) or {"train", "torch", "sample"}
+  selected = cases(args)
+  if args.list:
+    print("\n".join(name for name, _, _ in selected))
+    return []
   rows = []
-
-  def add(row):
-    rows.append(row)
-    print(markdown([row], "").splitlines()[-1], flush=True)
-    return write(rows, args, argv)
-
-  if "train" in kinds:
-    for name, spec, batch, model in TRAIN_CASES:
-      config = load_config(spec, args.dry_run, **model)
-      add(train_case(name, config, 2 if args.dry_run else batch, args.reps, args.compile_only))
-  if "torch" in kinds and not args.compile_only:
-    for row in torch_cases(2 if args.dry_run else 32, args.reps, args.dry_run):
-      add(row)
-  if "sample" in kinds and not args.compile_only:
-    add(glide_case(2 if args.dry_run else 16, args.reps, args.dry_run))
-    add(unclip_case(2 if args.dry_run else 100, args.reps, args.dry_run))
+  if args.append and os.path.exists(_stem(args.out) + ".json"):
+    with open(_stem(args.out) + ".json") as f:
+      rows = [Result(**row) for row in json.load(f)["rows"]]
+  for _, _, measure in selected:
+    for row in measure():
+      rows.append(row)
+      print(markdown([row], "").splitlines()[-1], flush=True)
+      write(rows, args, argv)
   stem = write(rows, args, argv)
   print(f"wrote {stem}.json and {stem}.md")
   return rows

@@ -25,24 +25,11 @@ default (24 px, DPM++ 20, guidance 3) at 208 (sampling only, batch 100; eval_tab
 """
 
 import argparse
-import statistics
-import time
 
-import jax
-
+from benchmarks.timing import median_seconds
 from configs import shapes_unclip
 from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import text_to_image, unclip
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def main():
@@ -72,7 +59,7 @@ def main():
   total = 0.0
   print(f"| stage | ms per image (batch {args.batch}) |\n|---|---|")
   for name, fn in stages.items():
-    seconds = _median_seconds(fn, args.repeats) / args.batch
+    seconds = median_seconds(fn, args.repeats, warmup=1) / args.batch
     total += seconds
     print(f"| {name} | {1000 * seconds:.2f} |")
   print(f"| whole chain | {1000 * total:.2f} |")

@@ -38,6 +38,11 @@ def test_the_dry_run_measures_every_case_and_writes_its_tables(tmp_path):
   assert written["dry_run"] and [r["case"] for r in written["rows"]] == [r.case for r in rows]
   table = open(tmp_path / json_file.replace(".json", ".md")).read()
   assert "dry run" in table and all(f"| {r.case} |" in table for r in rows)
+  # device.sh's per-case processes: --list names the cases, --case runs one, --append keeps the run's rows.
+  assert bench.main(["--dry-run", "--list", "--only", "torch,sample"]) == []
+  again = bench.main(["--dry-run", "--out", str(tmp_path), "--case", "pytorch", "--append"])
+  assert [r.case for r in again] == [r.case for r in rows] + [r.case for r in torch_rows]
+  assert json.load(open(tmp_path / json_file))["rows"][-1]["case"] == torch_rows[-1].case
 
 
 def test_mfu_uses_the_peak_of_the_device_and_dtype():
