@@ -266,6 +266,11 @@ def main(argv):
     _fail(error)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """The command line (`python -m t2i_jax.main` with sys.argv): exits with status 0, or 2 on a user error."""
   _quiet_third_party()
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  cli()
