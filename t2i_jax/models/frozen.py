@@ -6,6 +6,8 @@ the trained stages call the same functions, so a stage sees at sampling exactly 
 pure: the module and its params are arguments.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -21,12 +23,16 @@ def scale_embedding(emb: jax.Array) -> jax.Array:
   return clip.l2_normalize(emb) * jnp.sqrt(jnp.float32(emb.shape[-1]))
 
 
+# Compiled, the module static: a pipeline calls these outside any jit (a decoder's conditions, CLIP guidance's text,
+# unCLIP's encoders), where a CLIP forward op by op dispatches and compiles ~100 programs; inside a jit they inline.
+@functools.partial(jax.jit, static_argnames=("clip_model",))
 def embed_images(clip_model, clip_params, images: jax.Array) -> jax.Array:
   """Scaled CLIP image embeddings [B, E] of images [B, S, S, 3] in [-1, 1] (S = the CLIP's image_size)."""
   emb = clip_model.apply({"params": clip_params}, clip.normalize_images(images), method="encode_image")
   return scale_embedding(emb)
 
 
+@functools.partial(jax.jit, static_argnames=("clip_model",))
 def embed_text(clip_model, clip_params, tokens: jax.Array, token_mask: jax.Array):
   """(scaled CLIP text embedding [B, E], per-token states [B, L, text_width]) of tokenised captions."""
   emb, states = clip_model.apply({"params": clip_params}, tokens, clip.eot_index_from_mask(token_mask),

@@ -19,7 +19,6 @@ the slerp between two images' embeddings decoded from one fixed noise (§3.1).
 """
 
 import dataclasses
-import functools
 from typing import Optional, Sequence
 
 import jax
@@ -126,20 +125,10 @@ def load(unclip_config, use_upsampler: bool = True) -> Stages:
 
 # --- the stages' programs ------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("clip_model",))
-def _encode_text(clip_model, clip_params, tokens, token_mask):
-  return frozen.embed_text(clip_model, clip_params, tokens, token_mask)
-
-
-@functools.partial(jax.jit, static_argnames=("clip_model",))
-def _encode_images(clip_model, clip_params, images):
-  return frozen.embed_images(clip_model, clip_params, images)
-
-
 def encode_text(chain: Stages, prompts: Sequence[str]):
   """(scaled CLIP text embeddings [N, E], token states [N, L, D], token mask bool [N, L]) of the prompts."""
   cond = chain.clip.text_cond(prompts)
-  emb, states = _encode_text(chain.clip.model, chain.clip.params, cond["tokens"], cond["token_mask"])
+  emb, states = frozen.embed_text(chain.clip.model, chain.clip.params, cond["tokens"], cond["token_mask"])
   return emb, states, jnp.asarray(cond["token_mask"], bool)
 
 
@@ -150,7 +139,7 @@ def image_embeddings(chain: Stages, images) -> jax.Array:
   if images.ndim != 4 or images.shape[1:] != (size, size, 3):
     raise ValueError(f"images have shape {images.shape}; the chain's CLIP reads [N, {size}, {size}, 3] uint8 "
                      f"(resize the image to {size}×{size} RGB).")
-  return _encode_images(chain.clip.model, chain.clip.params, jnp.asarray(images, jnp.float32) / 127.5 - 1.0)
+  return frozen.embed_images(chain.clip.model, chain.clip.params, jnp.asarray(images, jnp.float32) / 127.5 - 1.0)
 
 
 def select_candidates(candidates: jax.Array, text_emb: jax.Array) -> jax.Array:
