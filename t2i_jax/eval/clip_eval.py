@@ -150,8 +150,12 @@ def stage_embedders(stage, batch_size: int = 250):
   model, params = stage.model, stage.params
 
   def batched(fn, *arrays):
-    return np.concatenate([np.asarray(fn(*(a[i:i + batch_size] for a in arrays)))
-                           for i in range(0, len(arrays[0]), batch_size)])
+    # Every call at batch_size rows (the last batch padded with copies of the first row, then dropped): one
+    # compiled program per embedder, where each remainder's size would compile another.
+    num = len(arrays[0])
+    padded = [np.concatenate([a, np.repeat(a[:1], -num % batch_size, axis=0)]) for a in arrays]
+    return np.concatenate([np.asarray(fn(*(a[i:i + batch_size] for a in padded)))
+                           for i in range(0, num, batch_size)])[:num]
 
   def embed_images(images):
     return batched(lambda x: _image_embeddings(model, params, jnp.asarray(shapes.to_float(x))), np.asarray(images))
