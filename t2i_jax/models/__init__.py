@@ -16,6 +16,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from t2i_jax.models.apply import denoise_fn  # noqa: F401  (re-exported)
 from t2i_jax.models.autoencoder import AutoencoderKL, VQModel
@@ -82,51 +83,51 @@ def build(config) -> nn.Module:
 
 
 def _unet_inputs(m: UNet, batch: int):
-  x = jnp.zeros((batch, m.image_size, m.image_size, m.in_channels), jnp.float32)
+  x = np.zeros((batch, m.image_size, m.image_size, m.in_channels), np.float32)
   kwargs = {}
   if m.num_classes is not None:
-    kwargs["y"] = jnp.zeros((batch,), jnp.int32)
+    kwargs["y"] = np.zeros((batch,), np.int32)
   if m.text is not None:
-    kwargs["tokens"] = jnp.zeros((batch, m.text["context_length"]), jnp.int32)
-    kwargs["token_mask"] = jnp.ones((batch, m.text["context_length"]), bool)
+    kwargs["tokens"] = np.zeros((batch, m.text["context_length"]), np.int32)
+    kwargs["token_mask"] = np.ones((batch, m.text["context_length"]), bool)
   if m.clip_dim is not None:
-    kwargs["clip_emb"] = jnp.zeros((batch, m.clip_dim), jnp.float32)
+    kwargs["clip_emb"] = np.zeros((batch, m.clip_dim), np.float32)
   if m.context_dim is not None:
-    kwargs["context"] = jnp.zeros((batch, 77, m.context_dim), jnp.float32)
+    kwargs["context"] = np.zeros((batch, 77, m.context_dim), np.float32)
   if m.pooled_dim is not None:
-    kwargs["pooled"] = jnp.zeros((batch, m.pooled_dim), jnp.float32)
+    kwargs["pooled"] = np.zeros((batch, m.pooled_dim), np.float32)
   if m.super_res:
-    kwargs["low_res"] = jnp.zeros((batch, m.image_size // 4, m.image_size // 4, m.in_channels), jnp.float32)
+    kwargs["low_res"] = np.zeros((batch, m.image_size // 4, m.image_size // 4, m.in_channels), np.float32)
   if m.noise_aug_embedding:
-    kwargs["noise_aug_t"] = jnp.zeros((batch,), jnp.int32)
-  return (x, jnp.zeros((batch,), jnp.int32)), kwargs
+    kwargs["noise_aug_t"] = np.zeros((batch,), np.int32)
+  return (x, np.zeros((batch,), np.int32)), kwargs
 
 
 def _classifier_inputs(m: NoisyClassifier, batch: int):
-  x = jnp.zeros((batch, m.image_size, m.image_size, m.in_channels), jnp.float32)
-  return (x, jnp.zeros((batch,), jnp.int32)), {}
+  x = np.zeros((batch, m.image_size, m.image_size, m.in_channels), np.float32)
+  return (x, np.zeros((batch,), np.int32)), {}
 
 
 def _prior_inputs(m: DiffusionPrior, batch: int):
-  z = jnp.zeros((batch, m.clip_dim), jnp.float32)
-  tokens = jnp.zeros((batch, m.text_ctx, m.text_dim), jnp.float32)
-  return (z, jnp.zeros((batch,), jnp.int32), z, tokens), {}
+  z = np.zeros((batch, m.clip_dim), np.float32)
+  tokens = np.zeros((batch, m.text_ctx, m.text_dim), np.float32)
+  return (z, np.zeros((batch,), np.int32), z, tokens), {}
 
 
 def _clip_inputs(m: CLIP, batch: int):
-  images = jnp.zeros((batch, m.image_size, m.image_size, 3), jnp.float32)
-  tokens = jnp.zeros((batch, m.text_ctx), jnp.int32)
-  kwargs = {"t": jnp.zeros((batch,), jnp.int32)} if m.timestep_conditioned else {}
+  images = np.zeros((batch, m.image_size, m.image_size, 3), np.float32)
+  tokens = np.zeros((batch, m.text_ctx), np.int32)
+  kwargs = {"t": np.zeros((batch,), np.int32)} if m.timestep_conditioned else {}
   return (images, tokens), kwargs
 
 
 def _autoencoder_inputs(m, batch: int):
-  return (jnp.zeros((batch, m.resolution, m.resolution, m.in_channels), jnp.float32),), {}
+  return (np.zeros((batch, m.resolution, m.resolution, m.in_channels), np.float32),), {}
 
 
 def _dalle_inputs(m: DalleTransformer, batch: int):
-  text = jnp.zeros((batch, m.text_len), jnp.int32)
-  return (text, jnp.ones((batch, m.text_len), bool), jnp.zeros((batch, m.image_len), jnp.int32)), {}
+  text = np.zeros((batch, m.text_len), np.int32)
+  return (text, np.ones((batch, m.text_len), bool), np.zeros((batch, m.image_len), np.int32)), {}
 
 
 EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
@@ -142,7 +143,8 @@ EXAMPLE_INPUTS: Dict[type, Callable[[Any, int], Tuple[tuple, dict]]] = {
 
 
 def example_inputs(module: nn.Module, batch: int = 1) -> Tuple[tuple, dict]:
-  """(args, kwargs) of zeros that `module.init` accepts."""
+  """(args, kwargs) of zeros that `module.init` accepts, as host (numpy) arrays: they stand for shapes (init,
+  eval_shape), and each device array would compile a fill program of its own."""
   return EXAMPLE_INPUTS[type(module)](module, batch)
 
 

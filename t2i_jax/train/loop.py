@@ -7,6 +7,7 @@ loss or gradients are not finite stops the run with an error naming it and the
 last good checkpoint; its state is never saved.
 """
 
+import functools
 import json
 import os
 import signal
@@ -224,9 +225,15 @@ def _local(x):
   return np.asarray(x.addressable_data(0))
 
 
+@functools.lru_cache(maxsize=None)
+def _abs_sum(mesh):
+  """Σ|p| over a params tree, replicated on `mesh`: one jitted function per mesh, so that a process that trains
+  the same model again (a resumed run, an experiment's seeds) reuses its compiled program."""
+  return jax.jit(lambda p: sum(jnp.sum(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(p)),
+                 out_shardings=sharding.replicated(mesh))
+
+
 def params_fingerprint(params, mesh) -> float:
   """Σ|p| over all params, in float32 on each device from its own copy: replicas that diverged (a
   multi-host bug) print different numbers, and two runs that should be identical can be compared."""
-  total = jax.jit(lambda p: sum(jnp.sum(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(p)),
-                  out_shardings=sharding.replicated(mesh))(params)
-  return float(_local(total))
+  return float(_local(_abs_sum(mesh)(params)))
