@@ -29,6 +29,7 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -37,6 +38,13 @@ def load_config(spec: str):
   """configs/NAME.py[:ARG] -> its ConfigDict ("shapes_default:runlocal")."""
   name, _, arg = spec.partition(":")
   return importlib.import_module(f"configs.{name}").get_config(arg or None)
+
+
+def perturb(params, scale: float, seed: int = 0):
+  """params + scale·N(0, 1) per leaf, drawn on the host: a two-step run's weights barely move a model's output,
+  and a jax.random draw per leaf would compile a program per leaf shape."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda p: p + scale * rng.standard_normal(np.shape(p)).astype(np.asarray(p).dtype), params)
 
 
 @pytest.fixture

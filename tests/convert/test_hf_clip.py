@@ -60,14 +60,15 @@ def test_embeddings_equal_transformers(converted, hf_config, io):
   _, model, params = converted
   images = jnp.asarray(io["pixel_values"].transpose(0, 2, 3, 1))  # HF's NCHW -> our NHWC
   tokens = jnp.asarray(io["input_ids"], jnp.int32)
-  image_emb, text_emb, logit_scale = model.apply({"params": params}, images, tokens)
+  apply = jax.jit(model.apply, static_argnames="method")  # op by op, a CLIP forward is ~100 compiles
+  image_emb, text_emb, logit_scale = apply({"params": params}, images, tokens)
   np.testing.assert_allclose(image_emb, io["image_features"], atol=ATOL, rtol=RTOL)
   np.testing.assert_allclose(text_emb, io["text_features"], atol=ATOL, rtol=RTOL)
   logits = np.exp(logit_scale) * _normalize(np.asarray(image_emb)) @ _normalize(np.asarray(text_emb)).T
   np.testing.assert_allclose(logits, io["logits_per_image"], atol=ATOL, rtol=RTOL)
   # The pooling index the pipelines pass (from the mask) and transformers' own rule read the same place.
   for index in (hf_clip.eot_index(io["input_ids"], hf_config), clip_lib.eot_index_from_mask(io["attention_mask"])):
-    emb, states = model.apply({"params": params}, tokens, jnp.asarray(index), method="encode_text_states")
+    emb, states = apply({"params": params}, tokens, jnp.asarray(index), method="encode_text_states")
     np.testing.assert_allclose(emb, io["text_features"], atol=ATOL, rtol=RTOL)
   # Per-token states agree at the real tokens; at padding transformers masks keys and we do not.
   real = io["attention_mask"].astype(bool)

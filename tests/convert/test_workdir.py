@@ -107,7 +107,7 @@ def test_a_transformers_clip_folder_becomes_a_workdir_that_loads_as_a_stage(tmp_
   assert (stage.config.model.vision_width, stage.config.model.text_width) == (16, 24)
   with np.load(os.path.join(assets, "hf_clip_io.npz")) as io:
     images, tokens, want = io["pixel_values"].transpose(0, 2, 3, 1), io["input_ids"], io["image_features"]
-  image_emb, _, _ = stage.model.apply({"params": stage.params}, images, tokens.astype(np.int32))
+  image_emb, _, _ = jax.jit(stage.model.apply)({"params": stage.params}, images, tokens.astype(np.int32))
   np.testing.assert_allclose(image_emb, want, atol=1e-5, rtol=1e-5)
   assert json.load(open(os.path.join(out, "converted.json")))["converter"] == "hf_clip"
 

@@ -16,7 +16,7 @@ from t2i_jax.eval import evaluate
 from t2i_jax.pipelines import chain as chain_lib, glide, stage as stage_lib, text_to_image
 from t2i_jax.train import loop
 
-from tests.conftest import load_config
+from tests.conftest import load_config, perturb
 
 PROMPT = "a small red circle left of a large blue square"
 
@@ -57,10 +57,7 @@ def test_the_cascade_upsamples_the_base_samples_of_a_prompt(glide_runlocal, tmp_
   np.testing.assert_array_equal(np.asarray(same), np.asarray(first["upsampler"]))
   # Same low-resolution input and noise, another caption: the upsampler reads the text. (Two steps leave
   # the zero-initialised output layers at zero, where no input but the skip path counts: perturb them.)
-  leaves, tree = jax.tree.flatten(cascade.upsampler.params)
-  keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-  noisy = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  upsampler = dataclasses.replace(cascade.upsampler, params=noisy)
+  upsampler = dataclasses.replace(cascade.upsampler, params=perturb(cascade.upsampler.params, 0.05))
   read = [text_to_image.super_resolve(upsampler, low, settings.upsampler, p) for p in (prompts, prompts[::-1])]
   assert np.abs(np.asarray(read[0] - read[1])).max() > 1e-3
   # Started at t = 1 (of the runlocal 100), the upsampler returns its input resized bilinearly, changed only

@@ -18,7 +18,7 @@ from t2i_jax.eval import evaluate, reconstruction
 from t2i_jax.models import frozen
 from t2i_jax.pipelines import chain as chain_lib, latent, sample_workdir, stage as stage_lib
 from t2i_jax.train import autoencoder_loss, checkpoint, families, frozen_autoencoder, loop
-from tests.conftest import load_config
+from tests.conftest import load_config, perturb
 
 # The first stage every test here shares: `:gan` puts the adversarial term on at step 2 of 2 (disc_start 1), so one
 # run trains the plain KL loss and the full VQGAN one, and the later stages load it as any autoencoder.
@@ -137,9 +137,7 @@ def test_the_latent_unet_trains_on_scaled_latents_and_clip_token_states(latent_r
   # the output of any masked-out context. Params perturbed: the attention's output projection starts at zero.
   model = task.model
   params = checkpoint.load_params(config, dirs["unet"])[1]
-  params = jax.tree.map(lambda p, k: p + 0.1 * jax.random.normal(k, p.shape), params,
-                        jax.tree.unflatten(jax.tree.structure(params),
-                                           jax.random.split(jax.random.PRNGKey(0), len(jax.tree.leaves(params)))))
+  params = perturb(params, 0.1)
   apply = jax.jit(lambda context, mask: model.apply({"params": params}, z[:2], jnp.array([5, 50]), context=context,
                                                     context_mask=mask, pooled=embedded["cond"]["pooled"][:2]))
   null = model.null_condition(2)

@@ -17,7 +17,7 @@ from t2i_jax.diffusion import samplers
 from t2i_jax.eval import clip_eval, evaluate
 from t2i_jax.pipelines import chain as chain_lib, sample_workdir, stage as stage_lib, unclip
 
-from tests.conftest import load_config
+from tests.conftest import load_config, perturb
 
 PROMPT = "a small red circle left of a large blue square"
 
@@ -89,10 +89,7 @@ def test_the_chain_draws_a_prompt_variations_and_an_interpolation_without_recomp
   # "caption" guidance gives the embedding to both halves: with the null caption it is no guidance at all,
   # where "both" still guides on the embedding.
   # (The two-step decoder's output barely moves with its inputs: its params are perturbed so that it does.)
-  leaves, tree = jax.tree.flatten(chain.decoder.params)
-  keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-  decoder = dataclasses.replace(chain.decoder, params=jax.tree.unflatten(
-      tree, [a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]))
+  decoder = dataclasses.replace(chain.decoder, params=perturb(chain.decoder.params, 0.1))
   emb, guided_decoder = first["clip_emb"], dataclasses.replace(settings.decoder, guidance=3.0)
   plain = np.asarray(unclip.decode(decoder, emb, dataclasses.replace(settings.decoder, guidance=1.0)))
   np.testing.assert_allclose(np.asarray(unclip.decode(decoder, emb, guided_decoder, guides="caption")), plain,

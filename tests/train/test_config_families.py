@@ -1,6 +1,7 @@
 """The class-conditional and classifier families train two runlocal steps; guidance samples (CLIP and the prior:
 tests/pipelines/test_unclip.py)."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ def test_adm_and_its_classifier_train_and_sample_with_classifier_guidance(tmp_pa
   guided = sample_workdir.sample_to_files(unet_config, str(tmp_path / "unet"))
   check_samples(guided, unet_config.sample.num_images, 16)
   # The loaded classifier's guidance gradient is a real, non-zero push on x_t.
-  grad_fn = sample_workdir.classifier_guidance(unet_config)
+  grad_fn = jax.jit(sample_workdir.classifier_guidance(unet_config))  # as the sampler runs it: op by op is 190 compiles
   x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
   grad = np.asarray(grad_fn(x, np.array([50, 90]), {"y": np.array([0, 3])}))
   assert grad.shape == x.shape and np.all(np.isfinite(grad)) and np.abs(grad).max() > 0

@@ -10,7 +10,7 @@ from configs import common
 from t2i_jax.models.unet import UNet
 from t2i_jax.train import finetune, loop
 
-from tests.conftest import load_config
+from tests.conftest import load_config, perturb
 
 TINY = dict(image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(), channel_mult=(1,),
             learn_sigma=True)
@@ -24,11 +24,9 @@ def test_the_grafted_inpainting_unet_computes_exactly_the_base(layout):
   x = jax.random.normal(keys[0], (2, 8, 8, 3))
   t = np.asarray([3, 700], np.int32)
   extra = {"low_res": jax.random.normal(keys[1], (2, 4, 4, 3))} if layout.get("super_res") else {}
-  base_params = base.init(keys[2], x, t, **extra)["params"]
+  base_params = jax.jit(base.init)(keys[2], x, t, **extra)["params"]
   # ADM zeroes its output layers at init, where every input gives 0: move every weight off its init.
-  leaves, tree = jax.tree.flatten(base_params)
-  noise = jax.random.split(keys[5], len(leaves))
-  base_params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, noise)])
+  base_params = perturb(base_params, 0.05)
   abstract = jax.eval_shape(lambda: wide.init(keys[2], x, t, **extra)["params"])
   params = finetune.graft(base_params, base, wide, abstract)
   kernel = np.asarray(params["input_conv"]["kernel"])
@@ -39,9 +37,9 @@ def test_the_grafted_inpainting_unet_computes_exactly_the_base(layout):
   for i in new:
     assert not per_position[:, :, :, starts[i]:starts[i + 1]].any()
   image, mask = jax.random.normal(keys[3], (2, 8, 8, 3)), (jax.random.uniform(keys[4], (2, 8, 8, 1)) > 0.5)
-  want = base.apply({"params": base_params}, x, t, **extra)
+  want = jax.jit(base.apply)({"params": base_params}, x, t, **extra)  # op by op, each forward is ~70 compiles
   assert np.abs(np.asarray(want)).mean() > 1e-2
-  got = wide.apply({"params": params}, x, t, **extra, inpaint_image=image, inpaint_mask=mask)
+  got = jax.jit(wide.apply)({"params": params}, x, t, **extra, inpaint_image=image, inpaint_mask=mask)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
