@@ -17,16 +17,19 @@ def _hole_extent(mask):
   return len(rows), len(cols), bool(span.all())
 
 
+# The drawers are jitted whole (with their sizes and settings static), as the train step runs them: op by op
+# each dispatches (and compiles) dozens of ops.
 def test_box_masks_are_filled_rectangles_of_the_asked_sides():
   size, low, high = 24, 0.25, 0.5
-  boxes = np.asarray(masks.box_masks(jax.random.PRNGKey(0), 200, size, low, high))
+  box_masks = jax.jit(masks.box_masks, static_argnums=(1, 2, 3, 4))
+  boxes = np.asarray(box_masks(jax.random.PRNGKey(0), 200, size, low, high))
   assert boxes.shape == (200, size, size, 1) and set(np.unique(boxes)) == {0.0, 1.0}
   extents = np.asarray([_hole_extent(m) for m in boxes])
   assert extents[:, 2].all()  # every hole is one solid rectangle
   # A side of s·size pixels covers floor or ceil of it: 6..12 pixels at 24 px.
   assert extents[:, :2].min() >= int(low * size) and extents[:, :2].max() <= int(high * size) + 1
   assert extents[:, :2].std() > 1.0  # sides vary
-  np.testing.assert_array_equal(boxes, masks.box_masks(jax.random.PRNGKey(0), 200, size, low, high))
+  np.testing.assert_array_equal(boxes, box_masks(jax.random.PRNGKey(0), 200, size, low, high))
 
 
 def test_segment_distance_against_hand_values():
@@ -39,21 +42,22 @@ def test_segment_distance_against_hand_values():
 def test_strokes_cover_their_segments_and_only_near_them():
   settings = masks.MaskSettings(max_strokes=1, stroke_vertices=2, stroke_width_min=0.1, stroke_width_max=0.1)
   size = 32
-  strokes = np.asarray(masks.stroke_masks(jax.random.PRNGKey(3), 64, size, settings))
+  more = masks.MaskSettings(max_strokes=4)
+  strokes, many = map(np.asarray, jax.jit(lambda key: [masks.stroke_masks(key, 64, size, s) for s in (settings, more)])(
+      jax.random.PRNGKey(3)))
   assert set(np.unique(strokes)) == {0.0, 1.0}
   holes = (strokes[..., 0] == 0).sum((1, 2))
   # One segment of length ≥ 0.15 of the side, 0.1 wide: at least ~0.015 of the image, never more than
   # its full length (0.3) times its width plus the round caps.
   assert holes.min() >= 0.01 * size * size and holes.max() <= (0.3 * 0.1 + np.pi * 0.05 ** 2) * size * size + 2 * size
-  more = masks.MaskSettings(max_strokes=4)
-  many = np.asarray(masks.stroke_masks(jax.random.PRNGKey(3), 64, size, more))
   assert (many[..., 0] == 0).sum((1, 2)).mean() > holes.mean()
 
 
 def test_random_masks_mix_boxes_and_strokes_as_asked():
-  size = 24
-  for fraction in (0.0, 1.0, 0.5):
-    drawn = np.asarray(masks.random_masks(jax.random.PRNGKey(1), 400, size, masks.MaskSettings(box_fraction=fraction)))
+  size, fractions = 24, (0.0, 1.0, 0.5)
+  mixes = jax.jit(lambda key: [masks.random_masks(key, 400, size, masks.MaskSettings(box_fraction=fraction))
+                               for fraction in fractions])(jax.random.PRNGKey(1))
+  for fraction, drawn in zip(fractions, map(np.asarray, mixes)):
     solid = np.asarray([_hole_extent(m)[2] for m in drawn])
     if fraction == 1.0:
       assert solid.all()

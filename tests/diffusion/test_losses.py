@@ -251,6 +251,13 @@ def test_training_losses_match_reference_x64(x64, name, loss_type):
   assert max(errors.values()) < 1e-6, {k: v for k, v in errors.items() if v >= 1e-6}
 
 
+# vb_terms_bpd compiled at LLVM level 1 whatever the suite's level (tests/conftest.py): at level 0 the cosine
+# schedule's scaled error in test_vb_terms_over_all_timesteps_float32 is 3.4e-4, at 1 and at XLA's default 3 it
+# is 7.3e-5. The tests over all 1000 timesteps share it (and so its programs: the shapes are the same).
+_vb_level1 = jax.jit(losses.vb_terms_bpd, static_argnames=("mean_type", "var_type"),
+                     compiler_options={"xla_backend_optimization_level": 1})
+
+
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_vb_terms_over_all_timesteps_float32(name):
   """Every t of a 1000-step schedule, outputs near and far from the truth, all parameterisations."""
@@ -259,10 +266,7 @@ def test_vb_terms_over_all_timesteps_float32(name):
   rng, _, x0, noise = _inputs(p, (1000, 2, 2, 3), seed=7, t=t)
   tj = jnp.asarray(t)
   x_t = _f32(gaussian.q_sample(s, jnp.asarray(x0, jnp.float32), tj, jnp.asarray(noise, jnp.float32)))
-  # Compiled at LLVM level 1 whatever the suite's level (tests/conftest.py): at level 0 the cosine schedule's
-  # scaled error is 3.4e-4, at 1 and at XLA's default 3 it is 7.3e-5.
-  vb = jax.jit(losses.vb_terms_bpd, static_argnames=("mean_type", "var_type"),
-               compiler_options={"xla_backend_optimization_level": 1})
+  vb = _vb_level1
   for mean_type, var_type, near in itertools.product(MEAN_TYPES, VAR_TYPES, (True, False)):
     out = _output(p, x0, noise, t, mean_type, var_type, near, rng)
     got = np.asarray(vb(s, jnp.asarray(out, jnp.float32), jnp.asarray(x0, jnp.float32), jnp.asarray(x_t, jnp.float32),
@@ -329,7 +333,7 @@ def test_vb_of_the_true_posterior_is_zero_kl_and_closed_form_decoder(name):
   x0j, noisej = jnp.asarray(x0, jnp.float32), jnp.asarray(noise, jnp.float32)
   x_t = gaussian.q_sample(s, x0j, tj, noisej)
   post_log_var = jnp.broadcast_to(schedules.extract(s.posterior_log_variance_clipped, tj, x0j), x0j.shape)
-  vb = jax.jit(losses.vb_terms_bpd, static_argnames=("mean_type", "var_type"))
+  vb = _vb_level1
   decoder = _decoder_nll_closed_form(x0[:1], np.log(p.post_var[1]) * np.ones_like(x0[:1]))[0]
   exact = {
       ("x0", "fixed_small"): x0j,
@@ -376,13 +380,14 @@ def test_prior_bpd_closed_form(name):
   _, _, x0, _ = _inputs(p, (8, 4, 4, 3), seed=11)
   abar = p.abar[-1]
   want = np.mean(0.5 * (abar * x0**2 - abar - np.log1p(-abar)), axis=(1, 2, 3)) / np.log(2.0)
-  got = losses.prior_bpd(s, jnp.asarray(x0, jnp.float32))
+  prior_bpd = jax.jit(losses.prior_bpd)  # one program per precision, not some thirty ops each
+  got = prior_bpd(s, jnp.asarray(x0, jnp.float32))
   assert got.shape == (8,)
   # ᾱ_T is ~1e-9 (cosine) or ~4e-5 (linear); the result keeps float32 relative precision.
   np.testing.assert_allclose(got, want, rtol=1e-5)
   with jax.enable_x64(True):
     s64 = schedules.make_schedule(schedules.beta_schedule(name, 1000), dtype=jnp.float64)
-    np.testing.assert_allclose(losses.prior_bpd(s64, jnp.asarray(x0)), want, rtol=1e-9)
+    np.testing.assert_allclose(prior_bpd(s64, jnp.asarray(x0)), want, rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------
@@ -507,17 +512,19 @@ def _toy_model(x_t, t, cond):
 
 def _loop_bpd(model_fn, s, x0, key, timestep_map, cond=None):
   """calc_bpd written as a plain Python loop over t with the same fold_in noise."""
-  vb, x0_mse, mse = [], [], []
-  for i in range(s.num_timesteps):
+
+  @jax.jit  # one program for every t: op by op, each step dispatches some sixty ops
+  def terms(i, timestep_map):
     t = jnp.full((x0.shape[0],), i, jnp.int32)
     noise = jax.random.normal(jax.random.fold_in(key, i), x0.shape, x0.dtype)
     x_t = gaussian.q_sample(s, x0, t, noise)
     output = model_fn(x_t, timestep_map[t], cond)
-    vb.append(losses.vb_terms_bpd(s, output, x0, x_t, t, mean_type="eps", var_type="learned_range",
-                                  clip_denoised=True))
+    vb = losses.vb_terms_bpd(s, output, x0, x_t, t, mean_type="eps", var_type="learned_range", clip_denoised=True)
     pred_x0 = gaussian.p_mean_variance(s, output, x_t, t, mean_type="eps", var_type="learned_range")["pred_x0"]
-    x0_mse.append(losses.mean_flat((pred_x0 - x0) ** 2))
-    mse.append(losses.mean_flat((gaussian.eps_from_x0(s, x_t, t, pred_x0) - noise) ** 2))
+    return (vb, losses.mean_flat((pred_x0 - x0) ** 2),
+            losses.mean_flat((gaussian.eps_from_x0(s, x_t, t, pred_x0) - noise) ** 2))
+
+  vb, x0_mse, mse = zip(*(terms(i, timestep_map) for i in range(s.num_timesteps)))
   return [np.stack(a, axis=1) for a in (vb, x0_mse, mse)]
 
 
@@ -576,8 +583,9 @@ def test_dataset_bpd_averages_over_examples():
   key = jax.random.key(2)
   kwargs = dict(mean_type="eps", var_type="learned_range")
   got = losses.dataset_bpd(_toy_model, s, [first, {"image": second, "cond": cond}], key, **kwargs)
-  a = losses.calc_bpd(_toy_model, s, first, jax.random.fold_in(key, 0), **kwargs)
-  b = losses.calc_bpd(_toy_model, s, second, jax.random.fold_in(key, 1), cond=cond, **kwargs)
+  a, b = jax.jit(lambda: (  # one program, not some eighty ops
+      losses.calc_bpd(_toy_model, s, first, jax.random.fold_in(key, 0), **kwargs),
+      losses.calc_bpd(_toy_model, s, second, jax.random.fold_in(key, 1), cond=cond, **kwargs)))()
   assert got["num_examples"] == 8
   totals = np.concatenate([a["total_bpd"], b["total_bpd"]])
   np.testing.assert_allclose(got["bpd"], totals.mean(), rtol=1e-5)  # per example, not per batch

@@ -73,10 +73,12 @@ def test_ddim_equals_closed_form_composition(x64):
 
 def test_ancestral_1000_steps_matches_data():
   full = schedules.make_schedule(schedules.beta_schedule("cosine", T))
-  x = samplers.sample(
+  # 1000 steps over 65k pixels, each drawing its noise: running, not compiling, is this test's time, and LLVM
+  # level 1 (the suite compiles at 0, tests/conftest.py) runs it in a third of the time, to the same numbers.
+  x = jax.jit(lambda: samplers.sample(
       exact_eps_model(full), full, (4096, 4, 4, 1), jax.random.PRNGKey(1), method="ddpm",
       mean_type="eps", var_type="fixed_small", clip_denoised=False,
-  )
+  ), compiler_options={"xla_backend_optimization_level": 1})()
   x = np.asarray(x, np.float64)
   # 65k draws: the standard error of the variance is 0.55%, of the mean 0.7%.
   assert abs(x.mean() / MU - 1) < 0.02
@@ -198,13 +200,18 @@ def test_ddim_inversion_error_shrinks_with_steps():
   model = exact_eps_model(full)
   x_T = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 3))
   errors = []
+
+  @jax.jit  # one program per schedule: op by op, the 248 steps dispatch some 10,000 ops
+  def step(s, tmap, x, i):
+    t = jnp.full((2,), i, jnp.int32)
+    return samplers.ddim_step(s, model(x, tmap[t], None), x, t, None, eta=0.0, mean_type="eps",
+                              var_type="fixed_small", clip_denoised=False)[0]
+
   for spacing in ("ddim50", "ddim200"):
     s, tmap = schedules.respace(betas, schedules.space_timesteps(T, spacing))
     x = x_T
     for i in range(s.num_timesteps - 1, 0, -1):
-      t = jnp.full((2,), i, jnp.int32)
-      x, _ = samplers.ddim_step(s, model(x, tmap[t], None), x, t, None, eta=0.0, mean_type="eps",
-                                var_type="fixed_small", clip_denoised=False)
+      x = step(s, tmap, x, i)
     x_back = samplers.ddim_invert(model, s, x, timestep_map=tmap, mean_type="eps", var_type="fixed_small")
     errors.append(float(jnp.max(jnp.abs(x_back - x_T))))
   assert errors[1] < errors[0] / 3.0

@@ -20,7 +20,9 @@ from t2i_jax.pipelines import stage as stage_lib
 from t2i_jax.train import autoencoder_loss, loop, state as state_lib, step as step_lib
 from tests.conftest import load_config
 
-TINY = dict(name="autoencoder_kl", ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=8)
+# One level (no down- or upsampling): the loss and the train state see only the model's outputs and variables, and
+# the levels (tests/models/test_autoencoder.py's) would double every program's size and compile time.
+TINY = dict(name="autoencoder_kl", ch=32, ch_mult=(1,), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=8)
 
 
 def _renders(num, size=8):
@@ -33,10 +35,38 @@ def _loss(model_config, section, params, batch, seed=0):
   return autoencoder_loss.make_loss_fn(model, section)(params, batch, jax.random.PRNGKey(seed))
 
 
-def test_the_loss_terms_are_their_definitions():
-  model = models.build(TINY)
+GAN = dict(TINY, disc_layers=1, disc_channels=16)  # 8 px: logits [B, 2, 2, 1]
+
+
+def _split(tree):
+  """(autoencoder part, discriminator part) of a params-shaped tree."""
+  return {k: v for k, v in tree.items() if k != "discriminator"}, tree["discriminator"]
+
+
+@pytest.fixture(scope="module")
+def gan():
+  """A tiny KL model with a discriminator, its loss (disc_weight 0.5, disc_start 3) and the loss's value, aux
+  and gradient at steps 2 and 3, from one compiled program. Its params without the discriminator are TINY's
+  (the same tree), which the KL tests share."""
+  model = models.build(GAN)
   batch = {"image": _renders(4)}
+  # Op by op, as the other models' inits: most of their ops are then already compiled, where each jitted init
+  # would be a program the size of the network's.
   params = model.init(jax.random.PRNGKey(0), batch["image"])["params"]
+  section = common.section("autoencoder", kl_weight=1e-3, disc_weight=0.5, disc_start=3)
+  loss_fn = autoencoder_loss.make_loss_fn(model, section)
+  rng = jax.random.PRNGKey(2)
+  grad_fn = jax.jit(jax.value_and_grad(lambda p, s: loss_fn(p, batch, rng, None, s), has_aux=True))
+  at = {s: grad_fn(params, jnp.int32(s)) for s in (2, 3)}
+  return dict(model=model, params=params, batch=batch, loss_fn=loss_fn, rng=rng, at=at)
+
+
+def test_the_loss_terms_are_their_definitions(gan):
+  # Op by op: every pass after the first dispatches ops already compiled for these shapes, where jitting each
+  # would compile the whole network again.
+  model = models.build(TINY)
+  batch = gan["batch"]
+  params = _split(gan["params"])[0]  # TINY's tree: GAN is TINY with a discriminator beside it
   l1 = common.section("autoencoder", reconstruction="l1", kl_weight=0.0)
   loss, aux = _loss(TINY, l1, params, batch)
   metrics = aux["metrics"]
@@ -61,13 +91,12 @@ def test_the_loss_terms_are_their_definitions():
                              + float(extra["commitment_loss"]) + float(extra["codebook_loss"]), rtol=1e-5)
 
 
-def test_the_reconstruction_falls_over_a_few_dozen_steps():
+def test_the_reconstruction_falls_over_a_few_dozen_steps(gan):
   model = models.build(TINY)
   batch = {"image": _renders(8)}
   loss_fn = autoencoder_loss.make_loss_fn(model, common.section("autoencoder"))
   optimizer = state_lib.make_optimizer(common.optim(3e-3, warmup_steps=1))
-  params = model.init(jax.random.PRNGKey(0), batch["image"])["params"]
-  state = state_lib.create_train_state(params, optimizer)
+  state = state_lib.create_train_state(_split(gan["params"])[0], optimizer)
   step = jax.jit(step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9))
   history = []
   for i in range(40):
@@ -96,34 +125,11 @@ def test_what_the_trainer_cannot_train_is_refused():
 
 # --- VQGAN's adversarial terms ------------------------------------------------------------------------------------
 
-GAN = dict(TINY, disc_layers=1, disc_channels=16)  # 8 px: logits [B, 2, 2, 1]
-
-
 def test_hinge_loss_by_hand():
   real, fake = np.array([2.0, 0.5, -1.0]), np.array([-2.0, 0.3, 1.0])
   # relu(1 - real) = [0, 0.5, 2], relu(1 + fake) = [0, 1.3, 2]: ½ (2.5 / 3 + 3.3 / 3).
   np.testing.assert_allclose(float(autoencoder_loss.hinge_d_loss(real, fake)), 0.5 * (2.5 + 3.3) / 3, rtol=1e-6)
   assert float(autoencoder_loss.hinge_d_loss(np.full(4, 1.5), np.full(4, -1.0))) == 0.0  # both past the margin
-
-
-def _split(tree):
-  """(autoencoder part, discriminator part) of a params-shaped tree."""
-  return {k: v for k, v in tree.items() if k != "discriminator"}, tree["discriminator"]
-
-
-@pytest.fixture(scope="module")
-def gan():
-  """A tiny KL model with a discriminator, its loss (disc_weight 0.5, disc_start 3) and the loss's value, aux
-  and gradient at steps 2 and 3, from one compiled program."""
-  model = models.build(GAN)
-  batch = {"image": _renders(4)}
-  params = model.init(jax.random.PRNGKey(0), batch["image"])["params"]
-  section = common.section("autoencoder", kl_weight=1e-3, disc_weight=0.5, disc_start=3)
-  loss_fn = autoencoder_loss.make_loss_fn(model, section)
-  rng = jax.random.PRNGKey(2)
-  grad_fn = jax.jit(jax.value_and_grad(lambda p, s: loss_fn(p, batch, rng, None, s), has_aux=True))
-  at = {s: grad_fn(params, jnp.int32(s)) for s in (2, 3)}
-  return dict(model=model, params=params, batch=batch, loss_fn=loss_fn, rng=rng, at=at)
 
 
 def test_the_adaptive_weight_and_the_hinge_loss_against_the_full_model(gan):
@@ -137,18 +143,22 @@ def test_the_adaptive_weight_and_the_hinge_loss_against_the_full_model(gan):
   def rec_loss(p):
     return jnp.mean(jnp.abs(recon(p) - x))
 
-  def gen_loss(p):
-    return -jnp.mean(model.apply({"params": p}, recon(p), method=model.discriminate))
+  def discriminate(p, images):
+    return model.apply({"params": p}, images, method=model.discriminate)
 
-  # Brute force: gradients of the whole network, read at the decoder's last conv kernel.
-  grads = jax.jit(lambda p: (jax.grad(rec_loss)(p), jax.grad(gen_loss)(p)))(params)
+  def gen_loss(p):
+    return -jnp.mean(discriminate(p, recon(p)))
+
+  # Brute force: gradients of the whole network, read at the decoder's last conv kernel; and the discriminator's
+  # own passes on the images and their reconstructions (one program: op by op they dispatch hundreds of ops).
+  grads, logits_real, logits_fake = jax.jit(lambda p: (
+      (jax.grad(rec_loss)(p), jax.grad(gen_loss)(p)), discriminate(p, x), discriminate(p, recon(p))))(params)
   norms = [np.linalg.norm(np.asarray(g["decoder"]["conv_out"]["kernel"])) for g in grads]
   expected = 0.5 * np.clip(norms[0] / (norms[1] + 1e-4), 0, 1e4)
   np.testing.assert_allclose(float(metrics["disc_weight"]), expected, rtol=1e-4)
   assert 1e-3 < expected < 1e3  # a real balance, not a clip
   # The hinge loss and the logits of the discriminator's own pass.
-  logits_real = np.asarray(model.apply({"params": params}, x, method=model.discriminate))
-  logits_fake = np.asarray(model.apply({"params": params}, recon(params), method=model.discriminate))
+  logits_real, logits_fake = np.asarray(logits_real), np.asarray(logits_fake)
   hinge = 0.5 * (np.maximum(0, 1 - logits_real).mean() + np.maximum(0, 1 + logits_fake).mean())
   np.testing.assert_allclose(float(metrics["d_loss"]), hinge, rtol=1e-5)
   np.testing.assert_allclose(float(metrics["g_loss"]), -logits_fake.mean(), rtol=1e-4, atol=1e-6)
@@ -160,8 +170,15 @@ def test_the_adversarial_terms_wait_for_disc_start_and_train_each_side_alone(gan
   params, batch, loss_fn, rng = gan["params"], gan["batch"], gan["loss_fn"], gan["rng"]
   plain_fn = autoencoder_loss.make_loss_fn(models.build(dict(GAN, disc_layers=0)),
                                            common.section("autoencoder", kl_weight=1e-3))
-  (plain_loss, _), plain_grads = jax.jit(jax.value_and_grad(
-      lambda p: plain_fn(p, batch, rng), has_aux=True))(_split(params)[0])
+
+  def metric_grad(name):  # the gradient of one term of the total, as the loss computed it
+    return jax.grad(lambda p: loss_fn(p, batch, rng, None, jnp.int32(3))[1]["metrics"][name])
+
+  # One program: the loss without a discriminator (value and gradient), and the gradients of the two adversarial
+  # terms read below.
+  ((plain_loss, _), plain_grads), (g_grads, d_grads) = jax.jit(lambda p: (
+      jax.value_and_grad(lambda q: plain_fn(q, batch, rng), has_aux=True)(_split(p)[0]),
+      (metric_grad("g_loss")(p), metric_grad("d_loss")(p))))(params)
 
   # Before disc_start: the loss without a discriminator, in value and gradient (to float32 rounding: the two
   # are different programs, which XLA may fuse differently), and exactly nothing from or for the discriminator.
@@ -180,11 +197,6 @@ def test_the_adversarial_terms_wait_for_disc_start_and_train_each_side_alone(gan
   weight = float(metrics["disc_weight"])
   np.testing.assert_allclose(float(loss), float(plain_loss) + weight * float(metrics["g_loss"])
                              + float(metrics["d_loss"]), rtol=1e-6)
-
-  def metric_grad(name):  # the gradient of one term of the total, as the loss computed it
-    return jax.grad(lambda p: loss_fn(p, batch, rng, None, jnp.int32(3))[1]["metrics"][name])
-
-  g_grads, d_grads = jax.jit(lambda p: (metric_grad("g_loss")(p), metric_grad("d_loss")(p)))(params)
   g_ae, g_disc = _split(g_grads)
   d_ae, d_disc = _split(d_grads)
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(g_disc))  # the generator term moves no D param
@@ -218,21 +230,30 @@ def _ema_by_hand(stats, z, decay=0.9, epsilon=1e-5):
   return dict(codebook=book, cluster_size=size, embed_sum=total), counts
 
 
-@pytest.mark.parametrize("accum", [1, 2])
-def test_one_step_updates_the_ema_codebook_by_hand(accum):
+@pytest.fixture(scope="module")
+def vq_ema():
+  """VQ_EMA's model, a batch, a fresh train state (Adam) and the encoder's outputs under its params."""
   model = models.build(VQ_EMA)
   batch = {"image": _renders(4)}
-  params, model_state = state_lib.split_variables(model.init(jax.random.PRNGKey(0), batch["image"]))
-  assert set(model_state) == {"vq_stats"} and "quantizer" not in params  # the codebook is not a param
   optimizer = optax.adam(1e-3)
+  params, model_state = state_lib.split_variables(model.init(jax.random.PRNGKey(0), batch["image"]))
   state = state_lib.create_train_state(params, optimizer, model_state=model_state)
+  z = np.asarray(model.apply({"params": params}, batch["image"], method=model.encode))
+  return dict(model=model, batch=batch, optimizer=optimizer, state=state, z=z)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_one_step_updates_the_ema_codebook_by_hand(vq_ema, accum):
+  model, batch, optimizer, state = vq_ema["model"], vq_ema["batch"], vq_ema["optimizer"], vq_ema["state"]
+  params, model_state = state.params, state.model_state
+  assert set(model_state) == {"vq_stats"} and "quantizer" not in params  # the codebook is not a param
   loss_fn = autoencoder_loss.make_loss_fn(model, common.section("autoencoder"))
   step = jax.jit(step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9, grad_accum_steps=accum))
   new, metrics = step(state, batch, jax.random.PRNGKey(1))
   assert bool(metrics["finite"]) and float(metrics["codebook"]) == 0.0
   # The encoder's outputs under the step's (old) params, quantised against the old codebook, micro-batch by
   # micro-batch: each one's update is the next one's codebook.
-  z = np.asarray(model.apply({"params": params}, batch["image"], method=model.encode))
+  z = vq_ema["z"]
   stats = model_state["vq_stats"]["quantizer"]
   for part in np.split(z, accum):
     stats, counts = _ema_by_hand(stats, part)
@@ -251,6 +272,7 @@ def test_one_step_updates_the_ema_codebook_by_hand(accum):
 def test_runlocal_vq_ema_trains_through_the_loop_and_resumes_its_codebook(tmp_path):
   config = load_config("shapes_autoencoder:runlocal,vq")
   config.model.ema = True
+  config.model.ch_mult = (1,)  # one level, as TINY: what is checked is the loop's state, not the network
   state = loop.train(config, str(tmp_path))
   assert int(state.step) == 2 and sorted(state.model_state) == ["vq_stats"]
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]

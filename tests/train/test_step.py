@@ -15,7 +15,10 @@ from t2i_jax.train import diffusion_loss, sharding, state as state_lib, step as 
 
 TEXT = flax.core.FrozenDict(vocab_size=32, context_length=6, width=16, layers=1, heads=2, final_ln=True,
                             padding_embedding=True)
-MODEL = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(8,),
+# Text (for condition dropout) and U-Net dropout, attending to the text only in the middle block: attention at every
+# level would double the compile time of each step and add nothing the tests check. Its time-embedding kernels
+# (128 × 128) are large enough to be split by FSDP.
+MODEL = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
              num_head_channels=16, learn_sigma=True, text=TEXT, dropout=0.1)
 
 
@@ -35,30 +38,24 @@ def _batch(n=8):
               cond=dict(tokens=tokens, token_mask=jnp.arange(6)[None] < (jnp.arange(n)[:, None] % 5 + 1)))
 
 
-# The sharding test's model: no attention and no text, which compile in a fraction of MODEL's time; its
-# time-embedding kernels (128 × 128) are large enough to be split by FSDP.
-PLAIN = UNet(image_size=8, model_channels=32, num_res_blocks=1, channel_mult=(1,), attention_resolutions=(),
-             num_head_channels=16, learn_sigma=True, dropout=0.1)
-
-
-def _setup(loss_aware=False, model=MODEL, **diffusion):
+@pytest.fixture(scope="module")
+def setup():
+  """(train step, its jitted single-device program, state, batch): MODEL with the loss-aware sampler, which the
+  step tests share (one compiled init, one compiled single-device step)."""
   schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 100))
-  config = _diffusion_config(**diffusion)
-  loss_fn = diffusion_loss.make_loss_fn(model, schedule, config)
+  loss_fn = diffusion_loss.make_loss_fn(MODEL, schedule, _diffusion_config(timestep_sampler="loss-second-moment"))
   optimizer = state_lib.make_optimizer(_optim_config())
   batch = _batch()
-  if model.text is None:
-    batch["cond"] = {}
-  params = jax.jit(model.init)(jax.random.key(1, impl="rbg"), batch["image"], jnp.zeros((8,), jnp.int32),
+  params = jax.jit(MODEL.init)(jax.random.key(1, impl="rbg"), batch["image"], jnp.zeros((8,), jnp.int32),
                                **batch["cond"])["params"]
-  state = state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=loss_aware)
-  return step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9), state, batch
+  state = state_lib.create_train_state(params, optimizer, schedule.num_timesteps, loss_aware=True)
+  train_step = step_lib.make_train_step(loss_fn, optimizer, ema_rate=0.9)
+  return train_step, jax.jit(train_step), state, batch
 
 
-def test_sharded_step_equals_single_device():
-  train_step, state, batch = _setup(model=PLAIN)
+def test_sharded_step_equals_single_device(setup):
+  train_step, single, state, batch = setup
   rng = jax.random.PRNGKey(3)
-  single = jax.jit(train_step)
   s1 = state
   for _ in range(2):
     s1, m1 = single(s1, batch, rng)
@@ -77,8 +74,8 @@ def test_sharded_step_equals_single_device():
     assert int(s8.step) == 2
 
 
-def test_fsdp_shards_large_params():
-  _, state, _ = _setup(model=PLAIN)
+def test_fsdp_shards_large_params(setup):
+  state = setup[2]
   mesh = sharding.make_mesh(2)
   shardings = sharding.state_sharding(state.params, mesh)
   specs = [s.spec for s in jax.tree.leaves(shardings)]
@@ -97,8 +94,9 @@ def test_gradient_accumulation_averages_micro_batches():
   batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (8, 3)), "y": jnp.zeros((8, 2))}
   optimizer = optax.sgd(0.1)
   st = state_lib.create_train_state(params, optimizer)
-  full = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=1)(st, batch, jax.random.PRNGKey(0))
-  accum = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=4)(st, batch, jax.random.PRNGKey(0))
+  # Jitted: op by op, each step dispatches (and compiles) some forty tiny programs.
+  full = jax.jit(step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=1))(st, batch, jax.random.PRNGKey(0))
+  accum = jax.jit(step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=4))(st, batch, jax.random.PRNGKey(0))
   np.testing.assert_allclose(np.asarray(full[0].params["w"]), np.asarray(accum[0].params["w"]), rtol=1e-6)
   np.testing.assert_allclose(float(full[1]["loss"]), float(accum[1]["loss"]), rtol=1e-6)
 
@@ -115,7 +113,8 @@ def test_the_step_reaches_the_loss_as_the_states_step():
   base = float(jnp.mean((batch["x"] @ params["w"]) ** 2))
   for accum in (1, 2):
     st = state_lib.create_train_state(params, optimizer).replace(step=jnp.int32(3))
-    _, metrics = step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=accum)(st, batch, jax.random.PRNGKey(0))
+    step = jax.jit(step_lib.make_train_step(loss_fn, optimizer, grad_accum_steps=accum))  # one program, not forty
+    _, metrics = step(st, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(float(metrics["loss"]), 4.0 * base, rtol=1e-5)
 
 
@@ -124,20 +123,23 @@ def _tail_config(**overrides):
                                        logit_uniform_fraction=0.05, logit_tail_fraction=0.25), **overrides))
 
 
-def test_an_early_tail_draws_its_own_weight_until_early_tail_steps():
+def test_an_early_tail_draws_its_own_weight_until_early_tail_steps(setup):
   schedule = schedules.make_schedule(schedules.beta_schedule("cosine", 1000))
-  _, state, batch = _setup(model=PLAIN)  # the draw comes before the model: the small one will do
+  _, _, state, batch = setup
   params = state.params
-  early = jax.jit(diffusion_loss.make_loss_fn(PLAIN, schedule, _tail_config(early_tail_fraction=0.9,
-                                                                             early_tail_steps=5)))
-  at = {h: jax.jit(diffusion_loss.make_loss_fn(PLAIN, schedule, _tail_config(logit_tail_fraction=h)))
-        for h in (0.9, 0.25)}
+
+  def timesteps(config):  # the loss's draw alone: XLA drops the model's pass, which the draw does not read
+    loss_fn = diffusion_loss.make_loss_fn(MODEL, schedule, config)
+    return jax.jit(lambda *args: loss_fn(*args)[1]["t"])
+
+  early = timesteps(_tail_config(early_tail_fraction=0.9, early_tail_steps=5))
+  at = {h: timesteps(_tail_config(logit_tail_fraction=h)) for h in (0.9, 0.25)}
   rng = jax.random.PRNGKey(7)
   draws = {}
   for step in (0, 4, 5, 100):
-    t = np.asarray(early(params, batch, rng, None, jnp.int32(step))[1]["t"])
+    t = np.asarray(early(params, batch, rng, None, jnp.int32(step)))
     draws[step] = t
-    expected = at[0.9 if step < 5 else 0.25](params, batch, rng)[1]["t"]
+    expected = at[0.9 if step < 5 else 0.25](params, batch, rng)
     np.testing.assert_array_equal(t, np.asarray(expected))
   # The two weights draw differently on this key (else the check above could not tell them apart).
   assert not np.array_equal(draws[4], draws[5])
@@ -209,11 +211,10 @@ def test_condition_dropout_replaces_only_dropped_rows():
     UNet(image_size=8, model_channels=32, num_res_blocks=1, attention_resolutions=(), num_classes=3).null_condition()
 
 
-def test_the_step_is_reproducible_and_updates_the_loss_aware_history():
+def test_the_step_is_reproducible_and_updates_the_loss_aware_history(setup):
   # rng = fold_in(key, step): the same state and key give bitwise the same update (condition dropout,
   # U-Net dropout and the timestep draw included).
-  train_step, state, batch = _setup(loss_aware=True, timestep_sampler="loss-second-moment")
-  jitted = jax.jit(train_step)
+  _, jitted, state, batch = setup
   new_state, metrics = jitted(state, batch, jax.random.PRNGKey(5))
   again, _ = jitted(state, batch, jax.random.PRNGKey(5))
   for x, y in zip(jax.tree.leaves(new_state), jax.tree.leaves(again)):
