@@ -105,5 +105,10 @@ def test_converter_covers_the_published_state_dict(name):
   assert copied == (12 * 3 * (768 * 768 + 768 + 512 * 512 + 512) if "clip" in name else 0)
 
 
+def test_our_default_clip_is_the_released_vit_b32():
+  # So the hf_clip_vit_b32 case above also checks clip.default_config()'s count: OpenAI's 151,277,313.
+  assert _hf_clip_config().model.to_dict() == clip_lib.default_config().to_dict()
+
+
 def test_the_skipped_buffers_are_transformers():
   assert sorted(_published()["hf_clip_vit_b32_buffers"]) == sorted(hf_clip.BUFFERS)

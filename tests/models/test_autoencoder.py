@@ -1,7 +1,11 @@
 """The latent-diffusion first stage: shapes, layer placement, the Gaussian posterior, the vector quantiser, sizes,
-and VQGAN's patch discriminator."""
+and VQGAN's patch discriminator.
+
+Model calls are jitted (the module static, `_apply`): op by op, each call compiles dozens of small programs.
+"""
 
 import contextlib
+import functools
 
 import flax.linen as nn
 import jax
@@ -15,6 +19,11 @@ from t2i_jax.models.quantizer import VectorQuantizer
 from tests.models.util import random_params
 
 TINY = dict(ch=32, num_res_blocks=1, z_channels=4, embed_dim=3, resolution=16, attn_resolutions=(8,))
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("mutable", "update_codebook"))
+def _apply(module, variables, *args, **kwargs):
+  return module.apply(variables, *args, **kwargs)
 
 
 def _count(model, size):
@@ -51,9 +60,8 @@ def test_vq_f4_parameter_count():
 @pytest.mark.parametrize("kind", ["kl", "vq"])
 def test_shapes(kind, ch_mult, f):
   model = AutoencoderKL(ch_mult=ch_mult, **TINY) if kind == "kl" else VQModel(ch_mult=ch_mult, n_embed=16, **TINY)
-  key = jax.random.PRNGKey(0)
-  x = jax.random.uniform(key, (2, 16, 16, 3), minval=-1, maxval=1)
-  variables = random_params(model, key, x)
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  variables = random_params(model, jax.random.PRNGKey(0), x)
 
   @jax.jit
   def run(variables, x):
@@ -87,10 +95,11 @@ def test_attention_placement():
 
 
 def test_downsample_pads_bottom_right_only():
-  x = jnp.arange(36, dtype=jnp.float32).reshape(1, 6, 6, 1)
-  for tap, expected in [((0, 0), x[0, ::2, ::2, 0]), ((2, 2), jnp.pad(x[0, 2::2, 2::2, 0], ((0, 1), (0, 1))))]:
-    kernel = jnp.zeros((3, 3, 1, 1)).at[tap + (0, 0)].set(1.0)
-    out = Downsample().apply({"params": {"conv": {"kernel": kernel, "bias": jnp.zeros(1)}}}, x)
+  x = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
+  for tap, expected in [((0, 0), x[0, ::2, ::2, 0]), ((2, 2), np.pad(x[0, 2::2, 2::2, 0], ((0, 1), (0, 1))))]:
+    kernel = np.zeros((3, 3, 1, 1), np.float32)
+    kernel[tap + (0, 0)] = 1.0
+    out = _apply(Downsample(), {"params": {"conv": {"kernel": kernel, "bias": np.zeros(1, np.float32)}}}, x)
     np.testing.assert_array_equal(out[0, :, :, 0], expected)
 
 
@@ -154,7 +163,7 @@ def _vq(**kw):
 
 def test_vq_indices_losses_and_perplexity():
   vq = _vq()
-  z_q, aux = vq.apply({"params": {"codebook": jnp.asarray(CODEBOOK)}}, jnp.asarray(Z))
+  z_q, aux = _apply(vq, {"params": {"codebook": CODEBOOK}}, Z)
   flat = Z.reshape(-1, 2)
   dists = ((flat[:, None] - CODEBOOK[None]) ** 2).sum(-1)
   np.testing.assert_array_equal(aux["indices"], dists.argmin(1).reshape(2, 1, 3))
@@ -169,9 +178,9 @@ def test_vq_indices_losses_and_perplexity():
 
 
 def test_vq_straight_through_gradient():
-  vq, g = _vq(), jax.random.normal(jax.random.PRNGKey(1), Z.shape)
+  vq, g = _vq(), np.random.default_rng(1).standard_normal(Z.shape, np.float32)
   params = {"params": {"codebook": jnp.asarray(CODEBOOK)}}
-  grad = jax.grad(lambda z: jnp.sum(vq.apply(params, z)[0] * g))(jnp.asarray(Z))
+  grad = jax.jit(jax.grad(lambda z: jnp.sum(vq.apply(params, z)[0] * g)))(Z)
   np.testing.assert_allclose(grad, g, rtol=1e-6)
 
 
@@ -180,7 +189,7 @@ def test_vq_loss_gradients():
 
   def loss_grads(name):
     fn = lambda params, z: vq.apply(params, z)[1][name]  # noqa: E731
-    return jax.grad(fn, argnums=(0, 1))({"params": {"codebook": jnp.asarray(CODEBOOK)}}, jnp.asarray(Z))
+    return jax.jit(jax.grad(fn, argnums=(0, 1)))({"params": {"codebook": CODEBOOK}}, Z)
 
   q = CODEBOOK[HAND_INDICES.reshape(-1)]
   flat = Z.reshape(-1, 2)
@@ -197,14 +206,13 @@ def test_vq_loss_gradients():
 
 
 def _ema_state(codebook):
-  return {"vq_stats": {"codebook": jnp.asarray(codebook), "cluster_size": jnp.ones(len(codebook)),
-                       "embed_sum": jnp.asarray(codebook)}}
+  return {"vq_stats": {"codebook": codebook, "cluster_size": np.ones(len(codebook), np.float32), "embed_sum": codebook}}
 
 
 def test_vq_ema_update_by_hand():
   # A large epsilon, so that the Laplace smoothing shows at float32 precision.
   vq = VectorQuantizer(num_embeddings=2, embedding_dim=2, ema=True, decay=0.9, epsilon=0.1)
-  init = vq.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 3, 2)))
+  init = jax.jit(vq.init)(jax.random.PRNGKey(0), np.zeros((1, 1, 3, 2), np.float32))
   assert set(init) == {"vq_stats"}  # no params: the codebook is not trained by gradients
   # The stats start as if each entry had been assigned once to its own (uniform ±1/K, as taming) initial value.
   stats = init["vq_stats"]
@@ -212,8 +220,8 @@ def test_vq_ema_update_by_hand():
   np.testing.assert_array_equal(stats["embed_sum"], stats["codebook"])
   assert np.all(np.abs(stats["codebook"]) <= 0.5) and np.std(stats["codebook"]) > 0.05
   book = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
-  z = jnp.array([[0.1, 0.2], [-0.1, 0.0], [0.9, 1.2]]).reshape(1, 1, 3, 2)
-  (z_q, aux), state = vq.apply(_ema_state(book), z, update_codebook=True, mutable=["vq_stats"])
+  z = np.array([[0.1, 0.2], [-0.1, 0.0], [0.9, 1.2]], np.float32).reshape(1, 1, 3, 2)
+  (z_q, aux), state = _apply(vq, _ema_state(book), z, update_codebook=True, mutable=("vq_stats",))
   np.testing.assert_array_equal(aux["indices"].reshape(-1), [0, 0, 1])
   np.testing.assert_allclose(z_q.reshape(-1, 2), book[[0, 0, 1]], atol=1e-7)  # quantised with the old codebook
   assert float(aux["codebook_loss"]) == 0.0
@@ -230,21 +238,21 @@ def test_vq_ema_update_by_hand():
 
   # decay 0 and a small epsilon: the entries jump to the means of their vectors (up to the smoothing).
   fast = vq.clone(decay=0.0, epsilon=1e-5)
-  _, state = fast.apply(_ema_state(book), z, update_codebook=True, mutable=["vq_stats"])
+  _, state = _apply(fast, _ema_state(book), z, update_codebook=True, mutable=("vq_stats",))
   np.testing.assert_allclose(state["vq_stats"]["codebook"], [[0.0, 0.1], [0.9, 1.2]], rtol=1e-4)
 
   # Without update_codebook nothing changes; asking for it without the mutable collection, or without EMA, fails.
-  _, state = vq.apply(_ema_state(book), z, mutable=["vq_stats"])
+  _, state = _apply(vq, _ema_state(book), z, mutable=("vq_stats",))
   np.testing.assert_array_equal(state["vq_stats"]["codebook"], book)
   with pytest.raises(ValueError, match='mutable=\\["vq_stats"\\]'):
-    vq.apply(_ema_state(book), z, update_codebook=True)
+    _apply(vq, _ema_state(book), z, update_codebook=True)
   with pytest.raises(ValueError, match="needs ema=True"):
-    _vq().apply({"params": {"codebook": jnp.asarray(CODEBOOK)}}, jnp.asarray(Z), update_codebook=True)
+    _apply(_vq(), {"params": {"codebook": CODEBOOK}}, Z, update_codebook=True)
 
 
 def test_vq_model_ema_updates_through_the_model():
   model = VQModel(ch_mult=(1, 2), n_embed=8, ema=True, **TINY)
-  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   variables = random_params(model, jax.random.PRNGKey(1), x)
   variables["vq_stats"] = {"quantizer": _ema_state(variables["vq_stats"]["quantizer"]["codebook"])["vq_stats"]}
   (_, aux), state = jax.jit(lambda v, x: model.apply(v, x, update_codebook=True, mutable=["vq_stats"]))(variables, x)
@@ -270,16 +278,17 @@ def test_discriminator_patches_and_receptive_field(layers, side, out, field):
       jax.random.PRNGKey(0), jnp.zeros((2, 256, 256, 3)))[0])
   assert big.shape == (2, 30, 30, 1) and PatchDiscriminator.receptive_field(3) == 70
   disc = PatchDiscriminator(channels=16, num_layers=layers)
-  x = jax.random.normal(jax.random.PRNGKey(0), (1, side, side, 3))
+  x = np.random.default_rng(0).standard_normal((1, side, side, 3), np.float32)
   variables = random_params(disc, jax.random.PRNGKey(1), x, scale=0.3)
-  assert disc.apply(variables, x).shape == (1, out, out, 1) and PatchDiscriminator.output_side(side, layers) == out
+  assert jax.eval_shape(disc.apply, variables, x).shape == (1, out, out, 1)
+  assert PatchDiscriminator.output_side(side, layers) == out
   assert PatchDiscriminator.receptive_field(layers) == field
 
   def support(intercept):
     def logit(x):
       with nn.intercept_methods(_without_group_norm) if intercept else contextlib.nullcontext():
         return disc.apply(variables, x)[0, out // 2, out // 2, 0]
-    touched = np.abs(np.asarray(jax.grad(logit)(x))[0]).sum(-1) > 0
+    touched = np.abs(np.asarray(jax.jit(jax.grad(logit))(x))[0]).sum(-1) > 0  # one program, not op by op
     rows, cols = np.nonzero(touched.any(1))[0], np.nonzero(touched.any(0))[0]
     return rows.min(), rows.max(), cols.min(), cols.max()
 
@@ -293,7 +302,7 @@ def test_discriminator_patches_and_receptive_field(layers, side, out, field):
 def test_the_discriminator_lives_in_the_models_params():
   config = dict(ch_mult=(1, 2), disc_layers=2, disc_channels=16, **TINY)
   model = AutoencoderKL(**config)
-  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   # Either model's init makes the discriminator's params, beside the autoencoder's.
   vq_shapes = jax.eval_shape(lambda: VQModel(n_embed=16, **config).init(jax.random.PRNGKey(0), x))["params"]
   assert "discriminator" in vq_shapes
@@ -305,16 +314,21 @@ def test_the_discriminator_lives_in_the_models_params():
   assert sizes == {"conv_0": 16 * 48 + 16, "conv_1": 16 * 16 * 32, "conv_2": 16 * 32 * 64, "conv_out": 16 * 64 + 1,
                    "norm_1": 64, "norm_2": 128}
 
-  (recon, _), sown = model.apply(variables, x, mutable=["intermediates"])
-  features = sown["intermediates"]["decoder"]["features"][0]
-  logits = model.apply(variables, recon, method=model.discriminate)
+  @jax.jit
+  def forward(variables, x):
+    (recon, _), sown = model.apply(variables, x, mutable=["intermediates"])
+    return recon, sown["intermediates"]["decoder"]["features"][0], model.apply(variables, recon, method="discriminate")
+
+  recon, features, logits = forward(variables, x)
   assert logits.shape == (2, 2, 2, 1) and logits.dtype == jnp.float32
-  # The decoder's last conv, recomputed from its sown input, gives the reconstruction bit for bit.
+  # The decoder's last conv, recomputed from its sown input (a program of its own), gives the reconstruction bit
+  # for bit.
   assert features.shape == (2, 16, 16, 32)
-  np.testing.assert_array_equal(decoder_head(params["decoder"]["conv_out"], features, 3), recon)
+  head = jax.jit(decoder_head, static_argnums=2)(params["decoder"]["conv_out"], features, 3)
+  np.testing.assert_array_equal(head, recon)
   # A model without a discriminator has none to run; its params are the same tree less the discriminator.
   plain = model.clone(disc_layers=0)
   shapes = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0), x))["params"]
   assert set(shapes) == set(params) - {"discriminator"}
   with pytest.raises(ValueError, match="set model.disc_layers > 0"):
-    plain.apply({"params": {k: params[k] for k in shapes}}, x, method=plain.discriminate)
+    jax.eval_shape(functools.partial(plain.apply, method="discriminate"), {"params": {k: params[k] for k in shapes}}, x)
