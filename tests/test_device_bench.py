@@ -19,13 +19,15 @@ def _bench():
   return module
 
 
-def test_the_dry_run_measures_its_cases_and_writes_its_tables(tmp_path):
+def test_the_dry_run_measures_its_cases_and_writes_its_tables(tmp_path, capsys):
   bench = _bench()
   # Every train case runs the same train_case code on its own config (those configs train through the loop in
   # tests/train): one case, the one with model overrides (bf16 activations, remat), stands for them, so that the
   # dry run compiles one train step instead of five.
   (name, spec, _, model), = [c for c in bench.TRAIN_CASES if c[0] == "glide_base64 bf16 remat"]
-  assert bench.main(["--dry-run", "--list"]) == [] and len(bench.TRAIN_CASES) == 5
+  capsys.readouterr()
+  assert bench.main(["--dry-run", "--list"]) == []  # device.sh's loop: every case, one a line
+  assert capsys.readouterr().out.splitlines() == [c[0] for c in bench.TRAIN_CASES] + ["pytorch", "glide", "unclip"]
   bench.main(["--dry-run", "--out", str(tmp_path), "--case", name])
   rows = bench.main(["--dry-run", "--out", str(tmp_path), "--only", "sample", "--append"])  # after the train row
   (train,) = [r for r in rows if r.kind == "train"]
@@ -42,7 +44,9 @@ def test_the_dry_run_measures_its_cases_and_writes_its_tables(tmp_path):
   table = open(tmp_path / json_file.replace(".json", ".md")).read()
   assert "dry run" in table and all(f"| {r.case} |" in table for r in rows)
   # device.sh's per-case processes: --list names the cases, --case runs one, --append keeps the run's rows.
+  capsys.readouterr()
   assert bench.main(["--dry-run", "--list", "--only", "torch,sample"]) == []
+  assert capsys.readouterr().out.splitlines() == ["pytorch", "glide", "unclip"]
   again = bench.main(["--dry-run", "--out", str(tmp_path), "--case", "pytorch", "--append"])
   torch_rows = again[len(rows):]
   assert [r.case for r in again[:len(rows)]] == [r.case for r in rows]
